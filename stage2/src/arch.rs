@@ -1,0 +1,117 @@
+//! The boundary between the portable core and the machine: TLB maintenance and barriers, table
+//! page allocation, and per-page metadata. The hypervisor implements these with real
+//! instructions; host tests implement them with recorders ([`crate::testing`]).
+
+use crate::sync::AtomicU64;
+
+/// One 4 KiB translation table: 512 descriptors, each read and written atomically.
+pub type Table = [AtomicU64; crate::desc::ENTRIES];
+
+/// TLB maintenance for one VMID, as the protocol needs it. Every call must return only after the
+/// invalidation has *completed* (its trailing `DSB`), because the core frees memory and publishes
+/// new entries right after it.
+pub trait Tlb: Sync {
+    /// Broadcast invalidation of the stage-2 (and combined stage-1+2) entries for the leaf that
+    /// mapped `ipa` at `level`. Must order earlier PTE stores first (`DSB ISHST`).
+    fn invalidate_ipa(&self, ipa: u64, level: u8);
+    /// Broadcast invalidation of everything cached for `[ipa, ipa + size)`, including walk-cache
+    /// entries for tables in that span: no level hint may be used (a level hint names a leaf).
+    fn invalidate_range(&self, ipa: u64, size: u64);
+    /// Broadcast invalidation of everything cached for this VMID.
+    fn invalidate_vmid(&self);
+    /// This CPU only: drop a cached translation for `ipa` that caused a permission fault.
+    fn invalidate_ipa_local(&self, ipa: u64, level: u8);
+    /// Make the PTE stores of a finished walk visible to other CPUs' walkers (`DSB ISHST`). No
+    /// TLBI is needed after invalid -> valid: nothing could have been cached for an invalid entry.
+    fn publish(&self);
+}
+
+/// Where table pages come from. `cpu` lets an implementation keep per-CPU caches so the fault
+/// path never touches a shared allocator.
+pub trait PagePool: Sync {
+    /// A zeroed 4 KiB page for a table, or `None` when the pool is dry. Must not panic.
+    fn alloc_table(&self, cpu: usize) -> Option<u64>;
+    /// Return a table page. It may be dirty; the pool zeroes it before handing it out again.
+    fn free_table(&self, cpu: usize, pa: u64);
+    /// `pages` physically contiguous zeroed pages aligned to `pages * 4096`, for a root made of
+    /// concatenated tables.
+    fn alloc_root(&self, pages: usize) -> Option<u64>;
+    /// Return a root from [`PagePool::alloc_root`].
+    fn free_root(&self, pa: u64, pages: usize);
+    /// The table page at `pa`, which this pool handed out and which has not been freed.
+    fn table(&self, pa: u64) -> &Table;
+    /// The metadata of the page at `pa`.
+    fn meta(&self, pa: u64) -> &PageMeta;
+}
+
+/// Per-table-page bookkeeping kept outside the page (a table page has no spare bytes).
+///
+/// Freeing must never need memory, so the deferred-free list is threaded through these.
+#[derive(Debug)]
+pub struct PageMeta {
+    /// 1 + the number of non-empty entries in the table (a LOCKED entry counts as non-empty).
+    pub(crate) refcount: AtomicU64,
+    /// Next page in a list of pages waiting to be freed (a PA, 0 ends the list).
+    pub(crate) next: AtomicU64,
+    /// The RCU epoch at which this page was retired.
+    pub(crate) epoch: AtomicU64,
+}
+
+impl PageMeta {
+    /// Metadata for a page that is not a table yet.
+    #[must_use]
+    pub fn new() -> PageMeta {
+        PageMeta { refcount: AtomicU64::new(0), next: AtomicU64::new(0), epoch: AtomicU64::new(0) }
+    }
+
+    /// The refcount (1 + non-empty entries) as last written; for tests and debug tooling.
+    #[must_use]
+    pub fn refcount(&self) -> u64 {
+        self.refcount.load(crate::sync::Ordering::Relaxed)
+    }
+}
+
+impl Default for PageMeta {
+    fn default() -> Self {
+        PageMeta::new()
+    }
+}
+
+impl<X: Tlb + ?Sized> Tlb for &X {
+    fn invalidate_ipa(&self, ipa: u64, level: u8) {
+        (**self).invalidate_ipa(ipa, level);
+    }
+    fn invalidate_range(&self, ipa: u64, size: u64) {
+        (**self).invalidate_range(ipa, size);
+    }
+    fn invalidate_vmid(&self) {
+        (**self).invalidate_vmid();
+    }
+    fn invalidate_ipa_local(&self, ipa: u64, level: u8) {
+        (**self).invalidate_ipa_local(ipa, level);
+    }
+    fn publish(&self) {
+        (**self).publish();
+    }
+}
+
+impl<X: PagePool + ?Sized> PagePool for &X {
+    fn alloc_table(&self, cpu: usize) -> Option<u64> {
+        (**self).alloc_table(cpu)
+    }
+    fn free_table(&self, cpu: usize, pa: u64) {
+        (**self).free_table(cpu, pa);
+    }
+    fn alloc_root(&self, pages: usize) -> Option<u64> {
+        (**self).alloc_root(pages)
+    }
+    fn free_root(&self, pa: u64, pages: usize) {
+        (**self).free_root(pa, pages);
+    }
+    fn table(&self, pa: u64) -> &Table {
+        (**self).table(pa)
+    }
+    fn meta(&self, pa: u64) -> &PageMeta {
+        (**self).meta(pa)
+    }
+}

@@ -1,0 +1,386 @@
+//! VMSAv8-64 stage-2 descriptors for the 4 KiB granule (Arm ARM D8.3, "Translation table
+//! descriptor formats"), and the attribute set the rest of the crate speaks in.
+//!
+//! Bit layout used here:
+//! ```text
+//!  63..59  58..55  54..53  52  51   47..12      10  9..8  7..6   5..2     1    0
+//!  ignored  SW     XN      C   DBM  output addr  AF  SH    S2AP   MemAttr  type valid
+//! ```
+//! `type` is 1 for a table (levels 0-2) or a page (level 3), 0 for a block (levels 1-2).
+
+/// Levels of the 4 KiB-granule walk: 0 is the top, 3 holds pages.
+pub const LAST_LEVEL: u8 = 3;
+/// Entries in one 4 KiB table.
+pub const ENTRIES: usize = 512;
+/// Size of a table page and of the smallest mapping.
+pub const PAGE_SIZE: u64 = 4096;
+
+const VALID: u64 = 1 << 0;
+const TYPE_TABLE_OR_PAGE: u64 = 1 << 1;
+const MEMATTR_SHIFT: u32 = 2;
+const MEMATTR_MASK: u64 = 0b1111 << MEMATTR_SHIFT;
+const S2AP_R: u64 = 1 << 6;
+const S2AP_W: u64 = 1 << 7;
+const SH_SHIFT: u32 = 8;
+const SH_INNER: u64 = 0b11 << SH_SHIFT;
+const AF: u64 = 1 << 10;
+/// Stage-2 XN[1] (bit 54): execute-never at EL1 and EL0. XN[0] (bit 53) is only meaningful with
+/// FEAT_XNX and we never set it, so both ELs see the same permission.
+const XN: u64 = 1 << 54;
+const OA_MASK: u64 = 0x0000_FFFF_FFFF_F000;
+/// Software bits [58:55]: ignored by the walker, free for us.
+const SW_SHIFT: u32 = 55;
+const SW_MASK: u64 = 0b1111 << SW_SHIFT;
+
+/// Stage-2 MemAttr[3:0] with HCR_EL2.FWB = 0: outer and inner Write-Back cacheable.
+const MEMATTR_NORMAL_WB: u64 = 0b1111;
+/// Stage-2 MemAttr[3:0] with HCR_EL2.FWB = 0: Device-nGnRE.
+const MEMATTR_DEVICE_NGNRE: u64 = 0b0001;
+
+/// `log2` of the span one entry at `level` maps: 39, 30, 21, 12 for levels 0..3.
+#[must_use]
+pub const fn level_shift(level: u8) -> u32 {
+    12 + 9 * (LAST_LEVEL - level) as u32
+}
+
+/// Bytes one entry at `level` maps.
+#[must_use]
+pub const fn level_size(level: u8) -> u64 {
+    1 << level_shift(level)
+}
+
+/// The size of a leaf mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Size {
+    /// A level-3 page.
+    Page4K,
+    /// A level-2 block.
+    Block2M,
+    /// A level-1 block.
+    Block1G,
+}
+
+impl Size {
+    /// The level at which a leaf of this size lives.
+    #[must_use]
+    pub const fn level(self) -> u8 {
+        match self {
+            Size::Page4K => 3,
+            Size::Block2M => 2,
+            Size::Block1G => 1,
+        }
+    }
+
+    /// Bytes mapped.
+    #[must_use]
+    pub const fn bytes(self) -> u64 {
+        level_size(self.level())
+    }
+
+    /// The leaf size at `level`, if a leaf may live there with a 4 KiB granule.
+    #[must_use]
+    pub const fn at_level(level: u8) -> Option<Size> {
+        match level {
+            3 => Some(Size::Page4K),
+            2 => Some(Size::Block2M),
+            1 => Some(Size::Block1G),
+            _ => None,
+        }
+    }
+}
+
+/// Memory type of a stage-2 mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MemType {
+    /// Normal memory, Write-Back cacheable, Inner Shareable: guest RAM.
+    NormalWb,
+    /// Device-nGnRE: passthrough MMIO.
+    Device,
+}
+
+/// Access permissions a stage-2 entry grants (S2AP and XN).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct Perms {
+    /// S2AP[0]: the guest may read.
+    pub read: bool,
+    /// S2AP[1]: the guest may write.
+    pub write: bool,
+    /// Not XN: the guest may execute.
+    pub exec: bool,
+}
+
+impl Perms {
+    /// Read, write and execute.
+    pub const RWX: Perms = Perms { read: true, write: true, exec: true };
+    /// Read and execute, no write (what write-protect leaves).
+    pub const RX: Perms = Perms { read: true, write: false, exec: true };
+    /// Read and write, no execute.
+    pub const RW: Perms = Perms { read: true, write: true, exec: false };
+    /// Read only.
+    pub const R: Perms = Perms { read: true, write: false, exec: false };
+    /// Write only (used as a "relax by adding write" request).
+    pub const W: Perms = Perms { read: false, write: true, exec: false };
+    /// Execute only (used as a "relax by adding exec" request).
+    pub const X: Perms = Perms { read: false, write: false, exec: true };
+
+    /// The union of two permission sets.
+    #[must_use]
+    pub const fn union(self, other: Perms) -> Perms {
+        Perms {
+            read: self.read || other.read,
+            write: self.write || other.write,
+            exec: self.exec || other.exec,
+        }
+    }
+
+    /// Whether every permission in `other` is also in `self`.
+    #[must_use]
+    pub const fn contains(self, other: Perms) -> bool {
+        (self.read || !other.read) && (self.write || !other.write) && (self.exec || !other.exec)
+    }
+}
+
+/// Everything about a leaf except its output address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Attrs {
+    /// Memory type (MemAttr).
+    pub mem: MemType,
+    /// Access permissions (S2AP, XN).
+    pub perms: Perms,
+    /// Software bits [58:55], free for the hypervisor (0..=15).
+    pub sw: u8,
+}
+
+impl Attrs {
+    /// Guest RAM, readable, writable and executable.
+    #[must_use]
+    pub const fn normal_rwx() -> Attrs {
+        Attrs { mem: MemType::NormalWb, perms: Perms::RWX, sw: 0 }
+    }
+
+    /// Guest RAM with the given permissions.
+    #[must_use]
+    pub const fn normal(perms: Perms) -> Attrs {
+        Attrs { mem: MemType::NormalWb, perms, sw: 0 }
+    }
+
+    /// Passthrough device memory, read/write, never executable.
+    #[must_use]
+    pub const fn device_rw() -> Attrs {
+        Attrs { mem: MemType::Device, perms: Perms::RW, sw: 0 }
+    }
+
+    fn bits(self) -> u64 {
+        let memattr = match self.mem {
+            MemType::NormalWb => MEMATTR_NORMAL_WB,
+            MemType::Device => MEMATTR_DEVICE_NGNRE,
+        };
+        let mut bits = (memattr << MEMATTR_SHIFT) | SH_INNER | AF;
+        bits |= perm_bits(self.perms);
+        bits |= (u64::from(self.sw) << SW_SHIFT) & SW_MASK;
+        bits
+    }
+}
+
+fn perm_bits(p: Perms) -> u64 {
+    let mut bits = 0;
+    if p.read {
+        bits |= S2AP_R;
+    }
+    if p.write {
+        bits |= S2AP_W;
+    }
+    if !p.exec {
+        bits |= XN;
+    }
+    bits
+}
+
+/// One stage-2 descriptor value, as read from or to be written to a table.
+///
+/// The classification needs the level: bits[1:0] = 0b11 is a table at levels 0-2 but a page at
+/// level 3.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pte(pub u64);
+
+impl core::fmt::Debug for Pte {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Pte({:#x})", self.0)
+    }
+}
+
+impl Pte {
+    /// An empty entry: invalid, maps nothing, not counted in its table's refcount.
+    pub const EMPTY: Pte = Pte(0);
+
+    /// A locked entry: some CPU owns it mid-break-before-make (or mid-prune). It is *invalid*
+    /// (bit 0 clear), so the hardware walker treats it as a translation fault and can never cache
+    /// it; bit 10 set makes it distinct from [`Pte::EMPTY`] so software walkers see it is taken.
+    pub const LOCKED: Pte = Pte(AF);
+
+    /// A table descriptor pointing at the table page at `pa`.
+    #[must_use]
+    pub const fn table(pa: u64) -> Pte {
+        Pte((pa & OA_MASK) | TYPE_TABLE_OR_PAGE | VALID)
+    }
+
+    /// A leaf (page at level 3, block at levels 1-2) mapping `pa` with `attrs`.
+    #[must_use]
+    pub fn leaf(pa: u64, level: u8, attrs: Attrs) -> Pte {
+        debug_assert!(pa & (level_size(level) - 1) == 0, "leaf output not aligned to its size");
+        let ty = if level == LAST_LEVEL { TYPE_TABLE_OR_PAGE } else { 0 };
+        Pte((pa & OA_MASK) | attrs.bits() | ty | VALID)
+    }
+
+    /// Bit 0: the hardware walker uses this entry.
+    #[must_use]
+    pub const fn is_valid(self) -> bool {
+        self.0 & VALID != 0
+    }
+
+    /// Zero: nothing here and nobody working on it.
+    #[must_use]
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Owned by some CPU mid-update.
+    #[must_use]
+    pub const fn is_locked(self) -> bool {
+        self.0 == Pte::LOCKED.0
+    }
+
+    /// A table descriptor (only possible above the last level).
+    #[must_use]
+    pub const fn is_table(self, level: u8) -> bool {
+        level < LAST_LEVEL && self.0 & (VALID | TYPE_TABLE_OR_PAGE) == (VALID | TYPE_TABLE_OR_PAGE)
+    }
+
+    /// A valid page or block descriptor.
+    #[must_use]
+    pub const fn is_leaf(self, level: u8) -> bool {
+        self.is_valid() && !self.is_table(level)
+    }
+
+    /// The output address (the next table's PA for a table descriptor).
+    #[must_use]
+    pub const fn addr(self) -> u64 {
+        self.0 & OA_MASK
+    }
+
+    /// The attributes of a valid leaf.
+    #[must_use]
+    pub fn attrs(self) -> Attrs {
+        let mem = if (self.0 & MEMATTR_MASK) >> MEMATTR_SHIFT == MEMATTR_NORMAL_WB {
+            MemType::NormalWb
+        } else {
+            MemType::Device
+        };
+        Attrs {
+            mem,
+            perms: Perms {
+                read: self.0 & S2AP_R != 0,
+                write: self.0 & S2AP_W != 0,
+                exec: self.0 & XN == 0,
+            },
+            // The mask keeps four bits, so the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation)]
+            sw: ((self.0 & SW_MASK) >> SW_SHIFT) as u8,
+        }
+    }
+
+    /// This leaf with its permissions replaced by `perms`; every other bit unchanged.
+    #[must_use]
+    pub fn with_perms(self, perms: Perms) -> Pte {
+        Pte((self.0 & !(S2AP_R | S2AP_W | XN)) | perm_bits(perms))
+    }
+
+    /// Whether `self` and `other` differ only in their permission bits.
+    #[must_use]
+    pub const fn same_but_perms(self, other: Pte) -> bool {
+        let mask = !(S2AP_R | S2AP_W | XN);
+        self.0 & mask == other.0 & mask
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_descriptor_matches_arm_arm_layout() {
+        // The value the QEMU notes recorded as working for guest RAM: PA | 0x7FF would be
+        // "valid page, MemAttr 0b1111, S2AP RW, SH inner, AF" (bits 0-10 all set).
+        let p = Pte::leaf(0x4000_1000, 3, Attrs::normal_rwx());
+        assert_eq!(p.0, 0x4000_1000 | 0x7FF);
+        assert!(p.is_valid() && p.is_leaf(3) && !p.is_table(3));
+        assert_eq!(p.addr(), 0x4000_1000);
+        assert_eq!(p.attrs(), Attrs::normal_rwx());
+    }
+
+    #[test]
+    fn block_descriptor_has_type_bit_clear() {
+        let b = Pte::leaf(0x4020_0000, 2, Attrs::normal_rwx());
+        assert_eq!(b.0 & 0b11, 0b01, "a block is valid with bit 1 clear");
+        assert!(b.is_leaf(2) && !b.is_table(2));
+        let g = Pte::leaf(0x4000_0000, 1, Attrs::normal_rwx());
+        assert_eq!(g.0 & 0b11, 0b01);
+    }
+
+    #[test]
+    fn table_descriptor_is_addr_or_0b11() {
+        let t = Pte::table(0x8000_3000);
+        assert_eq!(t.0, 0x8000_3000 | 0b11);
+        assert!(t.is_table(0) && t.is_table(2));
+        // The same bits at level 3 are a page, not a table.
+        assert!(!t.is_table(3) && t.is_leaf(3));
+    }
+
+    #[test]
+    fn locked_is_invalid_and_distinct() {
+        assert!(!Pte::LOCKED.is_valid());
+        assert!(Pte::LOCKED.is_locked() && !Pte::LOCKED.is_empty());
+        assert!(!Pte::EMPTY.is_locked());
+        for level in 0..=3 {
+            assert!(!Pte::LOCKED.is_table(level) && !Pte::LOCKED.is_leaf(level));
+        }
+    }
+
+    #[test]
+    fn permission_bits() {
+        let ro = Pte::leaf(0x1000, 3, Attrs::normal(Perms::R));
+        assert_eq!(ro.0 & (1 << 6), 1 << 6, "S2AP[0] read");
+        assert_eq!(ro.0 & (1 << 7), 0, "S2AP[1] write clear");
+        assert_eq!(ro.0 & (1 << 54), 1 << 54, "XN[1] set: not executable");
+        assert_eq!(ro.0 & (1 << 53), 0, "XN[0] never set");
+        let rw = ro.with_perms(Perms::RWX);
+        assert_eq!(rw, Pte::leaf(0x1000, 3, Attrs::normal_rwx()));
+        assert!(ro.same_but_perms(rw));
+        assert!(!ro.same_but_perms(Pte::leaf(0x2000, 3, Attrs::normal(Perms::R))));
+    }
+
+    #[test]
+    fn device_memattr_and_sw_bits() {
+        let d = Pte::leaf(0x0900_0000, 3, Attrs { sw: 0b1010, ..Attrs::device_rw() });
+        assert_eq!((d.0 >> 2) & 0xF, 0b0001, "Device-nGnRE");
+        assert_eq!((d.0 >> 55) & 0xF, 0b1010);
+        assert_eq!(d.attrs(), Attrs { sw: 0b1010, ..Attrs::device_rw() });
+    }
+
+    #[test]
+    fn level_sizes() {
+        assert_eq!(level_size(3), 4096);
+        assert_eq!(level_size(2), 2 << 20);
+        assert_eq!(level_size(1), 1 << 30);
+        assert_eq!(level_size(0), 512 << 30);
+        assert_eq!(Size::Block2M.bytes(), 2 << 20);
+        assert_eq!(Size::at_level(0), None);
+    }
+
+    #[test]
+    fn perms_algebra() {
+        assert!(Perms::RWX.contains(Perms::RW));
+        assert!(!Perms::RX.contains(Perms::W));
+        assert_eq!(Perms::RX.union(Perms::W), Perms::RWX);
+    }
+}
