@@ -61,7 +61,11 @@ impl PageMeta {
     /// Metadata for a page that is not a table yet.
     #[must_use]
     pub fn new() -> PageMeta {
-        PageMeta { refcount: AtomicU64::new(0), next: AtomicU64::new(0), epoch: AtomicU64::new(0) }
+        PageMeta {
+            refcount: AtomicU64::new(0),
+            next: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+        }
     }
 
     /// The refcount (1 + non-empty entries) as last written; for tests and debug tooling.

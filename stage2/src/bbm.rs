@@ -25,7 +25,10 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     /// A LOCKED entry is another CPU's mid-update in shared mode (retry), and a bug in exclusive
     /// mode, where nobody else may be inside the table.
     pub(crate) fn locked_seen(&self) -> Error {
-        assert!(!self.exclusive, "LOCKED stage-2 entry seen under the exclusive MMU lock");
+        assert!(
+            !self.exclusive,
+            "LOCKED stage-2 entry seen under the exclusive MMU lock"
+        );
         CpuStats::bump(&self.stats().retry_locked);
         Error::Retry
     }
@@ -83,7 +86,10 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     /// Step 3 of BBM: publish `new` over our LOCKED entry (release: whatever `new` points at is
     /// visible first). Fixes the containing table's count if the entry becomes empty.
     pub(crate) fn make(&self, w: &Walker<'_, P>, new: Pte) {
-        assert!(w.load().is_locked(), "make: the entry we broke is no longer LOCKED");
+        assert!(
+            w.load().is_locked(),
+            "make: the entry we broke is no longer LOCKED"
+        );
         w.store(new);
         if new.is_empty() {
             self.count_dec(w);
@@ -106,7 +112,9 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         self.make(w, new);
         CpuStats::bump(&self.stats().prunes);
         // Only now, after the invalidation completed, may RCU start the grace period's clock.
-        self.s2.rcu.retire(self.cpu, subtree, &self.s2.pool, self.stats());
+        self.s2
+            .rcu
+            .retire(self.cpu, subtree, &self.s2.pool, self.stats());
         Ok(())
     }
 
@@ -133,14 +141,22 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     pub(crate) fn count_inc(&self, w: &Walker<'_, P>) {
         if let Some(t) = w.containing_table() {
             // Relaxed: the count is only judged under the exclusive lock, which orders it.
-            self.s2.pool.meta(t).refcount.fetch_add(1, Ordering::Relaxed);
+            self.s2
+                .pool
+                .meta(t)
+                .refcount
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The current entry went from non-empty to empty.
     pub(crate) fn count_dec(&self, w: &Walker<'_, P>) {
         if let Some(t) = w.containing_table() {
-            self.s2.pool.meta(t).refcount.fetch_sub(1, Ordering::Relaxed);
+            self.s2
+                .pool
+                .meta(t)
+                .refcount
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -152,27 +168,34 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
 
 /// Lock every entry below the table at `table` (whose entries are at `level`), depth first, and
 /// add every table page found below it to `out`. In exclusive mode nobody else is inside, so the
-/// entries are only read.
+/// entries are only read. Returns the number of leaves the subtree mapped.
 pub(crate) fn collect_subtree<P: PagePool, T: Tlb>(
     g: &Guard<'_, P, T>,
     table: u64,
     level: u8,
     out: &mut PageList,
-) {
+) -> u64 {
     let pool = &g.s2.pool;
+    let mut leaves = 0;
     for entry in pool.table(table) {
         let old = if g.exclusive {
             let old = Pte(entry.load(Ordering::Relaxed));
-            assert!(!old.is_locked(), "LOCKED stage-2 entry seen under the exclusive MMU lock");
+            assert!(
+                !old.is_locked(),
+                "LOCKED stage-2 entry seen under the exclusive MMU lock"
+            );
             old
         } else {
             lock_descendant(entry)
         };
         if level < LAST_LEVEL && old.is_table(level) {
-            collect_subtree(g, old.addr(), level + 1, out);
+            leaves += collect_subtree(g, old.addr(), level + 1, out);
             out.push(pool, old.addr());
+        } else if old.is_leaf(level) {
+            leaves += 1;
         }
     }
+    leaves
 }
 
 /// Take one descendant entry for a prune and return what it held.

@@ -111,17 +111,41 @@ pub struct Perms {
 
 impl Perms {
     /// Read, write and execute.
-    pub const RWX: Perms = Perms { read: true, write: true, exec: true };
+    pub const RWX: Perms = Perms {
+        read: true,
+        write: true,
+        exec: true,
+    };
     /// Read and execute, no write (what write-protect leaves).
-    pub const RX: Perms = Perms { read: true, write: false, exec: true };
+    pub const RX: Perms = Perms {
+        read: true,
+        write: false,
+        exec: true,
+    };
     /// Read and write, no execute.
-    pub const RW: Perms = Perms { read: true, write: true, exec: false };
+    pub const RW: Perms = Perms {
+        read: true,
+        write: true,
+        exec: false,
+    };
     /// Read only.
-    pub const R: Perms = Perms { read: true, write: false, exec: false };
+    pub const R: Perms = Perms {
+        read: true,
+        write: false,
+        exec: false,
+    };
     /// Write only (used as a "relax by adding write" request).
-    pub const W: Perms = Perms { read: false, write: true, exec: false };
+    pub const W: Perms = Perms {
+        read: false,
+        write: true,
+        exec: false,
+    };
     /// Execute only (used as a "relax by adding exec" request).
-    pub const X: Perms = Perms { read: false, write: false, exec: true };
+    pub const X: Perms = Perms {
+        read: false,
+        write: false,
+        exec: true,
+    };
 
     /// The union of two permission sets.
     #[must_use]
@@ -155,19 +179,31 @@ impl Attrs {
     /// Guest RAM, readable, writable and executable.
     #[must_use]
     pub const fn normal_rwx() -> Attrs {
-        Attrs { mem: MemType::NormalWb, perms: Perms::RWX, sw: 0 }
+        Attrs {
+            mem: MemType::NormalWb,
+            perms: Perms::RWX,
+            sw: 0,
+        }
     }
 
     /// Guest RAM with the given permissions.
     #[must_use]
     pub const fn normal(perms: Perms) -> Attrs {
-        Attrs { mem: MemType::NormalWb, perms, sw: 0 }
+        Attrs {
+            mem: MemType::NormalWb,
+            perms,
+            sw: 0,
+        }
     }
 
     /// Passthrough device memory, read/write, never executable.
     #[must_use]
     pub const fn device_rw() -> Attrs {
-        Attrs { mem: MemType::Device, perms: Perms::RW, sw: 0 }
+        Attrs {
+            mem: MemType::Device,
+            perms: Perms::RW,
+            sw: 0,
+        }
     }
 
     fn bits(self) -> u64 {
@@ -227,8 +263,15 @@ impl Pte {
     /// A leaf (page at level 3, block at levels 1-2) mapping `pa` with `attrs`.
     #[must_use]
     pub fn leaf(pa: u64, level: u8, attrs: Attrs) -> Pte {
-        debug_assert!(pa & (level_size(level) - 1) == 0, "leaf output not aligned to its size");
-        let ty = if level == LAST_LEVEL { TYPE_TABLE_OR_PAGE } else { 0 };
+        debug_assert!(
+            pa & (level_size(level) - 1) == 0,
+            "leaf output not aligned to its size"
+        );
+        let ty = if level == LAST_LEVEL {
+            TYPE_TABLE_OR_PAGE
+        } else {
+            0
+        };
         Pte((pa & OA_MASK) | attrs.bits() | ty | VALID)
     }
 
@@ -361,10 +404,23 @@ mod tests {
 
     #[test]
     fn device_memattr_and_sw_bits() {
-        let d = Pte::leaf(0x0900_0000, 3, Attrs { sw: 0b1010, ..Attrs::device_rw() });
+        let d = Pte::leaf(
+            0x0900_0000,
+            3,
+            Attrs {
+                sw: 0b1010,
+                ..Attrs::device_rw()
+            },
+        );
         assert_eq!((d.0 >> 2) & 0xF, 0b0001, "Device-nGnRE");
         assert_eq!((d.0 >> 55) & 0xF, 0b1010);
-        assert_eq!(d.attrs(), Attrs { sw: 0b1010, ..Attrs::device_rw() });
+        assert_eq!(
+            d.attrs(),
+            Attrs {
+                sw: 0b1010,
+                ..Attrs::device_rw()
+            }
+        );
     }
 
     #[test]

@@ -24,7 +24,9 @@ impl Geometry {
     /// [`Error::BadConfig`] if the IPA size or start level cannot be described by VTCR_EL2.
     pub fn new(ipa_bits: u32, start_level: Option<u8>) -> Result<Geometry, Error> {
         if !(25..=48).contains(&ipa_bits) {
-            return Err(Error::BadConfig("ipa_bits must be 25..=48 for a 4 KiB granule"));
+            return Err(Error::BadConfig(
+                "ipa_bits must be 25..=48 for a 4 KiB granule",
+            ));
         }
         let fits = |level: u8| {
             ipa_bits > level_shift(level)
@@ -33,7 +35,10 @@ impl Geometry {
         let start_level = match start_level {
             Some(l) if l <= 2 && fits(l) => l,
             Some(_) => return Err(Error::BadConfig("start level cannot cover this IPA size")),
-            None => (0..=2).rev().find(|&l| fits(l)).ok_or(Error::BadConfig("no start level"))?,
+            None => (0..=2)
+                .rev()
+                .find(|&l| fits(l))
+                .ok_or(Error::BadConfig("no start level"))?,
         };
         Ok(Geometry {
             ipa_bits,
@@ -98,7 +103,10 @@ mod tests {
     #[test]
     fn forty_bits_is_level1_two_tables() {
         let g = Geometry::new(40, None).unwrap();
-        assert_eq!((g.start_level(), g.root_entries(), g.root_pages()), (1, 1024, 2));
+        assert_eq!(
+            (g.start_level(), g.root_entries(), g.root_pages()),
+            (1, 1024, 2)
+        );
         // The VTCR fields the QEMU notes recorded as working: T0SZ 24, SL0 1.
         assert_eq!((g.t0sz(), g.sl0()), (24, 1));
     }
@@ -114,8 +122,14 @@ mod tests {
     #[test]
     fn explicit_start_level_and_errors() {
         let g = Geometry::new(32, Some(1)).unwrap();
-        assert_eq!((g.start_level(), g.root_entries(), g.root_pages()), (1, 4, 1));
-        assert!(Geometry::new(48, Some(1)).is_err(), "2^18 root entries is over 16 tables");
+        assert_eq!(
+            (g.start_level(), g.root_entries(), g.root_pages()),
+            (1, 4, 1)
+        );
+        assert!(
+            Geometry::new(48, Some(1)).is_err(),
+            "2^18 root entries is over 16 tables"
+        );
         assert!(Geometry::new(24, None).is_err());
         assert!(Geometry::new(49, None).is_err());
     }

@@ -108,7 +108,11 @@ impl Config {
     /// `ipa_bits` of IPA, walked by `cpus` CPUs, start level chosen automatically.
     #[must_use]
     pub const fn new(ipa_bits: u32, cpus: usize) -> Config {
-        Config { ipa_bits, start_level: None, cpus }
+        Config {
+            ipa_bits,
+            start_level: None,
+            cpus,
+        }
     }
 }
 
@@ -135,7 +139,14 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
         }
         let root = pool.alloc_root(geom.root_pages()).ok_or(Error::NoMemory)?;
         let stats: Vec<CpuStats> = (0..cfg.cpus).map(|_| CpuStats::default()).collect();
-        Ok(Stage2 { geom, root, pool, tlb, rcu: Rcu::new(cfg.cpus), stats: stats.into_boxed_slice() })
+        Ok(Stage2 {
+            geom,
+            root,
+            pool,
+            tlb,
+            rcu: Rcu::new(cfg.cpus),
+            stats: stats.into_boxed_slice(),
+        })
     }
 
     /// PA of the root, for VTTBR_EL2.BADDR.
@@ -165,7 +176,12 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
     /// If `cpu` is out of range.
     pub fn shared(&self, cpu: usize) -> Guard<'_, P, T> {
         self.rcu.read_lock(cpu);
-        Guard { s2: self, cpu, exclusive: false, _not_send: PhantomData }
+        Guard {
+            s2: self,
+            cpu,
+            exclusive: false,
+            _not_send: PhantomData,
+        }
     }
 
     /// Take the MMU lock on `cpu`: no other walker runs until the guard is dropped.
@@ -174,13 +190,21 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
     /// If `cpu` is out of range.
     pub fn exclusive(&self, cpu: usize) -> Guard<'_, P, T> {
         self.rcu.write_lock(cpu);
-        Guard { s2: self, cpu, exclusive: true, _not_send: PhantomData }
+        Guard {
+            s2: self,
+            cpu,
+            exclusive: true,
+            _not_send: PhantomData,
+        }
     }
 
     /// Free the table pages `cpu` retired whose grace period has ended. Call at trap exit, with no
     /// guard alive on `cpu`.
     pub fn reclaim(&self, cpu: usize) {
-        debug_assert!(!self.rcu.in_section(cpu), "reclaim inside a read-side section");
+        debug_assert!(
+            !self.rcu.in_section(cpu),
+            "reclaim inside a read-side section"
+        );
         self.rcu.reclaim(cpu, &self.pool, &self.stats[cpu]);
     }
 
@@ -197,7 +221,10 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
 
     /// All CPUs' counters summed.
     pub fn stats(&self) -> Stats {
-        self.stats.iter().map(CpuStats::snapshot).fold(Stats::default(), Stats::merge)
+        self.stats
+            .iter()
+            .map(CpuStats::snapshot)
+            .fold(Stats::default(), Stats::merge)
     }
 
     /// One CPU's counters.
@@ -292,8 +319,16 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             if old.is_table(w.level()) {
                 let pa = old.addr();
                 let t = self.s2.pool.table(pa);
-                let used = t.iter().filter(|e| e.load(sync::Ordering::Relaxed) != 0).count();
-                f(pa, w.level() + 1, self.s2.pool.meta(pa).refcount(), used as u64);
+                let used = t
+                    .iter()
+                    .filter(|e| e.load(sync::Ordering::Relaxed) != 0)
+                    .count();
+                f(
+                    pa,
+                    w.level() + 1,
+                    self.s2.pool.meta(pa).refcount(),
+                    used as u64,
+                );
             }
             w.next(old);
         }

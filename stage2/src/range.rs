@@ -61,10 +61,13 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 w.skip();
                 continue;
             }
-            assert!(!old.is_locked(), "LOCKED stage-2 entry seen under the exclusive MMU lock");
+            assert!(
+                !old.is_locked(),
+                "LOCKED stage-2 entry seen under the exclusive MMU lock"
+            );
             if old.is_table(level) && w.covers(start, end) {
                 // The whole subtree goes.
-                crate::bbm::collect_subtree(self, old.addr(), level + 1, &mut freed);
+                done.leaves += crate::bbm::collect_subtree(self, old.addr(), level + 1, &mut freed);
                 freed.push(&self.s2.pool, old.addr());
                 w.store(Pte::EMPTY);
                 self.count_dec(&w);
@@ -83,7 +86,9 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         done.tables = freed.len;
         CpuStats::add(&self.stats().unmapped, done.leaves);
         done.flushed = self.flush(&dirty);
-        self.s2.rcu.retire(self.cpu, freed, &self.s2.pool, self.stats());
+        self.s2
+            .rcu
+            .retire(self.cpu, freed, &self.s2.pool, self.stats());
         Ok(done)
     }
 
@@ -102,10 +107,16 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         let mut w = self.walker(start, end);
         while !w.done() {
             let old = w.load();
-            assert!(!old.is_locked(), "LOCKED stage-2 entry seen under the exclusive MMU lock");
+            assert!(
+                !old.is_locked(),
+                "LOCKED stage-2 entry seen under the exclusive MMU lock"
+            );
             if old.is_leaf(w.level()) && old.attrs().perms.write {
                 let perms = old.attrs().perms;
-                w.store(old.with_perms(Perms { write: false, ..perms }));
+                w.store(old.with_perms(Perms {
+                    write: false,
+                    ..perms
+                }));
                 dirty.add(w.span());
                 done.leaves += 1;
             }

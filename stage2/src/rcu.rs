@@ -100,7 +100,11 @@ impl Rcu {
     /// MMU lock.
     pub(crate) fn read_lock(&self, cpu: usize) {
         let me = &self.cpus[cpu];
-        debug_assert_eq!(me.state.load(Ordering::Relaxed), 0, "nested read-side section");
+        debug_assert_eq!(
+            me.state.load(Ordering::Relaxed),
+            0,
+            "nested read-side section"
+        );
         loop {
             // Acquire: pairs with the AcqRel epoch advance in `retire`, so a reader that sees the
             // new epoch also sees the unlink that came before it.
@@ -145,7 +149,9 @@ impl Rcu {
                 spin_wait();
             }
         }
-        self.cpus[cpu].state.store(self.epoch.load(Ordering::Acquire), Ordering::Relaxed);
+        self.cpus[cpu]
+            .state
+            .store(self.epoch.load(Ordering::Acquire), Ordering::Relaxed);
     }
 
     pub(crate) fn write_unlock(&self, cpu: usize) {
@@ -168,7 +174,13 @@ impl Rcu {
     /// Hand an unlinked batch to RCU. The caller must already have completed the TLB invalidation
     /// covering every page in it: a hardware walker may hold these tables in its walk cache until
     /// then, and a grace period says nothing about hardware walkers.
-    pub(crate) fn retire<P: PagePool>(&self, cpu: usize, batch: PageList, pool: &P, stats: &CpuStats) {
+    pub(crate) fn retire<P: PagePool>(
+        &self,
+        cpu: usize,
+        batch: PageList,
+        pool: &P,
+        stats: &CpuStats,
+    ) {
         if batch.len == 0 {
             return;
         }
@@ -238,7 +250,10 @@ impl Rcu {
         if head == 0 {
             me.tail.store(0, Ordering::Relaxed);
         }
-        me.pending.store(me.pending.load(Ordering::Relaxed) - freed, Ordering::Relaxed);
+        me.pending.store(
+            me.pending.load(Ordering::Relaxed) - freed,
+            Ordering::Relaxed,
+        );
         CpuStats::add(&stats.tables_reclaimed, freed);
         CpuStats::add(&stats.tables_freed, freed);
         head == 0

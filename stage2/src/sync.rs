@@ -3,10 +3,10 @@
 //! Everything shared between CPUs (PTEs, page metadata, RCU state, counters) goes through these
 //! names, so the same code runs on the target, in host threads, and inside loom's model.
 
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64};
 #[cfg(not(loom))]
 pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicU64};
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64};
 
 pub(crate) use core::sync::atomic::Ordering;
 

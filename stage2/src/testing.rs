@@ -45,7 +45,9 @@ impl CountingPool {
     #[must_use]
     pub fn new(pages: usize) -> CountingPool {
         CountingPool {
-            tables: (0..pages).map(|_| core::array::from_fn(|_| AtomicU64::new(0))).collect(),
+            tables: (0..pages)
+                .map(|_| core::array::from_fn(|_| AtomicU64::new(0)))
+                .collect(),
             metas: (0..pages).map(|_| PageMeta::new()).collect(),
             state: (0..pages).map(|_| AtomicU8::new(FREE)).collect(),
             free: Mutex::new(Vec::new()),
@@ -78,14 +80,24 @@ impl CountingPool {
     }
 
     fn index(&self, pa: u64) -> usize {
-        assert!(pa >= POOL_BASE && pa % PAGE_SIZE == 0, "PA {pa:#x} is not a pool page");
+        assert!(
+            pa >= POOL_BASE && pa % PAGE_SIZE == 0,
+            "PA {pa:#x} is not a pool page"
+        );
         let i = ((pa - POOL_BASE) / PAGE_SIZE) as usize;
-        assert!(i < self.tables.len(), "PA {pa:#x} is outside the pool (poisoned or bogus)");
+        assert!(
+            i < self.tables.len(),
+            "PA {pa:#x} is outside the pool (poisoned or bogus)"
+        );
         i
     }
 
     fn take(&self, state: u8) -> Option<usize> {
-        let reused = if cfg!(loom) { None } else { self.free.lock().unwrap().pop() };
+        let reused = if cfg!(loom) {
+            None
+        } else {
+            self.free.lock().unwrap().pop()
+        };
         let i = match reused {
             Some(i) => i,
             None => {
@@ -110,7 +122,10 @@ impl CountingPool {
 
     fn give(&self, i: usize, expect: u8) {
         let prev = self.state[i].swap(FREE, Ordering::SeqCst);
-        assert_eq!(prev, expect, "freeing page {i} in the wrong state (double free?)");
+        assert_eq!(
+            prev, expect,
+            "freeing page {i} in the wrong state (double free?)"
+        );
         if !cfg!(loom) {
             for e in &self.tables[i] {
                 e.store(POISON, crate::sync::Ordering::Relaxed);
@@ -143,7 +158,10 @@ impl PagePool for CountingPool {
     fn alloc_root(&self, pages: usize) -> Option<u64> {
         // Roots are taken first from fresh pages, so contiguity and alignment come from taking
         // them at an aligned index.
-        let start = self.next_fresh.load(Ordering::SeqCst).next_multiple_of(pages);
+        let start = self
+            .next_fresh
+            .load(Ordering::SeqCst)
+            .next_multiple_of(pages);
         if start + pages > self.tables.len() {
             return None;
         }
@@ -164,7 +182,11 @@ impl PagePool for CountingPool {
 
     fn table(&self, pa: u64) -> &Table {
         let i = self.index(pa);
-        assert_ne!(self.state[i].load(Ordering::SeqCst), FREE, "use after free of table page {pa:#x}");
+        assert_ne!(
+            self.state[i].load(Ordering::SeqCst),
+            FREE,
+            "use after free of table page {pa:#x}"
+        );
         &self.tables[i]
     }
 
@@ -199,9 +221,17 @@ impl<X: PagePool + Send + ?Sized> PagePool for Arc<X> {
 pub enum TlbOp {
     /// `invalidate_ipa(ipa, level)`, with the entry's raw value at that moment (`None` if the
     /// path to it no longer exists).
-    Ipa { ipa: u64, level: u8, entry: Option<u64> },
+    Ipa {
+        ipa: u64,
+        level: u8,
+        entry: Option<u64>,
+    },
     /// `invalidate_range(ipa, size)`, with the value of the entry that maps exactly that span.
-    Range { ipa: u64, size: u64, entry: Option<u64> },
+    Range {
+        ipa: u64,
+        size: u64,
+        entry: Option<u64>,
+    },
     /// `invalidate_vmid()`.
     Vmid,
     /// `invalidate_ipa_local(ipa, level)`.
@@ -223,13 +253,22 @@ impl RecordingTlb {
     /// A recorder that reads entries from `pool` and keeps a full log.
     #[must_use]
     pub fn new(pool: Arc<CountingPool>) -> RecordingTlb {
-        RecordingTlb { pool, table: OnceLock::new(), log: Mutex::new(Vec::new()), keep_log: true, broadcasts: StdU64::new(0) }
+        RecordingTlb {
+            pool,
+            table: OnceLock::new(),
+            log: Mutex::new(Vec::new()),
+            keep_log: true,
+            broadcasts: StdU64::new(0),
+        }
     }
 
     /// A recorder that only counts (for stress runs and benchmarks).
     #[must_use]
     pub fn counting(pool: Arc<CountingPool>) -> RecordingTlb {
-        RecordingTlb { keep_log: false, ..RecordingTlb::new(pool) }
+        RecordingTlb {
+            keep_log: false,
+            ..RecordingTlb::new(pool)
+        }
     }
 
     /// Tell the recorder which table to read entries from (call after `Stage2::new`).
@@ -276,15 +315,20 @@ impl RecordingTlb {
 impl Tlb for RecordingTlb {
     fn invalidate_ipa(&self, ipa: u64, level: u8) {
         self.broadcasts.fetch_add(1, Ordering::SeqCst);
-        let entry = if self.keep_log { self.entry_at(ipa, level) } else { None };
+        let entry = if self.keep_log {
+            self.entry_at(ipa, level)
+        } else {
+            None
+        };
         self.record(TlbOp::Ipa { ipa, level, entry });
     }
 
     fn invalidate_range(&self, ipa: u64, size: u64) {
         self.broadcasts.fetch_add(1, Ordering::SeqCst);
-        let entry = if self.keep_log && size.is_power_of_two() && size >= PAGE_SIZE {
-            let level = (3 - (size.trailing_zeros().saturating_sub(12) / 9)) as u8;
-            self.entry_at(ipa, level)
+        // When the span is exactly one entry's (a pruned table), record that entry's state.
+        let level = (0..=3u8).find(|&l| crate::desc::level_size(l) == size);
+        let entry = if self.keep_log {
+            level.and_then(|l| self.entry_at(ipa, l))
         } else {
             None
         };
