@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Every test the project has, in the order a failure is cheapest to find:
+#   lint (fmt, clippy) -> stage2 host tests (unit, ops, proptest model, real-thread stress)
+#   -> loom models -> QEMU runs of the hypervisor (tests/qemu.sh, incl. the gdb test).
+# Prints one line per step and ends with "all: N passed, M failed" (N/M count test cases).
+# Exit status is non-zero if anything failed.
+set -u
+cd "$(dirname "$0")/.."
+
+HOST=$(rustc -vV | sed -n 's/^host: //p')
+LOG_DIR=${LOG_DIR:-target/test-logs}
+mkdir -p "$LOG_DIR"
+passed=0
+failed=0
+failed_steps=()
+
+# run NAME CMD...: run a step, keep its log, add its test counts.
+run() {
+    local name=$1; shift
+    local log="$LOG_DIR/$name.log"
+    local start=$SECONDS
+    if "$@" >"$log" 2>&1; then
+        local status=ok
+    else
+        local status=FAILED
+        failed_steps+=("$name")
+    fi
+    # Count cases from cargo's "test result:" lines and tests/qemu.sh's closing line.
+    local p f
+    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^qemu: [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -hoE '([0-9]+ failed)' "$log" | awk '{s+=$1} END {print s+0}')
+    if [ "$status" = FAILED ] && [ "$f" -eq 0 ]; then f=1; fi
+    passed=$((passed + p))
+    failed=$((failed + f))
+    printf '%-8s %-28s %4ds  %s passed, %s failed  (log: %s)\n' "$status" "$name" $((SECONDS - start)) "$p" "$f" "$log"
+    if [ "$status" = FAILED ]; then tail -n 30 "$log" | sed 's/^/    | /'; fi
+}
+
+run fmt cargo fmt --all -- --check
+run clippy-stage2 cargo clippy -p stage2 --features testing --target "$HOST" --tests -- -D warnings
+run clippy-bench cargo clippy -p bench --target "$HOST" -- -D warnings
+run clippy-hyp cargo clippy -p hyp -p guest -- -D warnings
+run stage2-tests cargo test -p stage2 --target "$HOST"
+RUSTFLAGS="--cfg loom" run stage2-loom cargo test -p stage2 --features testing --target "$HOST" \
+    --target-dir target/loom --release --test loom
+run qemu bash tests/qemu.sh
+
+echo
+if [ ${#failed_steps[@]} -gt 0 ]; then
+    echo "failed steps: ${failed_steps[*]}"
+fi
+echo "all: $passed passed, $failed failed"
+[ ${#failed_steps[@]} -eq 0 ]
