@@ -1,0 +1,174 @@
+//! Every barrier, TLB invalidation and cache maintenance instruction the hypervisor issues.
+//!
+//! Each function is one documented sequence, named for what it does, with the architectural
+//! requirement it meets. Nothing else in the hypervisor contains DSB, ISB, TLBI or DC: callers
+//! read like prose and a reviewer checks the ordering rules in one place.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Whether FEAT_TTL is implemented (ID_AA64MMFR2_EL1.TTL != 0): TLBI by address may then carry
+/// a translation-table-level hint. Set once by `detect_features` on CPU0 before any TLBI.
+static HAS_TTL: AtomicBool = AtomicBool::new(false);
+
+/// Reads the ID registers this file depends on. Call once, on CPU0, after the MMU is on.
+pub fn detect_features() {
+    use aarch64_cpu::registers::{Readable, ID_AA64MMFR2_EL1};
+    HAS_TTL.store(
+        ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::TTL) != 0,
+        Ordering::Relaxed,
+    );
+}
+
+/// Whether TLBI IPA operations carry a level hint (for the report).
+pub fn has_ttl() -> bool {
+    HAS_TTL.load(Ordering::Relaxed)
+}
+
+/// ISB: a system register write (VBAR, SCTLR, TTBR, HCR, ...) takes effect for the
+/// instructions after it only once the pipeline is resynchronised ("context synchronization").
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: ISB only synchronises the instruction stream; it touches no memory or registers.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// DSB ISHST: earlier stores (new page-table entries) are observable to every table walker in
+/// the inner-shareable domain before anything after it. Used before ERET after installing a
+/// mapping (invalid -> valid needs no TLBI, only visibility), and before a broadcast TLBI.
+#[inline(always)]
+pub fn dsb_ishst() {
+    // SAFETY: a barrier: orders memory accesses, changes no state.
+    unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
+}
+
+/// DSB SY: every earlier memory access and cache maintenance completes before anything after
+/// it. Used before turning the MMU on and before powering a CPU off or exiting.
+#[inline(always)]
+pub fn dsb_sy() {
+    // SAFETY: a barrier: orders memory accesses, changes no state.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// The operand of TLBI IPAS2E1{IS}: IPA[51:12] in bits [39:0], plus a level hint in bits
+/// [47:44] (TTL: TG=0b01 for 4 KiB granules, then the level) when FEAT_TTL is present and the
+/// level is one a 4 KiB-granule leaf can have (1..=3). Without FEAT_TTL the hint bits are RES0.
+fn ipas2_operand(ipa: u64, level: u8) -> u64 {
+    let addr = (ipa >> 12) & ((1 << 40) - 1);
+    if has_ttl() && (1..=3).contains(&level) {
+        addr | (0b01 << 46) | (u64::from(level) << 44)
+    } else {
+        addr
+    }
+}
+
+/// Stage-2 invalidation of one IPA, broadcast to every CPU in the inner-shareable domain.
+///
+/// Break-before-make requires that after an entry is made invalid, the TLB entries for it are
+/// invalidated and that invalidation completes before a different valid entry is written.
+/// 1. `dsb ishst`: the invalid entry is visible to all walkers before the TLBI is issued, so no
+///    walker can refill the TLB from the old entry after the invalidation.
+/// 2. `tlbi ipas2e1is`: drop stage-2 entries for the IPA (by IPA, all levels unless hinted).
+/// 3. `dsb ish`: the stage-2 invalidation completes on all CPUs before the stage-1 one starts.
+///    The Arm ARM requires this order: combined stage 1+2 entries can only be removed by a
+///    stage-1 invalidation issued after the stage-2 one completed.
+/// 4. `tlbi vmalle1is`: drop combined entries cached for the current VMID (by VA, which we do
+///    not know, so all of them).
+/// 5. `dsb ish`: that completes everywhere.
+/// 6. `isb`: later instructions on this CPU see the completed maintenance.
+pub fn s2_invalidate_ipa_broadcast(ipa: u64, level: u8) {
+    let op = ipas2_operand(ipa, level);
+    // SAFETY: TLB maintenance for the VMID in VTTBR_EL2 plus barriers; it never changes what a
+    // valid mapping translates to, only forces walks. Always safe at EL2.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi ipas2e1is, {op}",
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            op = in(reg) op,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// The same as `s2_invalidate_ipa_broadcast`, for this CPU only (non-shareable variants). Used
+/// after relaxing permissions, which needs no break-before-make: a stale, stricter entry on
+/// another CPU at worst causes a spurious permission fault there, which it handles by retrying.
+pub fn s2_invalidate_ipa_local(ipa: u64, level: u8) {
+    let op = ipas2_operand(ipa, level);
+    // SAFETY: local TLB maintenance plus barriers, as above.
+    unsafe {
+        asm!(
+            "dsb nshst",
+            "tlbi ipas2e1, {op}",
+            "dsb nsh",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            op = in(reg) op,
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Invalidates every stage-1 and stage-2 entry of the current VMID on every CPU. Used when a
+/// whole range or table was unlinked (the walk caches may hold any entry below it):
+/// `dsb ishst` makes the unlink visible before the TLBI, the `dsb ish` completes it everywhere,
+/// the `isb` makes this CPU see it.
+pub fn s2_invalidate_vmid_broadcast() {
+    // SAFETY: TLB maintenance for the current VMID plus barriers; always safe at EL2.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vmalls12e1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Invalidates every EL2 stage-1 TLB entry on this CPU. Required before turning the EL2 MMU on:
+/// the TLB contents out of reset are UNKNOWN. The leading `dsb sy` completes the page-table
+/// writes; the trailing `dsb sy; isb` complete the invalidation before the SCTLR write.
+pub fn el2_invalidate_tlb_local() {
+    // SAFETY: invalidating EL2 TLB entries is always safe; at worst it forces walks.
+    unsafe {
+        asm!(
+            "dsb sy",
+            "tlbi alle2",
+            "dsb sy",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// The smallest data cache line size in bytes, from CTR_EL0.DminLine.
+fn dcache_line() -> usize {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+/// Cleans and invalidates [start, start + len) to the point of coherency, then `dsb sy`.
+///
+/// A secondary CPU starts with its MMU and caches off, so it reads its boot record and writes
+/// its stack straight to memory. Whatever CPU0 wrote there through its cache must reach memory
+/// first (clean), and no stale line may later shadow what the secondary wrote (invalidate).
+/// The DSB completes the maintenance before the CPU_ON call that starts the secondary.
+pub fn clean_invalidate_dcache(start: usize, len: usize) {
+    let line = dcache_line();
+    let mut addr = start & !(line - 1);
+    while addr < start + len {
+        // SAFETY: DC CIVAC on a mapped, cacheable address writes back and drops one line; the
+        // data stays the same, so no Rust object changes.
+        unsafe { asm!("dc civac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    dsb_sy();
+}

@@ -1,0 +1,246 @@
+//! An EL2 hypervisor for QEMU's virt board that runs one small guest on every CPU and serves
+//! their stage-2 faults in parallel through the `stage2` crate. See docs/hypervisor.md.
+//!
+//! Boot: CPU0 enters at `_start` (boot.rs) -> `primary_main`: DTB RAM -> EL2 MMU on -> heap ->
+//! DTB -> console -> options -> page pools -> VM (memslots, guest image, stage-2 table) ->
+//! secondaries via PSCI CPU_ON -> every CPU runs its vCPU -> the first CPU whose vCPU finished
+//! waits for the rest, checks, reports and exits QEMU.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+#[allow(dead_code)] // Shared with the guest, which uses other parts.
+#[path = "../../guest/src/abi.rs"]
+mod abi;
+mod arch;
+mod boot;
+mod console;
+mod decode;
+mod dtb;
+mod exceptions;
+mod exit;
+mod guest_image;
+mod memslot;
+mod mmu;
+mod options;
+#[path = "../../guest/src/pattern.rs"]
+mod pattern;
+mod percpu;
+mod pool;
+mod psci;
+mod report;
+mod tables;
+mod tlb;
+mod uart;
+mod vcpu;
+mod vm;
+
+use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
+use alloc::boxed::Box;
+use buddy_system_allocator::LockedHeap;
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+
+use crate::boot::BootRecord;
+use crate::options::Parsed;
+use crate::pool::Region;
+
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// Bytes for the hypervisor's own heap (per-CPU areas, memslot arrays, stacks, PageMeta).
+const HEAP_SIZE: u64 = 16 << 20;
+/// Bytes reserved for stage-2 table pages: 2048 pages, enough for ~4 GiB of 4 KiB mappings.
+const TABLE_REGION_SIZE: u64 = 8 << 20;
+/// Each secondary CPU's stack.
+const STACK_SIZE: usize = 64 << 10;
+const MIB2: u64 = 2 << 20;
+
+static TABLES: Once<Region> = Once::new();
+static BACKING: Once<Region> = Once::new();
+/// CNTPCT when the VM was created (the timeout and run time count from here).
+static START: AtomicU64 = AtomicU64::new(0);
+/// The CPU that waits for the others and reports (`usize::MAX` = not chosen yet).
+static REPORTER: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// Fails before the console exists: only the exit status can say why.
+fn early_fail(code: u32) -> ! {
+    exit::exit(code)
+}
+
+fn fail(msg: &str, code: u32) -> ! {
+    println!("FAIL: {msg}");
+    println!("RESULT status=fail reason=setup");
+    exit::exit(code)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn primary_main() -> ! {
+    if CurrentEL.read(CurrentEL::EL) != 2 {
+        early_fail(10);
+    }
+    // MMU off: no atomics, no heap. Map RAM first.
+    let mut ram = [(0, 0); dtb::MAX_RAM_RANGES];
+    let Ok(n) = dtb::early_ram(&mut ram) else {
+        early_fail(11)
+    };
+    mmu::build(&ram[..n]);
+    mmu::enable();
+    exceptions::install();
+
+    // The heap, then the rest of RAM for the pools, all above the image (the DTB is below it).
+    let (_, image_end) = boot::image_range();
+    let heap_base = image_end.next_multiple_of(MIB2);
+    // SAFETY: [heap_base, +HEAP_SIZE) is RAM above the image and the DTB that nothing else uses;
+    // `ram_top` below checks it exists.
+    unsafe { HEAP.lock().init(heap_base as usize, HEAP_SIZE as usize) };
+    let Ok(platform) = dtb::parse() else {
+        early_fail(12)
+    };
+    console::init(platform.uart as usize);
+    psci::init(platform.psci_smc);
+    arch::detect_features();
+    let cpus = platform.mpidrs.len();
+    let Some(&(ram_base, ram_size)) = platform
+        .ram
+        .iter()
+        .find(|&&(b, s)| b <= heap_base && heap_base < b + s)
+    else {
+        fail("the hypervisor image is not inside a /memory range", 2)
+    };
+    let ram_top = ram_base + ram_size;
+    log::info!(
+        "hyp: EL2, {cpus} CPUs {:x?}, RAM {ram_base:#x}..{ram_top:#x}, PSCI via {}, DTB {} bytes, \
+         bootargs \"{}\"",
+        platform.mpidrs,
+        if platform.psci_smc { "SMC" } else { "HVC" },
+        platform.dtb_size,
+        platform.bootargs
+    );
+    percpu::init(&platform.mpidrs);
+
+    let opts = match options::parse(platform.bootargs, cpus) {
+        Ok(Parsed::Run(o)) => o,
+        Ok(Parsed::Help) => {
+            println!("{}", options::help_text(cpus));
+            exit::exit(0)
+        }
+        Err(msg) => {
+            println!("error: {msg}");
+            println!("RESULT status=fail reason=bad-option");
+            exit::exit(2)
+        }
+    };
+    log::info!(
+        "options: vcpus={} mem={}K mode={} workload={} selftest={:?} timeout={}s",
+        opts.vcpus,
+        opts.mem >> 10,
+        opts.mode.name(),
+        opts.workload.name(),
+        opts.selftest,
+        opts.timeout_s
+    );
+
+    let tables_base = heap_base + HEAP_SIZE;
+    let backing_base = tables_base + TABLE_REGION_SIZE;
+    if backing_base + MIB2 > ram_top {
+        fail("not enough RAM for the hypervisor's pools", 2);
+    }
+    // SAFETY: the two regions are disjoint RAM above the heap, used by nothing else.
+    let tables = TABLES.call_once(|| unsafe { Region::new(tables_base, TABLE_REGION_SIZE) });
+    // SAFETY: as above.
+    let backing =
+        BACKING.call_once(|| unsafe { Region::new(backing_base, ram_top - backing_base) });
+    log::info!(
+        "pools: heap {heap_base:#x}+{}M, tables {tables_base:#x}+{}M, guest memory \
+         {backing_base:#x}..{ram_top:#x}",
+        HEAP_SIZE >> 20,
+        TABLE_REGION_SIZE >> 20
+    );
+
+    let vm = match vm::create(opts, tables, backing, cpus) {
+        Ok(vm) => vm,
+        Err(msg) => fail(&msg, 2),
+    };
+    START.store(CNTPCT_EL0.get(), Ordering::Relaxed);
+    vm::configure_this_cpu(vm);
+
+    for (id, &mpidr) in platform
+        .mpidrs
+        .iter()
+        .enumerate()
+        .take(vm.opts.vcpus)
+        .skip(1)
+    {
+        start_secondary(id, mpidr);
+    }
+    cpu_main(0)
+}
+
+/// Starts CPU `id` with its own stack through PSCI CPU_ON.
+fn start_secondary(id: usize, mpidr: u64) {
+    let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; STACK_SIZE].into_boxed_slice());
+    let stack_top = (stack.as_ptr() as u64 + STACK_SIZE as u64) & !0xF;
+    let record: &'static BootRecord = Box::leak(Box::new(BootRecord {
+        stack_top,
+        cpu: id as u64,
+    }));
+    // The secondary starts with its MMU and caches off: push what we wrote to memory and drop
+    // any line that could later shadow its stack.
+    arch::clean_invalidate_dcache(
+        record as *const BootRecord as usize,
+        size_of::<BootRecord>(),
+    );
+    arch::clean_invalidate_dcache(stack.as_ptr() as usize, STACK_SIZE);
+    let entry = boot::secondary_entry as *const () as u64;
+    if let Err(e) = psci::cpu_on(mpidr, entry, record as *const BootRecord as u64) {
+        fail(
+            &alloc::format!("PSCI CPU_ON for cpu{id} (MPIDR {mpidr:#x}) failed: {e:?}"),
+            2,
+        );
+    }
+}
+
+/// A secondary CPU in Rust: its own MMU, vectors and EL2 registers, then its vCPU.
+#[unsafe(no_mangle)]
+extern "C" fn secondary_main() -> ! {
+    mmu::enable();
+    exceptions::install();
+    let vm = vm::get();
+    vm::configure_this_cpu(vm);
+    cpu_main(percpu::index())
+}
+
+/// Runs this CPU's vCPU; afterwards one CPU reports and the rest power off.
+fn cpu_main(id: usize) -> ! {
+    let vm = vm::get();
+    vcpu::run(vm, id);
+    if REPORTER
+        .compare_exchange(usize::MAX, id, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
+        let start = START.load(Ordering::Relaxed);
+        let deadline = start + vm.opts.timeout_s * CNTFRQ_EL0.get();
+        let running = report::wait_for_vcpus(vm, deadline);
+        report::finish(vm, &running, start)
+    }
+    // Someone else reports. A powered-off CPU costs nothing and never delays a broadcast TLBI;
+    // it holds no RCU read-side section, so it delays no grace period either.
+    psci::cpu_off();
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    console::write_line_forced(format_args!(
+        "FAIL: panic on cpu{}: {info}",
+        percpu::index()
+    ));
+    console::write_line_forced(format_args!("RESULT status=fail reason=panic"));
+    exit::exit(101)
+}

@@ -1,0 +1,193 @@
+//! Run options: `/chosen/bootargs` (QEMU `-append`, i.e. what follows `cargo run --`), parsed
+//! strictly. Every option has a default; an unknown, malformed or repeated option is an error,
+//! never silently defaulted.
+
+use alloc::format;
+use alloc::string::String;
+
+/// How the stage-2 fault path synchronises.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// The stage2 crate's shared (lock-free, RCU read-side) mode: no lock on the fault path.
+    Parallel,
+    /// The same code under the stage2 crate's exclusive guard (one global lock): the baseline.
+    Locked,
+}
+
+impl Mode {
+    /// The option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Parallel => "parallel",
+            Mode::Locked => "locked",
+        }
+    }
+}
+
+/// What the guest does. More are planned (overlap, pagetable, random); each adds a variant
+/// here, a number in guest/src/abi.rs and a function in the guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Workload {
+    /// Each vCPU writes, reads back and checksums every page of its own region.
+    Demand,
+}
+
+impl Workload {
+    /// Every workload, for parsing and `help`.
+    pub const ALL: [Workload; 1] = [Workload::Demand];
+
+    /// The option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Demand => "demand",
+        }
+    }
+
+    /// The number the guest receives in x3.
+    pub fn guest_number(self) -> u64 {
+        match self {
+            Workload::Demand => crate::abi::WORKLOAD_DEMAND,
+        }
+    }
+}
+
+/// Self-tests that prove a check can fail.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Selftest {
+    /// After the guests finish, flip one word in one backing page: the checksum check must fail.
+    Corrupt,
+}
+
+/// The parsed options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// vCPUs to run (one per physical CPU).
+    pub vcpus: usize,
+    /// Bytes of guest memory per vCPU for the workload.
+    pub mem: u64,
+    /// Fault-path synchronisation.
+    pub mode: Mode,
+    /// Guest workload.
+    pub workload: Workload,
+    /// Optional self-test.
+    pub selftest: Option<Selftest>,
+    /// Seconds to wait for every vCPU to finish before failing.
+    pub timeout_s: u64,
+}
+
+/// Default bytes per vCPU: 4096 pages, a couple of seconds on QEMU TCG for 4 vCPUs.
+pub const DEFAULT_MEM: u64 = 16 << 20;
+/// Default vCPU timeout.
+pub const DEFAULT_TIMEOUT_S: u64 = 60;
+
+/// What `parse` decided.
+pub enum Parsed {
+    /// Run with these options.
+    Run(Options),
+    /// `help` was given.
+    Help,
+}
+
+/// The `help` text: every option, its values and its default.
+pub fn help_text(cpus: usize) -> String {
+    let workloads: String = Workload::ALL
+        .iter()
+        .map(|w| w.name())
+        .collect::<alloc::vec::Vec<_>>()
+        .join("|");
+    format!(
+        "usage: cargo run [--release] -- [option ...]   (options reach the hypervisor as bootargs)\n\
+         options:\n\
+         \x20 vcpus=N            vCPUs to run, 1..={cpus} (CPUs in the DTB)      default: {cpus}\n\
+         \x20 mem=SIZE           guest memory per vCPU, a multiple of 4K, suffix K/M/G   default: {}M\n\
+         \x20 mode=parallel|locked  stage-2 fault path: lock-free, or one global lock   default: parallel\n\
+         \x20 workload={workloads:<10} guest workload                                  default: demand\n\
+         \x20 selftest=corrupt   flip one backing word after the run: the checksum check must fail   default: off\n\
+         \x20 timeout=SECONDS    fail if a vCPU has not finished by then          default: {DEFAULT_TIMEOUT_S}\n\
+         \x20 help               print this and exit 0",
+        DEFAULT_MEM >> 20
+    )
+}
+
+/// Parses `SIZE`: decimal with an optional K/M/G suffix (binary units).
+fn parse_size(v: &str) -> Option<u64> {
+    let (digits, shift) = match v.as_bytes().last()? {
+        b'K' | b'k' => (&v[..v.len() - 1], 10),
+        b'M' | b'm' => (&v[..v.len() - 1], 20),
+        b'G' | b'g' => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n: u64 = digits.parse().ok()?;
+    n.checked_mul(1 << shift)
+}
+
+/// Parses the bootargs. `cpus` is the number of CPUs in the DTB.
+pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
+    let mut o = Options {
+        vcpus: cpus,
+        mem: DEFAULT_MEM,
+        mode: Mode::Parallel,
+        workload: Workload::Demand,
+        selftest: None,
+        timeout_s: DEFAULT_TIMEOUT_S,
+    };
+    let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
+    let mut help = false;
+    for arg in args.split_whitespace() {
+        if arg == "help" || arg == "--help" {
+            help = true;
+            continue;
+        }
+        let Some((key, value)) = arg.split_once('=') else {
+            return Err(format!("option '{arg}' is not key=value (try 'help')"));
+        };
+        if seen.contains(&key) {
+            return Err(format!("option '{key}' given twice"));
+        }
+        seen.push(key);
+        let bad = |why: &str| format!("bad value in '{arg}': {why}");
+        match key {
+            "vcpus" => {
+                let n: usize = value.parse().map_err(|_| bad("not a number"))?;
+                if n == 0 || n > cpus {
+                    return Err(bad(&format!("must be 1..={cpus} (CPUs in the DTB)")));
+                }
+                o.vcpus = n;
+            }
+            "mem" => {
+                let m = parse_size(value).ok_or_else(|| bad("expected e.g. 4M, 64M, 512K"))?;
+                if m == 0 || m % crate::pool::PAGE != 0 {
+                    return Err(bad("must be a non-zero multiple of 4K"));
+                }
+                o.mem = m;
+            }
+            "mode" => {
+                o.mode = match value {
+                    "parallel" => Mode::Parallel,
+                    "locked" => Mode::Locked,
+                    _ => return Err(bad("must be parallel or locked")),
+                };
+            }
+            "workload" => {
+                o.workload = *Workload::ALL
+                    .iter()
+                    .find(|w| w.name() == value)
+                    .ok_or_else(|| bad("unknown workload (see 'help')"))?;
+            }
+            "selftest" => {
+                o.selftest = match value {
+                    "corrupt" => Some(Selftest::Corrupt),
+                    _ => return Err(bad("the only self-test is 'corrupt'")),
+                };
+            }
+            "timeout" => {
+                o.timeout_s = value.parse().map_err(|_| bad("not a number of seconds"))?;
+                if o.timeout_s == 0 {
+                    return Err(bad("must be at least 1"));
+                }
+            }
+            _ => return Err(format!("unknown option '{key}' (try 'help')")),
+        }
+    }
+    Ok(if help { Parsed::Help } else { Parsed::Run(o) })
+}

@@ -1,0 +1,164 @@
+//! Per-CPU state: which CPU am I (TPIDR_EL2), counters, page caches and the vCPU it runs.
+//!
+//! Each physical CPU runs exactly one vCPU and never migrates it, so "this CPU's" and "this
+//! vCPU's" state are the same thing. Counters are written only by their own CPU (relaxed
+//! atomics, no contention) and read by the reporter after the CPU finished.
+
+use aarch64_cpu::registers::{Readable, TPIDR_EL2};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+
+use crate::pool::PageStack;
+
+/// Fault-time histogram buckets: one per CNTPCT tick (16 ns at 62.5 MHz), the last one
+/// catches everything slower.
+pub const HIST_BUCKETS: usize = 8192;
+
+/// Event counters of one CPU. Names match the report's table.
+#[derive(Default)]
+pub struct Counters {
+    /// Stage-2 aborts in a memslot handled (each one ends in a map, a retry or a spurious return).
+    pub faults: AtomicU64,
+    /// Of those, where `map` installed a new entry.
+    pub installed: AtomicU64,
+    /// Of those, where `map` said another CPU raced us: retry the instruction.
+    pub retries: AtomicU64,
+    /// Of those, where the entry was already valid (another CPU mapped it first).
+    pub spurious: AtomicU64,
+    /// Backing pages this CPU allocated and zeroed on first touch.
+    pub pages_backed: AtomicU64,
+    /// Backing pages this CPU allocated but another CPU installed first (returned to the cache).
+    pub backing_races_lost: AtomicU64,
+    /// Emulated MMIO accesses.
+    pub mmio: AtomicU64,
+    /// HVC calls from the guest.
+    pub hvc: AtomicU64,
+    /// Trapped SMC calls from the guest.
+    pub smc: AtomicU64,
+    /// External aborts injected into the guest.
+    pub injected: AtomicU64,
+    /// Batch refills of the table-page cache from the shared pool.
+    pub table_refills: AtomicU64,
+    /// Batch refills of the data-page cache from the shared pool.
+    pub data_refills: AtomicU64,
+    /// Sum of hyp-side fault times in CNTPCT ticks (for the mean).
+    pub fault_ticks: AtomicU64,
+    /// Longest hyp-side fault time in ticks.
+    pub fault_ticks_max: AtomicU64,
+}
+
+impl Counters {
+    /// Adds one to a counter of this CPU.
+    pub fn inc(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// The vCPU's outcome, as the reporter reads it.
+pub mod status {
+    /// Not started or still running.
+    pub const RUNNING: u32 = 0;
+    /// Reported and finished with status 0.
+    pub const DONE: u32 = 1;
+    /// Stopped by the hypervisor or finished with a non-zero status (see `Vcpu::why`).
+    pub const FAILED: u32 = 2;
+}
+
+/// What the guest reported over HVC, and how the vCPU ended.
+#[derive(Default)]
+pub struct VcpuResult {
+    /// One of `status::*`.
+    pub status: AtomicU32,
+    /// A short static reason when FAILED (an index into `crate::vcpu::REASONS`).
+    pub why: AtomicU32,
+    /// Whether HVC_REPORT was received.
+    pub reported: AtomicU32,
+    /// The guest's checksum.
+    pub checksum: AtomicU64,
+    /// The guest's own cycle count (CNTVCT ticks) for the workload.
+    pub cycles: AtomicU64,
+    /// Pages the guest says it touched.
+    pub pages: AtomicU64,
+}
+
+/// Everything one CPU owns.
+pub struct PerCpu {
+    /// Index of this CPU (= vCPU id), 0-based in DTB order.
+    pub index: usize,
+    /// Its MPIDR affinity value from the DTB.
+    pub mpidr: u64,
+    /// Counters.
+    pub counters: Counters,
+    /// Fault-time histogram in CNTPCT ticks.
+    pub hist: Box<[AtomicU32]>,
+    /// The vCPU's outcome.
+    pub result: VcpuResult,
+    /// Free table pages owned by this CPU (touched only by this CPU).
+    pub table_cache: UnsafeCell<PageStack>,
+    /// Free data (guest backing) pages owned by this CPU (touched only by this CPU).
+    pub data_cache: UnsafeCell<PageStack>,
+    /// Pages sitting in `table_cache`, mirrored for the leak check on another CPU.
+    pub table_cached: AtomicUsize,
+    /// The guest's current console line (emulated UART), touched only by this CPU.
+    pub uart_line: UnsafeCell<Vec<u8>>,
+}
+
+// SAFETY: the UnsafeCell fields are only accessed by the CPU that owns them (`this_cpu()`), with
+// exceptions masked at EL2, so there is never concurrent access; everything else is atomic.
+unsafe impl Sync for PerCpu {}
+
+static CPUS: Once<Box<[PerCpu]>> = Once::new();
+
+/// Creates the per-CPU areas for the CPUs in the DTB. CPU0, once, before starting secondaries.
+pub fn init(mpidrs: &[u64]) {
+    CPUS.call_once(|| {
+        mpidrs
+            .iter()
+            .enumerate()
+            .map(|(index, &mpidr)| PerCpu {
+                index,
+                mpidr,
+                counters: Counters::default(),
+                hist: (0..HIST_BUCKETS).map(|_| AtomicU32::new(0)).collect(),
+                result: VcpuResult::default(),
+                table_cache: UnsafeCell::new(PageStack::new()),
+                data_cache: UnsafeCell::new(PageStack::new()),
+                table_cached: AtomicUsize::new(0),
+                uart_line: UnsafeCell::new(Vec::with_capacity(128)),
+            })
+            .collect()
+    });
+}
+
+/// This CPU's index (TPIDR_EL2, set by boot.rs: 0 on CPU0, the BootRecord's on a secondary).
+pub fn index() -> usize {
+    TPIDR_EL2.get() as usize
+}
+
+/// All CPUs (empty before `init`).
+pub fn all() -> &'static [PerCpu] {
+    CPUS.get().map_or(&[], |b| &b[..])
+}
+
+/// This CPU's area. Panics only if called before `init`, which is a hypervisor bug.
+pub fn this_cpu() -> &'static PerCpu {
+    &all()[index()]
+}
+
+/// Records one hyp-side fault time.
+pub fn record_fault_time(cpu: &PerCpu, ticks: u64) {
+    let bucket = (ticks as usize).min(HIST_BUCKETS - 1);
+    let h = &cpu.hist[bucket];
+    h.store(h.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    let c = &cpu.counters;
+    c.fault_ticks.store(
+        c.fault_ticks.load(Ordering::Relaxed) + ticks,
+        Ordering::Relaxed,
+    );
+    if ticks > c.fault_ticks_max.load(Ordering::Relaxed) {
+        c.fault_ticks_max.store(ticks, Ordering::Relaxed);
+    }
+}

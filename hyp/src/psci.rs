@@ -1,0 +1,89 @@
+//! PSCI: the hypervisor's own calls to firmware (QEMU, over the DTB's conduit) and the PSCI
+//! calls it serves to its guest.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+use smccc::psci;
+use smccc::{Hvc, Smc};
+
+/// The conduit from the DTB's /psci `method`.
+static USE_SMC: AtomicBool = AtomicBool::new(true);
+
+/// Records the DTB's PSCI method. CPU0, once.
+pub fn init(smc: bool) {
+    USE_SMC.store(smc, Ordering::Relaxed);
+}
+
+/// Starts CPU `mpidr` at `entry` (EL2, MMU off) with `context` in x0.
+pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> Result<(), psci::error::Error> {
+    if USE_SMC.load(Ordering::Relaxed) {
+        psci::cpu_on::<Smc>(mpidr, entry, context)
+    } else {
+        psci::cpu_on::<Hvc>(mpidr, entry, context)
+    }
+}
+
+/// Powers this CPU off; only returns if the firmware refused.
+pub fn cpu_off() {
+    let _ = if USE_SMC.load(Ordering::Relaxed) {
+        psci::cpu_off::<Smc>()
+    } else {
+        psci::cpu_off::<Hvc>()
+    };
+}
+
+/// Powers the machine off (QEMU exits with status 0).
+pub fn system_off() -> ! {
+    let _ = if USE_SMC.load(Ordering::Relaxed) {
+        psci::system_off::<Smc>()
+    } else {
+        psci::system_off::<Hvc>()
+    };
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// What a guest PSCI call asks the hypervisor to do after setting x0.
+pub enum GuestPsci {
+    /// Return `value` in x0 and resume.
+    Return(u64),
+    /// Stop this vCPU (CPU_OFF).
+    CpuOff,
+    /// Stop the VM (SYSTEM_OFF): this vCPU stops and the run ends when the others do.
+    SystemOff,
+    /// Not a PSCI call we serve.
+    NotSupported,
+}
+
+/// PSCI 1.1, as (major << 16 | minor).
+const GUEST_PSCI_VERSION: u64 = 1 << 16 | 1;
+
+/// The PSCI functions offered to the guest.
+const SUPPORTED: [u32; 4] = [
+    psci::PSCI_VERSION,
+    psci::PSCI_CPU_OFF,
+    psci::PSCI_SYSTEM_OFF,
+    psci::PSCI_FEATURES,
+];
+
+/// Serves a guest PSCI call (function id in x0, first argument in x1).
+pub fn guest_call(function: u64, arg1: u64) -> GuestPsci {
+    let Ok(function) = u32::try_from(function) else {
+        return GuestPsci::NotSupported;
+    };
+    match function {
+        psci::PSCI_VERSION => GuestPsci::Return(GUEST_PSCI_VERSION),
+        psci::PSCI_CPU_OFF => GuestPsci::CpuOff,
+        psci::PSCI_SYSTEM_OFF => GuestPsci::SystemOff,
+        psci::PSCI_FEATURES => {
+            let supported = u32::try_from(arg1).is_ok_and(|f| SUPPORTED.contains(&f));
+            GuestPsci::Return(if supported { 0 } else { not_supported() })
+        }
+        _ => GuestPsci::NotSupported,
+    }
+}
+
+/// SMCCC NOT_SUPPORTED (-1) as a register value.
+pub fn not_supported() -> u64 {
+    i64::from(psci::error::NOT_SUPPORTED) as u64
+}

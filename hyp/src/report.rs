@@ -1,0 +1,295 @@
+//! The end of a run: wait for every vCPU, check the guests' results against the backing pages,
+//! tear the stage-2 table down, check for leaked table pages, print the report and exit.
+
+use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use crate::options::Selftest;
+use crate::pattern;
+use crate::percpu::{self, status, PerCpu, HIST_BUCKETS};
+use crate::pool::PAGE;
+use crate::vm::Vm;
+use crate::{exit, println, tables, vcpu};
+
+/// Waits until every vCPU stopped or `deadline` (CNTPCT) passed. Returns the ones still running.
+pub fn wait_for_vcpus(vm: &Vm, deadline: u64) -> Vec<usize> {
+    let cpus = &percpu::all()[..vm.opts.vcpus];
+    loop {
+        let running: Vec<usize> = cpus
+            .iter()
+            .filter(|c| c.result.status.load(Ordering::Acquire) == status::RUNNING)
+            .map(|c| c.index)
+            .collect();
+        if running.is_empty() || CNTPCT_EL0.get() > deadline {
+            return running;
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Recomputes vCPU `id`'s checksum from its backing pages; also returns whether every word
+/// matched the expected pattern and how many pages were never backed.
+fn check_vcpu(vm: &Vm, id: usize) -> (u64, bool, u64) {
+    let (base, size) = vm.region(id);
+    let mut sum = pattern::CHECKSUM_INIT;
+    let mut pattern_ok = true;
+    let mut missing = 0;
+    for page in 0..size / PAGE {
+        let index = ((base - vm.data.ipa) / PAGE + page) as usize;
+        let seed = pattern::page_seed(id as u64, page);
+        let backing = vm.data.backing(index);
+        if backing.is_none() {
+            missing += 1;
+        }
+        for w in 0..pattern::WORDS_PER_PAGE {
+            let value = match backing {
+                // SAFETY: a backing page of this VM (identity-mapped RAM); every vCPU has stopped,
+                // so nothing writes it. Volatile: the guest wrote it behind the compiler's back.
+                Some(pa) => unsafe { core::ptr::read_volatile((pa + w * 8) as *const u64) },
+                None => 0,
+            };
+            pattern_ok &= value == pattern::word(seed, w);
+            sum = pattern::checksum_step(sum, value);
+        }
+    }
+    (sum, pattern_ok, missing)
+}
+
+/// Flips one bit of one word in the middle of vCPU 0's region (selftest=corrupt).
+fn corrupt(vm: &Vm) -> Option<u64> {
+    let (base, size) = vm.region(0);
+    let ipa = base + (size / PAGE / 2) * PAGE;
+    let pa = vm.data.backing(((ipa - vm.data.ipa) / PAGE) as usize)?;
+    // SAFETY: as in `check_vcpu`; every vCPU has stopped.
+    unsafe {
+        let p = (pa + 8) as *mut u64;
+        p.write_volatile(p.read_volatile() ^ 1);
+    }
+    Some(ipa)
+}
+
+fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
+    if freq == 0 {
+        0
+    } else {
+        (u128::from(ticks) * 1_000_000_000 / u128::from(freq)) as u64
+    }
+}
+
+/// The tick count at which `per_mille`/1000 of all recorded faults were at or below.
+fn percentile(hist: &[u64], per_mille: u64) -> u64 {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return 0;
+    }
+    let target = (total * per_mille).div_ceil(1000).max(1);
+    let mut seen = 0;
+    for (ticks, &n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= target {
+            return ticks as u64;
+        }
+    }
+    (HIST_BUCKETS - 1) as u64
+}
+
+fn load(c: &core::sync::atomic::AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// Checks, reports and exits. Runs on one CPU after `wait_for_vcpus`.
+pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
+    let freq = CNTFRQ_EL0.get();
+    let cpus: &[PerCpu] = &percpu::all()[..vm.opts.vcpus];
+    let mut failures: Vec<String> = Vec::new();
+    for &id in still_running {
+        failures.push(format!(
+            "vcpu {id} did not finish within timeout={}s",
+            vm.opts.timeout_s
+        ));
+    }
+    for c in cpus {
+        if c.result.status.load(Ordering::Acquire) == status::FAILED {
+            let why = c.result.why.load(Ordering::Relaxed) as usize;
+            failures.push(format!(
+                "vcpu {} stopped: {}",
+                c.index,
+                vcpu::REASONS[why.min(8)]
+            ));
+        }
+    }
+
+    // Checksums: only meaningful once every vCPU stopped (nothing writes guest memory).
+    let all_stopped = still_running.is_empty();
+    if all_stopped && vm.opts.selftest == Some(Selftest::Corrupt) {
+        match corrupt(vm) {
+            Some(ipa) => log::info!("selftest=corrupt: flipped one bit at IPA {:#x}", ipa + 8),
+            None => log::info!("selftest=corrupt: vCPU 0's region was never touched"),
+        }
+    }
+    let mut checksum_ok = all_stopped;
+    let mut pages_reported = 0;
+    if all_stopped {
+        for c in cpus {
+            let id = c.index;
+            let reported = c.result.reported.load(Ordering::Acquire) != 0;
+            let guest_sum = load(&c.result.checksum);
+            pages_reported += load(&c.result.pages);
+            let (hyp_sum, pattern_ok, missing) = check_vcpu(vm, id);
+            if !reported {
+                checksum_ok = false;
+                failures.push(format!("vcpu {id} never reported a checksum"));
+            } else if guest_sum != hyp_sum || !pattern_ok || missing != 0 {
+                checksum_ok = false;
+                failures.push(format!(
+                    "vcpu {id} checksum mismatch: guest {guest_sum:#018x}, backing pages \
+                     {hyp_sum:#018x}, pattern {}, {missing} pages never backed",
+                    if pattern_ok { "ok" } else { "wrong" }
+                ));
+            }
+        }
+    }
+
+    // Teardown and leak check (skipped if a vCPU may still be walking the table).
+    let mut leaked: Option<i64> = None;
+    let mut s2_stats = None;
+    if all_stopped {
+        // SAFETY: every vCPU has stopped (status != RUNNING is written on the way out of its
+        // last trap), and the other CPUs are powered off or parked: no reference to the table
+        // is alive anywhere.
+        if let Some(s2) = unsafe { vm.s2.take() } {
+            match s2.destroy() {
+                Ok(stats) => s2_stats = Some(stats),
+                Err(e) => failures.push(format!("stage2 destroy failed: {e:?}")),
+            }
+            let after = tables::pages_in_use(vm.tables);
+            let l = after as i64 - vm.table_pages_before as i64;
+            if l != 0 {
+                failures.push(format!("{l} stage-2 table pages leaked"));
+            }
+            leaked = Some(l);
+        }
+        let released = vm.image.release(vm.backing) + vm.data.release(vm.backing);
+        log::info!("teardown: released {released} guest backing pages");
+    }
+    let s = s2_stats.unwrap_or_default();
+
+    // Per-CPU table.
+    let mut hist = alloc::vec![0u64; HIST_BUCKETS];
+    println!("");
+    println!("per-CPU counters (hyp-side fault time: CNTPCT at trap entry to ERET)");
+    println!(
+        "{:>4} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>9} {:>9} {:>12} {:>8}",
+        "cpu",
+        "faults",
+        "installed",
+        "spurious",
+        "retries",
+        "backed",
+        "races",
+        "mmio",
+        "hvc",
+        "refills",
+        "mean_ns",
+        "max_ns",
+        "guest_ticks",
+        "status"
+    );
+    let mut faults = 0;
+    let mut retries = 0;
+    let mut spurious = 0;
+    let mut refills = 0;
+    let mut races = 0;
+    let mut injected = 0;
+    let mut cycles = 0;
+    for c in cpus {
+        let k = &c.counters;
+        let f = load(&k.faults);
+        faults += f;
+        retries += load(&k.retries);
+        spurious += load(&k.spurious);
+        races += load(&k.backing_races_lost);
+        injected += load(&k.injected);
+        let r = load(&k.table_refills) + load(&k.data_refills);
+        refills += r;
+        cycles = cycles.max(load(&c.result.cycles));
+        for (i, h) in c.hist.iter().enumerate() {
+            hist[i] += u64::from(h.load(Ordering::Relaxed));
+        }
+        let mean = load(&k.fault_ticks).checked_div(f).unwrap_or(0);
+        let st = match c.result.status.load(Ordering::Acquire) {
+            status::DONE => "done",
+            status::FAILED => "FAILED",
+            _ => "running",
+        };
+        println!(
+            "{:>4} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>9} {:>9} {:>12} {:>8}",
+            c.index,
+            f,
+            load(&k.installed),
+            load(&k.spurious),
+            load(&k.retries),
+            load(&k.pages_backed),
+            load(&k.backing_races_lost),
+            load(&k.mmio),
+            load(&k.hvc),
+            r,
+            ticks_to_ns(mean, freq),
+            ticks_to_ns(load(&k.fault_ticks_max), freq),
+            load(&c.result.cycles),
+            st
+        );
+    }
+    println!("");
+    println!("stage2 counters (all CPUs):");
+    let mut line = String::new();
+    for (i, (name, value)) in s.fields().enumerate() {
+        line.push_str(&format!("  {name}={value}"));
+        if i % 6 == 5 {
+            println!("{line}");
+            line.clear();
+        }
+    }
+    if !line.is_empty() {
+        println!("{line}");
+    }
+    let median_ns = ticks_to_ns(percentile(&hist, 500), freq);
+    let p99_ns = ticks_to_ns(percentile(&hist, 990), freq);
+    let wall_ms = ticks_to_ns(CNTPCT_EL0.get().wrapping_sub(start_ticks), freq) / 1_000_000;
+    println!(
+        "fault time: median {median_ns} ns, p99 {p99_ns} ns; guest time (slowest vCPU) {} ms; \
+         run {wall_ms} ms; injected aborts {injected}; FEAT_TTL {}",
+        ticks_to_ns(cycles, freq) / 1_000_000,
+        if crate::arch::has_ttl() { "yes" } else { "no" }
+    );
+    println!("");
+
+    let pass = failures.is_empty();
+    for f in &failures {
+        println!("FAIL: {f}");
+    }
+    let leaked_s = leaked.map_or_else(|| String::from("unknown"), |l| format!("{l}"));
+    let o = &vm.opts;
+    println!(
+        "RESULT status={} mode={} vcpus={} workload={} mem={}K pages={} faults={faults} \
+         retries={retries} spurious={spurious} bbm={} tlbi={} tlbi_elided={} tables_alloc={} \
+         tables_freed={} leaked={leaked_s} checksum={} cycles={cycles} fault_ns_median={median_ns} \
+         fault_ns_p99={p99_ns} refills={refills} backing_races={races} injected={injected}",
+        if pass { "pass" } else { "fail" },
+        o.mode.name(),
+        o.vcpus,
+        o.workload.name(),
+        o.mem >> 10,
+        pages_reported,
+        s.bbm,
+        s.tlbi(),
+        s.tlbi_elided,
+        s.tables_alloc,
+        s.tables_freed,
+        if checksum_ok { "ok" } else { "bad" },
+    );
+    exit::exit(if pass { 0 } else { 1 })
+}

@@ -1,0 +1,206 @@
+//! The one VM: its options, memslots, stage-2 table and the EL2 register values every CPU
+//! programs. Built once by CPU0 before any secondary starts; read-only afterwards except for the
+//! stage-2 table itself, which the reporter takes back at teardown.
+
+use aarch64_cpu::registers::{
+    ReadWriteable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, SCTLR_EL1, VBAR_EL1, VTCR_EL2,
+    VTTBR_EL2,
+};
+use alloc::format;
+use alloc::string::String;
+use core::cell::UnsafeCell;
+use spin::Once;
+use stage2::{Config, Stage2};
+
+use crate::abi;
+use crate::memslot::Memslot;
+use crate::options::Options;
+use crate::pool::Region;
+use crate::tables::HypPool;
+use crate::tlb::HypTlb;
+use crate::{arch, guest_image, mmu, percpu};
+
+/// The stage-2 table type of this hypervisor.
+pub type S2 = Stage2<HypPool, HypTlb>;
+
+/// IPA bits for the guest: 40 (1 TiB) starting at level 1 with two concatenated root tables.
+pub const IPA_BITS: u32 = 40;
+/// VMID of the one guest.
+const VMID: u64 = 1;
+
+/// A value that is shared read-only while the VM runs and taken back by one CPU at teardown.
+pub struct Owned<T>(UnsafeCell<Option<T>>);
+
+// SAFETY: `get` hands out shared references to a `Sync` value; `take` is unsafe and its caller
+// guarantees no reference from `get` is alive on any CPU.
+unsafe impl<T: Sync> Sync for Owned<T> {}
+
+impl<T> Owned<T> {
+    fn new(v: T) -> Self {
+        Self(UnsafeCell::new(Some(v)))
+    }
+
+    /// The value. Panics after `take` (a hypervisor bug: nothing runs guests after teardown).
+    pub fn get(&self) -> &T {
+        // SAFETY: only `take` writes the cell, and its contract excludes concurrent `get`s.
+        unsafe { (*self.0.get()).as_ref().expect("VM used after teardown") }
+    }
+
+    /// Moves the value out.
+    ///
+    /// # Safety
+    /// No reference returned by `get` may be alive or created concurrently (every vCPU has
+    /// stopped and no CPU is in a trap handler).
+    pub unsafe fn take(&self) -> Option<T> {
+        // SAFETY: the caller guarantees exclusive access.
+        unsafe { (*self.0.get()).take() }
+    }
+}
+
+/// The VM.
+pub struct Vm {
+    /// Run options.
+    pub opts: Options,
+    /// Memslot 0: the guest image and the vCPU stacks.
+    pub image: Memslot,
+    /// Memslot 1: the vCPUs' data regions.
+    pub data: Memslot,
+    /// Table pages.
+    pub tables: &'static Region,
+    /// Guest backing pages.
+    pub backing: &'static Region,
+    /// The stage-2 table.
+    pub s2: Owned<S2>,
+    /// Guest entry IPA.
+    pub entry: u64,
+    /// Table pages in use before `Stage2::new` (the leak check's baseline).
+    pub table_pages_before: usize,
+}
+
+static VM: Once<Vm> = Once::new();
+
+/// The VM (after `create`).
+pub fn get() -> &'static Vm {
+    VM.get().expect("VM not created")
+}
+
+/// Builds the VM: memslots, stage-2 table, guest image. CPU0, before starting secondaries.
+pub fn create(
+    opts: Options,
+    tables: &'static Region,
+    backing: &'static Region,
+    cpus: usize,
+) -> Result<&'static Vm, String> {
+    let data_size = opts.mem * opts.vcpus as u64;
+    let needed = (data_size + abi::IMAGE_SLOT_SIZE) / crate::pool::PAGE;
+    if needed > backing.pages as u64 {
+        return Err(format!(
+            "mem={}K x vcpus={} needs {} MiB of guest memory; only {} MiB are free \
+             (use a smaller mem= or fewer vcpus=)",
+            opts.mem >> 10,
+            opts.vcpus,
+            (needed * 4096) >> 20,
+            (backing.pages * 4096) >> 20
+        ));
+    }
+    if abi::DATA_BASE + data_size > 1 << IPA_BITS {
+        return Err(format!(
+            "guest memory ends above the {IPA_BITS}-bit IPA space"
+        ));
+    }
+    let image = Memslot::new("image", abi::RAM_BASE, abi::IMAGE_SLOT_SIZE);
+    let data = Memslot::new("data", abi::DATA_BASE, data_size);
+    let lowest_stack = abi::DATA_BASE - opts.vcpus as u64 * abi::STACK_SIZE;
+    let entry = guest_image::load(&image, lowest_stack, percpu::this_cpu(), backing)?;
+
+    let pool = HypPool::new(tables);
+    let table_pages_before = pool.pages_in_use();
+    let s2 = Stage2::new(Config::new(IPA_BITS, cpus), pool, HypTlb)
+        .map_err(|e| format!("stage2::Stage2::new failed: {e:?}"))?;
+    Ok(VM.call_once(|| Vm {
+        opts,
+        image,
+        data,
+        tables,
+        backing,
+        s2: Owned::new(s2),
+        entry,
+        table_pages_before,
+    }))
+}
+
+impl Vm {
+    /// The memslot holding `ipa`.
+    pub fn slot(&self, ipa: u64) -> Option<&Memslot> {
+        [&self.image, &self.data]
+            .into_iter()
+            .find(|s| s.contains(ipa))
+    }
+
+    /// Data region of vCPU `id` as (IPA, size).
+    pub fn region(&self, id: usize) -> (u64, u64) {
+        (abi::DATA_BASE + id as u64 * self.opts.mem, self.opts.mem)
+    }
+}
+
+/// Programs this CPU's EL2 virtualization registers for the VM. Every CPU, before its vCPU.
+pub fn configure_this_cpu(vm: &Vm) {
+    let s2 = vm.s2.get();
+    let geom = s2.geometry();
+    HCR_EL2.write(
+        // EL1 is AArch64.
+        HCR_EL2::RW::EL1IsAarch64
+            // Stage-2 translation on.
+            + HCR_EL2::VM::Enable
+            // Guest SMC traps to us (EC 0x17) instead of reaching the firmware's PSCI.
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            // The guest runs with its stage-1 MMU off; DC makes its accesses Normal write-back
+            // instead of Device, so they are coherent with the hypervisor's cached view of the
+            // backing pages (which it zeroes, copies and checksums).
+            + HCR_EL2::DC::SET
+            // Physical IRQ/FIQ/SError taken to EL2 while the guest runs (none are enabled).
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::AMO::SET
+            // Guest TLB maintenance and barriers are broadcast / inner shareable, so a vCPU
+            // moved between CPUs (not done yet) would stay coherent.
+            + HCR_EL2::FB::SET
+            + HCR_EL2::BSU::InnerShareable
+            // Set/way cache maintenance traps (meaningless for a guest).
+            + HCR_EL2::TSW::SET,
+    );
+    VTCR_EL2.write(
+        // Bit 31 is RES1.
+        VTCR_EL2::RES1::SET
+            // Output (physical) size: what the CPU has, capped at 48 bits.
+            + VTCR_EL2::PS.val(mmu::pa_range())
+            // 4 KiB granule.
+            + VTCR_EL2::TG0::Granule4KB
+            // Table walks: inner shareable, write-back read/write-allocate (the hypervisor
+            // writes tables through the same cacheable mapping).
+            + VTCR_EL2::SH0::Inner
+            + VTCR_EL2::ORGN0::NormalWBRAWA
+            + VTCR_EL2::IRGN0::NormalWBRAWA
+            // Start level and IPA size from the stage2 crate's geometry.
+            + VTCR_EL2::SL0.val(geom.sl0())
+            + VTCR_EL2::T0SZ.val(geom.t0sz())
+            // 8-bit VMID.
+            + VTCR_EL2::VS::Bits8,
+    );
+    VTTBR_EL2.write(VTTBR_EL2::VMID.val(VMID) + VTTBR_EL2::BADDR.val(s2.root() >> 1));
+    // The guest reads CNTVCT = CNTPCT (no offset) and may use the physical counter/timer.
+    CNTVOFF_EL2.set(0);
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
+    // The guest's EL1 starts with its MMU and caches off, little-endian, no alignment checks.
+    SCTLR_EL1.modify(
+        SCTLR_EL1::M::Disable
+            + SCTLR_EL1::C::NonCacheable
+            + SCTLR_EL1::I::NonCacheable
+            + SCTLR_EL1::A::Disable
+            + SCTLR_EL1::EE::LittleEndian
+            + SCTLR_EL1::E0E::LittleEndian,
+    );
+    // No guest vector table until the guest installs one (abort injection checks this).
+    VBAR_EL1.set(0);
+    arch::isb();
+}
