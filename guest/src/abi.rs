@@ -26,8 +26,13 @@ pub const PAGE_SIZE: u64 = 4096;
 
 /// Workload `demand`: write every page of the region, read it back, checksum it.
 pub const WORKLOAD_DEMAND: u64 = 0;
-/// Flag: before the workload, load from `UNMAPPED_PROBE` and expect an injected external abort.
-pub const FLAG_PROBE_SEA: u64 = 1;
+/// Flag: before the workload, load from `UNMAPPED_PROBE` and expect an injected external abort,
+/// then make PSCI calls over SMC and an unknown HVC, and print what came back.
+pub const FLAG_PROBE: u64 = 1;
+/// Flag (selftest=hang): spin forever without trapping, so the hypervisor's timeout must fire.
+pub const FLAG_HANG: u64 = 2;
+/// An HVC function id nobody implements (answered with SMCCC NOT_SUPPORTED).
+pub const HVC_UNKNOWN: u64 = 0xC600_00FF;
 
 /// HVC (SMCCC fast call, vendor-specific hypervisor range): report the workload result.
 /// x1 = checksum, x2 = cycles (CNTVCT ticks), x3 = pages touched. Returns x0 = 0.

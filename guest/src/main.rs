@@ -103,6 +103,21 @@ fn hvc(function: u64, a1: u64, a2: u64, a3: u64) -> u64 {
     ret
 }
 
+/// An SMC with up to one argument; returns x0. With HCR_EL2.TSC it traps to the hypervisor.
+fn smc(function: u64, a1: u64) -> u64 {
+    let ret;
+    // SAFETY: as for `hvc`: the hypervisor serves it and touches only x0..x3.
+    unsafe {
+        asm!("smc #0", inlateout("x0") function => ret, in("x1") a1, options(nostack));
+    }
+    ret
+}
+
+/// PSCI function ids (SMCCC 32-bit fast calls).
+const PSCI_VERSION: u64 = 0x8400_0000;
+const PSCI_CPU_OFF: u64 = 0x8400_0002;
+const PSCI_FEATURES: u64 = 0x8400_000A;
+
 /// Tells the hypervisor this vCPU is done; never returns.
 fn finish(status: u64) -> ! {
     hvc(abi::HVC_FINISH, status, 0, 0);
@@ -160,9 +175,22 @@ fn demand(id: u64, base: u64, size: u64) -> (u64, u64, u64) {
 
 #[unsafe(no_mangle)]
 extern "C" fn guest_main(id: u64, base: u64, size: u64, workload: u64, flags: u64) -> ! {
-    if flags & abi::FLAG_PROBE_SEA != 0 {
+    if flags & abi::FLAG_HANG != 0 {
+        println!("vcpu {id}: selftest=hang: spinning forever");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    if flags & abi::FLAG_PROBE != 0 {
         let esr = probe_external_abort();
         println!("vcpu {id}: external abort probe: ESR_EL1={esr:#x}");
+        let version = smc(PSCI_VERSION, 0);
+        let features = smc(PSCI_FEATURES, PSCI_CPU_OFF) as i64;
+        let unknown = hvc(abi::HVC_UNKNOWN, 0, 0, 0) as i64;
+        println!(
+            "vcpu {id}: SMC PSCI_VERSION={version:#x} PSCI_FEATURES(CPU_OFF)={features} \
+             unknown HVC={unknown}"
+        );
     }
     match workload {
         abi::WORKLOAD_DEMAND => {

@@ -56,6 +56,8 @@ impl Workload {
 pub enum Selftest {
     /// After the guests finish, flip one word in one backing page: the checksum check must fail.
     Corrupt,
+    /// The last vCPU spins forever without trapping: the vCPU timeout must fail the run.
+    Hang,
 }
 
 /// The parsed options.
@@ -103,6 +105,7 @@ pub fn help_text(cpus: usize) -> String {
          \x20 mode=parallel|locked  stage-2 fault path: lock-free, or one global lock   default: parallel\n\
          \x20 workload={workloads:<10} guest workload                                  default: demand\n\
          \x20 selftest=corrupt   flip one backing word after the run: the checksum check must fail   default: off\n\
+         \x20 selftest=hang      the last vCPU never finishes: the timeout must fail the run   default: off\n\
          \x20 timeout=SECONDS    fail if a vCPU has not finished by then          default: {DEFAULT_TIMEOUT_S}\n\
          \x20 help               print this and exit 0",
         DEFAULT_MEM >> 20
@@ -177,7 +180,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             "selftest" => {
                 o.selftest = match value {
                     "corrupt" => Some(Selftest::Corrupt),
-                    _ => return Err(bad("the only self-test is 'corrupt'")),
+                    "hang" => Some(Selftest::Hang),
+                    _ => return Err(bad("self-tests are 'corrupt' and 'hang'")),
                 };
             }
             "timeout" => {

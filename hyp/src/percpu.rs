@@ -13,9 +13,33 @@ use spin::Once;
 
 use crate::pool::PageStack;
 
-/// Fault-time histogram buckets: one per CNTPCT tick (16 ns at 62.5 MHz), the last one
-/// catches everything slower.
-pub const HIST_BUCKETS: usize = 8192;
+/// Fault times below this many CNTPCT ticks (65 µs at 62.5 MHz) get one bucket per tick.
+const HIST_LINEAR: u64 = 4096;
+/// Above that, each power of two is split into this many buckets (6% resolution).
+const HIST_SUB: u64 = 16;
+/// Fault-time histogram buckets: linear, then log-linear up to 2^64 ticks.
+pub const HIST_BUCKETS: usize = (HIST_LINEAR + (64 - 12) * HIST_SUB) as usize;
+
+/// The histogram bucket of a time in ticks.
+pub fn hist_bucket(ticks: u64) -> usize {
+    if ticks < HIST_LINEAR {
+        return ticks as usize;
+    }
+    let e = u64::from(63 - ticks.leading_zeros()); // >= 12
+    let sub = (ticks >> (e - 4)) & (HIST_SUB - 1);
+    (HIST_LINEAR + (e - 12) * HIST_SUB + sub) as usize
+}
+
+/// The smallest time (ticks) that falls in `bucket`.
+pub fn hist_bucket_floor(bucket: usize) -> u64 {
+    let b = bucket as u64;
+    if b < HIST_LINEAR {
+        return b;
+    }
+    let e = (b - HIST_LINEAR) / HIST_SUB + 12;
+    let sub = (b - HIST_LINEAR) % HIST_SUB;
+    (1 << e) | (sub << (e - 4))
+}
 
 /// Event counters of one CPU. Names match the report's table.
 #[derive(Default)]
@@ -150,8 +174,7 @@ pub fn this_cpu() -> &'static PerCpu {
 
 /// Records one hyp-side fault time.
 pub fn record_fault_time(cpu: &PerCpu, ticks: u64) {
-    let bucket = (ticks as usize).min(HIST_BUCKETS - 1);
-    let h = &cpu.hist[bucket];
+    let h = &cpu.hist[hist_bucket(ticks)];
     h.store(h.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     let c = &cpu.counters;
     c.fault_ticks.store(

@@ -79,7 +79,8 @@ fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
     }
 }
 
-/// The tick count at which `per_mille`/1000 of all recorded faults were at or below.
+/// The tick count at which `per_mille`/1000 of all recorded faults were at or below (exact up
+/// to 4096 ticks, then the floor of a 1/16-octave bucket).
 fn percentile(hist: &[u64], per_mille: u64) -> u64 {
     let total: u64 = hist.iter().sum();
     if total == 0 {
@@ -87,13 +88,13 @@ fn percentile(hist: &[u64], per_mille: u64) -> u64 {
     }
     let target = (total * per_mille).div_ceil(1000).max(1);
     let mut seen = 0;
-    for (ticks, &n) in hist.iter().enumerate() {
+    for (bucket, &n) in hist.iter().enumerate() {
         seen += n;
         if seen >= target {
-            return ticks as u64;
+            return percpu::hist_bucket_floor(bucket);
         }
     }
-    (HIST_BUCKETS - 1) as u64
+    percpu::hist_bucket_floor(HIST_BUCKETS - 1)
 }
 
 fn load(c: &core::sync::atomic::AtomicU64) -> u64 {
@@ -174,6 +175,10 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         }
         let released = vm.image.release(vm.backing) + vm.data.release(vm.backing);
         log::info!("teardown: released {released} guest backing pages");
+    }
+    if !all_stopped {
+        // A vCPU may still be faulting: leave the table alone, but show what it counted so far.
+        s2_stats = Some(vm.s2.get().stats());
     }
     let s = s2_stats.unwrap_or_default();
 

@@ -15,7 +15,7 @@ use tock_registers::registers::InMemoryRegister;
 use crate::abi;
 use crate::decode::{decode, Abort, Exit, FaultType};
 use crate::exceptions::{self, Frame};
-use crate::options::Mode;
+use crate::options::{Mode, Selftest};
 use crate::percpu::{self, status, Counters, PerCpu};
 use crate::pool::{self, PAGE};
 use crate::psci::{self, GuestPsci};
@@ -71,8 +71,13 @@ pub fn run(vm: &Vm, id: usize) {
     f.x[1] = base;
     f.x[2] = size;
     f.x[3] = vm.opts.workload.guest_number();
-    // vCPU 0 also proves that an abort outside every memslot comes back as an external abort.
-    f.x[4] = if id == 0 { abi::FLAG_PROBE_SEA } else { 0 };
+    // vCPU 0 also proves that an abort outside every memslot comes back as an external abort
+    // and exercises the PSCI/SMCCC paths; selftest=hang makes the last vCPU never finish.
+    let mut flags = if id == 0 { abi::FLAG_PROBE } else { 0 };
+    if vm.opts.selftest == Some(Selftest::Hang) && id + 1 == vm.opts.vcpus {
+        flags |= abi::FLAG_HANG;
+    }
+    f.x[4] = flags;
     f.sp_el1 = abi::DATA_BASE - id as u64 * abi::STACK_SIZE;
     f.elr = vm.entry;
     f.spsr = el1h_masked();
@@ -155,6 +160,8 @@ fn handle_abort(
 }
 
 /// The stage-2 fault path: memslot -> backing page -> `stage2` map -> ERET re-runs the access.
+/// Never inlined, so gdb can always break on it (`break hyp::vcpu::handle_stage2_fault`).
+#[inline(never)]
 fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
     if let FaultType::Other(_) = a.fault {
         log::error!(
