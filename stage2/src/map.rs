@@ -26,8 +26,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     /// half-done); [`Error::BadAddress`] for an unaligned or out-of-range address.
     pub fn map(&self, ipa: u64, pa: u64, size: Size, attrs: Attrs) -> Result<Mapped, Error> {
         let target = size.level();
-        if ipa % size.bytes() != 0
-            || pa % size.bytes() != 0
+        if !ipa.is_multiple_of(size.bytes())
+            || !pa.is_multiple_of(size.bytes())
             || ipa >= self.s2.geom.ipa_limit()
             || target < self.s2.geom.start_level()
         {

@@ -81,7 +81,7 @@ impl CountingPool {
 
     fn index(&self, pa: u64) -> usize {
         assert!(
-            pa >= POOL_BASE && pa % PAGE_SIZE == 0,
+            pa >= POOL_BASE && pa.is_multiple_of(PAGE_SIZE),
             "PA {pa:#x} is not a pool page"
         );
         let i = ((pa - POOL_BASE) / PAGE_SIZE) as usize;
