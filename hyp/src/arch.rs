@@ -33,6 +33,14 @@ pub fn isb() {
     unsafe { asm!("isb", options(nostack, preserves_flags)) };
 }
 
+/// WFI: sleep until an interrupt is pending (taken or not: EL2 keeps IRQs masked). Under QEMU
+/// this really idles the vCPU's host thread, unlike WFE or a spin loop.
+#[inline(always)]
+pub fn wfi() {
+    // SAFETY: WFI only pauses this CPU; it touches no memory or registers.
+    unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+}
+
 /// DSB ISHST: earlier stores (new page-table entries) are observable to every table walker in
 /// the inner-shareable domain before anything after it. Used before ERET after installing a
 /// mapping (invalid -> valid needs no TLBI, only visibility), and before a broadcast TLBI.

@@ -37,6 +37,8 @@ pub struct Platform {
     pub psci_smc: bool,
     /// The console PL011's MMIO base.
     pub uart: u64,
+    /// The GICv3 distributor and redistributor bases, if there is a GICv3.
+    pub gic_v3: Option<(u64, u64)>,
     /// `/chosen/bootargs` (QEMU's `-append`), empty if absent.
     pub bootargs: &'static str,
     /// Bytes the DTB occupies from `DTB_ADDR`.
@@ -97,12 +99,19 @@ pub fn parse() -> Result<Platform, DtbError> {
         Some("hvc") => false,
         _ => return Err(DtbError::NoPsci),
     };
+    let gic_v3 = fdt.find_compatible(&["arm,gic-v3"]).and_then(|n| {
+        let mut regs = n.reg();
+        let gicd = regs.next()?.starting_address as u64;
+        let gicr = regs.next()?.starting_address as u64;
+        Some((gicd, gicr))
+    });
     let bootargs = fdt.chosen().ok().and_then(|c| c.bootargs()).unwrap_or("");
     Ok(Platform {
         ram: ram[..n].to_vec(),
         mpidrs,
         psci_smc,
         uart,
+        gic_v3,
         bootargs,
         dtb_size: fdt.total_size() as u64,
     })

@@ -22,6 +22,7 @@ mod dtb;
 mod exceptions;
 mod exit;
 mod guest_image;
+mod idle;
 mod memslot;
 mod mmu;
 mod options;
@@ -63,6 +64,10 @@ static TABLES: Once<Region> = Once::new();
 static BACKING: Once<Region> = Once::new();
 /// CNTPCT when the VM was created (the timeout and run time count from here).
 static START: AtomicU64 = AtomicU64::new(0);
+/// The GICv3 (distributor, redistributors) from the DTB, for the reporter's idle wait.
+static GIC_V3: Once<Option<(u64, u64)>> = Once::new();
+/// How often the reporter wakes to check on the vCPUs.
+const POLL_HZ: u64 = 200;
 /// The CPU that waits for the others and reports (`usize::MAX` = not chosen yet).
 static REPORTER: AtomicUsize = AtomicUsize::new(usize::MAX);
 
@@ -121,6 +126,7 @@ extern "C" fn primary_main() -> ! {
         platform.bootargs
     );
     percpu::init(&platform.mpidrs);
+    GIC_V3.call_once(|| platform.gic_v3);
 
     let opts = match options::parse(platform.bootargs, cpus) {
         Ok(Parsed::Run(o)) => o,
@@ -224,7 +230,19 @@ fn cpu_main(id: usize) -> ! {
     {
         let start = START.load(Ordering::Relaxed);
         let deadline = start + vm.opts.timeout_s * CNTFRQ_EL0.get();
-        let running = report::wait_for_vcpus(vm, deadline);
+        // Sleep between checks if the GIC lets the timer wake us; spin otherwise.
+        let waiter = GIC_V3.get().copied().flatten().and_then(|(gicd, gicr)| {
+            idle::Waiter::new(
+                gicd,
+                gicr,
+                percpu::this_cpu().mpidr,
+                CNTFRQ_EL0.get() / POLL_HZ,
+            )
+        });
+        if waiter.is_none() {
+            log::warn!("no GICv3 timer wake-up: the reporter spins while it waits");
+        }
+        let running = report::wait_for_vcpus(vm, deadline, waiter.as_ref());
         report::finish(vm, &running, start)
     }
     // Someone else reports. A powered-off CPU costs nothing and never delays a broadcast TLBI;

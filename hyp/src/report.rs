@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
+use crate::idle::Waiter;
 use crate::options::Selftest;
 use crate::pattern;
 use crate::percpu::{self, status, PerCpu, HIST_BUCKETS};
@@ -14,8 +15,9 @@ use crate::pool::PAGE;
 use crate::vm::Vm;
 use crate::{exit, println, tables, vcpu};
 
-/// Waits until every vCPU stopped or `deadline` (CNTPCT) passed. Returns the ones still running.
-pub fn wait_for_vcpus(vm: &Vm, deadline: u64) -> Vec<usize> {
+/// Waits until every vCPU stopped or `deadline` (CNTPCT) passed, napping in WFI between checks
+/// when `waiter` is given. Returns the ones still running.
+pub fn wait_for_vcpus(vm: &Vm, deadline: u64, waiter: Option<&Waiter>) -> Vec<usize> {
     let cpus = &percpu::all()[..vm.opts.vcpus];
     loop {
         let running: Vec<usize> = cpus
@@ -26,7 +28,10 @@ pub fn wait_for_vcpus(vm: &Vm, deadline: u64) -> Vec<usize> {
         if running.is_empty() || CNTPCT_EL0.get() > deadline {
             return running;
         }
-        core::hint::spin_loop();
+        match waiter {
+            Some(w) => w.nap(),
+            None => core::hint::spin_loop(),
+        }
     }
 }
 
