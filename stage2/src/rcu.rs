@@ -162,8 +162,20 @@ impl Rcu {
     }
 
     fn lock_list(&self, cpu: usize) {
-        while self.cpus[cpu].busy.swap(true, Ordering::Acquire) {
-            spin_wait();
+        let busy = &self.cpus[cpu].busy;
+        // Take the flag with a compare-exchange, never a swap: a failed attempt must not store.
+        // Every `swap(true)` that finds the flag taken writes a `true` of its own that is not
+        // ordered after the holder's releasing `false`, and a waiter may then read its own
+        // `true` for ever (loom finds exactly that livelock). Wait with plain loads
+        // (test-and-test-and-set), which also keeps the line from bouncing between CPUs.
+        // Relaxed on failure and in the wait: the Acquire that takes the flag orders the list.
+        while busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            while busy.load(Ordering::Relaxed) {
+                spin_wait();
+            }
         }
     }
 
@@ -266,7 +278,12 @@ impl Rcu {
         if me.head.load(Ordering::Relaxed) == 0 {
             return;
         }
-        if me.busy.swap(true, Ordering::Acquire) {
+        // Compare-exchange, not swap: finding the flag taken must not store (see `lock_list`).
+        if me
+            .busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return;
         }
         self.drain(cpu, pool, stats);
@@ -276,6 +293,8 @@ impl Rcu {
     /// Wait until every page retired before this call is freed. Call outside any read-side
     /// section (a reader that waits for its own grace period waits forever).
     pub(crate) fn barrier<P: PagePool>(&self, pool: &P, stats: &[CpuStats]) {
+        // `cpu` names a list for `lock_list`/`drain` as well as indexing `stats`.
+        #[allow(clippy::needless_range_loop)]
         for cpu in 0..self.cpus.len() {
             loop {
                 // Never hold a list across the wait: its owner may need it to retire, and it will
