@@ -1,0 +1,736 @@
+//! loom models of every race the parallel fault path has (issue 3).
+//!
+//! Run with:
+//! `RUSTFLAGS="--cfg loom" cargo test -p stage2 --features testing --target x86_64-unknown-linux-gnu --target-dir target/loom --release --test loom`
+//!
+//! Under `--cfg loom` every PTE, page-metadata word and RCU word is a loom atomic (`src/sync.rs`),
+//! so loom explores the thread interleavings *and* the weak-memory outcomes the orderings allow.
+//! The [`CountingPool`] never reuses a page under loom and panics on any access to a freed page,
+//! so a use after free anywhere in any explored execution fails the model.
+//!
+//! Each model uses two CPUs (loom threads), the smallest pool that can serve it (every page is
+//! 512 loom atomics), and one operation per thread. Every model ends by checking each table's
+//! refcount (`1 + non-empty entries`), destroying the table and checking the pool got every page
+//! back. Each model runs in both thread orders and must reach the outcomes it lists (see
+//! [`model`]); it prints its executions, runtime and outcomes (`--nocapture`). See
+//! `docs/testing.md` ("loom models") for what each asserts and how long it takes.
+
+#![cfg(loom)]
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool as StdBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use loom::sync::atomic::AtomicBool;
+use loom::sync::atomic::Ordering::{Acquire, Release};
+use loom::thread;
+use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
+use stage2::{Attrs, Config, Error, Mapped, Perms, Pte, Size, Stage2, Translation};
+
+type S2 = Stage2<Arc<CountingPool>, Arc<RecordingTlb>>;
+
+const MB2: u64 = 2 << 20;
+const RAM: u64 = 0x4000_0000;
+
+/// The outcomes a model reached over all its executions. Each model lists the outcomes it must
+/// reach at least once, so a model that silently stopped exercising its race (a changed setup, a
+/// too-tight preemption bound) fails instead of passing vacuously.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<BTreeSet<String>>>);
+
+impl Seen {
+    fn hit(&self, outcome: impl Into<String>) {
+        self.0.lock().unwrap().insert(outcome.into());
+    }
+}
+
+/// Run `f` under loom's model checker twice, once per `flip` (which CPU is the spawned thread and
+/// which is the main thread), printing how many executions each took and how long, then check
+/// every outcome in `expect` was reached by some execution.
+///
+/// Both CPUs must exist for the whole race, so one is the main thread: with a spawned thread per
+/// CPU, loom (0.7) may run the first to the end before the second is spawned. And loom's DPOR
+/// remembers only the last access to each atomic, so it can miss orders (tokio-rs/loom#166,
+/// #392): the relax model reaches "relax completes before the map starts" only with relax on
+/// the spawned thread, and "the map completes before relax starts" only the other way round.
+/// Running both orders and checking the outcomes is what keeps that from going unnoticed.
+///
+/// `preemption_bound: None` explores every interleaving loom's DPOR finds; a bound is used only
+/// where the unbounded model does not finish in well under a minute, and the model says why.
+fn model<F>(name: &str, preemption_bound: Option<usize>, expect: &[&str], f: F)
+where
+    F: Fn(&Seen, bool) + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    let seen = Seen::default();
+    for flip in [false, true] {
+        let mut b = loom::model::Builder::new();
+        // Every atomic access is a loom branch point, and a prune locks all 512 entries of each
+        // table it unlinks (1024 accesses per page) while `destroy` reads every entry of every
+        // table: the default limit of 1000 branches per execution is far too low for a table walk.
+        b.max_branches = 50_000;
+        if b.preemption_bound.is_none() {
+            b.preemption_bound = preemption_bound;
+        }
+        let iterations = Arc::new(AtomicUsize::new(0));
+        let (n, s, f) = (iterations.clone(), seen.clone(), f.clone());
+        let start = Instant::now();
+        b.check(move || {
+            n.fetch_add(1, SeqCst);
+            f(&s, flip);
+        });
+        eprintln!(
+            "loom model {name} (flip {flip}): {} executions in {:.2?} (preemption bound {:?})",
+            iterations.load(SeqCst),
+            start.elapsed(),
+            b.preemption_bound,
+        );
+    }
+    let seen = seen.0.lock().unwrap();
+    eprintln!("loom model {name}: outcomes {seen:?}");
+    for e in expect {
+        assert!(seen.contains(*e), "{name}: no execution reached {e:?}");
+    }
+}
+
+/// A 32-bit IPA space starting at level 1 (one root page of 4 entries, so a 4 KiB page needs a
+/// level-2 and a level-3 table), two CPUs, `pages` pool pages (the root is one of them).
+fn setup(pages: usize) -> (Arc<S2>, Arc<CountingPool>, Arc<RecordingTlb>) {
+    let pool = Arc::new(CountingPool::new(pages));
+    // Only the relax model reads the log; elsewhere the recorder would walk the table on every
+    // invalidation, adding loom branch points that are not part of the protocol.
+    let tlb = Arc::new(RecordingTlb::counting(pool.clone()));
+    setup_with(pool, tlb)
+}
+
+fn setup_with(
+    pool: Arc<CountingPool>,
+    tlb: Arc<RecordingTlb>,
+) -> (Arc<S2>, Arc<CountingPool>, Arc<RecordingTlb>) {
+    let mut cfg = Config::new(32, 2);
+    cfg.start_level = Some(1);
+    let s2 = Stage2::new(cfg, pool.clone(), tlb.clone()).unwrap();
+    tlb.attach(s2.root(), s2.geometry());
+    (Arc::new(s2), pool, tlb)
+}
+
+/// One CPU of a two-CPU race: a spawned loom thread, or a closure the main thread runs.
+enum Cpu<R> {
+    Thread(thread::JoinHandle<R>),
+    Later(Box<dyn FnOnce() -> R>),
+    Done(R),
+}
+
+/// The CPU a model writes first: spawned, or (`flip`) run by the main thread when it is joined.
+fn first<R: Send + 'static>(flip: bool, f: impl FnOnce() -> R + Send + 'static) -> Cpu<R> {
+    if flip {
+        Cpu::Later(Box::new(f))
+    } else {
+        Cpu::Thread(thread::spawn(f))
+    }
+}
+
+/// The CPU a model writes second: run by the main thread now, or (`flip`) spawned.
+fn second<R: Send + 'static>(flip: bool, f: impl FnOnce() -> R + Send + 'static) -> Cpu<R> {
+    if flip {
+        Cpu::Thread(thread::spawn(f))
+    } else {
+        Cpu::Done(f())
+    }
+}
+
+impl<R> Cpu<R> {
+    /// Its result. Models join the first CPU first, so a `Later` one runs while the other CPU's
+    /// thread exists.
+    fn join(self) -> R {
+        match self {
+            Cpu::Thread(t) => t.join().unwrap(),
+            Cpu::Later(f) => f(),
+            Cpu::Done(r) => r,
+        }
+    }
+}
+
+/// `map` in a fresh read-side section per attempt until it stops saying `Retry` (a vCPU re-running
+/// the faulting instruction). Returns the first and the final result.
+fn map_until_done(
+    s2: &S2,
+    cpu: usize,
+    ipa: u64,
+    pa: u64,
+    size: Size,
+    attrs: Attrs,
+) -> (Result<Mapped, Error>, Result<Mapped, Error>) {
+    let mut first = None;
+    loop {
+        let r = s2.shared(cpu).map(ipa, pa, size, attrs);
+        first.get_or_insert(r);
+        if r != Err(Error::Retry) {
+            return (first.unwrap(), r);
+        }
+        // The other CPU owns an entry on the path: let it finish (loom needs the yield to end).
+        thread::yield_now();
+    }
+}
+
+fn translate(s2: &S2, ipa: u64) -> Option<Translation> {
+    s2.exclusive(0).translate(ipa)
+}
+
+/// Every reachable table's refcount is 1 + its non-empty entries.
+fn check_counts(s2: &S2) {
+    s2.exclusive(0).for_each_table(|pa, level, count, used| {
+        assert_eq!(
+            count,
+            used + 1,
+            "table {pa:#x} at level {level}: refcount {count}, {used} entries used"
+        );
+    });
+}
+
+/// Check the counts, tear down (which takes the exclusive lock and asserts on any LOCKED entry it
+/// meets, and waits for every deferred free), and check every page came back.
+fn finish(s2: Arc<S2>, pool: &CountingPool) {
+    check_counts(&s2);
+    let s2 = Arc::try_unwrap(s2).unwrap_or_else(|_| panic!("a thread still holds the table"));
+    s2.destroy().unwrap();
+    assert_eq!(pool.in_use(), 0, "table pages leaked");
+    assert_eq!(pool.allocs(), pool.frees(), "table pages leaked");
+}
+
+/// Pool invariant while the table is alive: every table page ever allocated was either freed or
+/// is still in use (the root is in use but is not a table allocation).
+fn check_pool(pool: &CountingPool) {
+    assert_eq!(
+        pool.allocs(),
+        pool.frees() + (pool.in_use() as u64 - 1),
+        "allocs != frees + in use"
+    );
+}
+
+/// Model 1: two CPUs fault on the same IPA of an empty table. Both walk the fresh-table path and
+/// race to install the level-2 table, the level-3 table and the leaf.
+///
+/// Exactly one wins the leaf (`Installed`); the other finds it (`Spurious`) or lost the leaf's
+/// compare-exchange (`Retry`, and re-running then finds it). Every table page a loser allocated
+/// and failed to publish was freed at once: only the two published tables remain in use.
+#[test]
+fn two_cpus_map_the_same_ipa() {
+    let expect = [
+        "other: Spurious",
+        "other: Retry, then Spurious",
+        "a table install lost",
+    ];
+    model("two_cpus_map_the_same_ipa", None, &expect, |seen, flip| {
+        // Root + at most one level-2 and one level-3 table per CPU (a loser's page is never reused
+        // under loom).
+        let (s2, pool, _) = setup(5);
+        let attrs = Attrs::normal_rwx();
+        let fault = |cpu| {
+            let s2 = s2.clone();
+            move || map_until_done(&s2, cpu, 0x1000, RAM + 0x5000, Size::Page4K, attrs)
+        };
+        let cpu0 = first(flip, fault(0));
+        let cpu1 = second(flip, fault(1));
+        let results = [cpu0.join(), cpu1.join()];
+
+        let installed = results
+            .iter()
+            .filter(|r| r.0 == Ok(Mapped::Installed))
+            .count();
+        assert_eq!(installed, 1, "exactly one CPU installs: {results:?}");
+        for &(first, last) in &results {
+            match first {
+                Ok(Mapped::Installed) => assert_eq!(last, first),
+                Ok(Mapped::Spurious) => {
+                    assert_eq!(last, first);
+                    seen.hit("other: Spurious");
+                }
+                // Lost the leaf's compare-exchange: re-running finds the winner's leaf.
+                Err(Error::Retry) => {
+                    assert_eq!(last, Ok(Mapped::Spurious), "{results:?}");
+                    seen.hit("other: Retry, then Spurious");
+                }
+                other => panic!("unexpected map result {other:?}"),
+            }
+        }
+
+        let t = translate(&s2, 0x1abc).expect("the mapping is there");
+        assert_eq!((t.pa, t.level, t.attrs), (RAM + 0x5abc, 3, attrs));
+        // The loser's unpublished pages were freed at once (not through RCU), and only the
+        // winner's level-2 and level-3 tables are in use.
+        let st = s2.stats();
+        assert_eq!(pool.in_use(), 1 + 2, "root + one table per level");
+        assert_eq!(pool.frees(), st.tables_raced, "lost installs free at once");
+        assert_eq!(st.tables_retired, 0);
+        if st.tables_raced > 0 {
+            seen.hit("a table install lost");
+        }
+        check_pool(&pool);
+        finish(s2, &pool);
+    });
+}
+
+/// Model 2: one CPU maps a page into a 2 MiB span while the other collapses the span into a
+/// block (pruning the level-3 table: every descendant entry locked, one range invalidation, the
+/// block published, the table freed through RCU).
+///
+/// Either the map landed first (the block replaced it) or the collapse did (the map then splits
+/// the block); both translate the page to the same output. No walker ever writes into the pruned
+/// table after it was freed (the pool would panic), counts stay exact, nothing leaks.
+#[test]
+fn map_vs_collapse_of_the_same_span() {
+    let expect = ["block last", "split last", "map retried"];
+    model(
+        "map_vs_collapse_of_the_same_span",
+        None,
+        &expect,
+        |seen, flip| {
+            // Root, level-2, level-3, and one table for a split of the block.
+            let (s2, pool, _) = setup(4);
+            let attrs = Attrs::normal_rwx();
+            s2.shared(0)
+                .map(MB2, RAM, Size::Page4K, attrs)
+                .expect("premap");
+
+            let mapper = {
+                let s2 = s2.clone();
+                first(flip, move || {
+                    let r = map_until_done(&s2, 0, MB2 + 0x1000, RAM + 0x1000, Size::Page4K, attrs);
+                    s2.reclaim(0);
+                    r
+                })
+            };
+            let collapser = {
+                let s2 = s2.clone();
+                second(flip, move || {
+                    let r = s2.shared(1).collapse(MB2, RAM, Size::Block2M, attrs);
+                    s2.reclaim(1);
+                    r
+                })
+            };
+            let (first_try, mapped) = mapper.join();
+            assert_eq!(collapser.join(), Ok(Mapped::Replaced));
+            assert_eq!(mapped, Ok(Mapped::Installed));
+            if first_try == Err(Error::Retry) {
+                seen.hit("map retried");
+            }
+
+            let t = translate(&s2, MB2 + 0x1000).expect("the page is mapped either way");
+            assert_eq!(t.pa, RAM + 0x1000);
+            match t.level {
+                // The collapse came last: the whole span is the block.
+                2 => {
+                    let rest = translate(&s2, MB2 + 0x2345).map(|t| t.pa);
+                    assert_eq!(rest, Some(RAM + 0x2345));
+                    seen.hit("block last");
+                }
+                // The map came last: it split the block; the rest refaults lazily.
+                3 => {
+                    assert_eq!(s2.stats().splits, 1);
+                    assert_eq!(translate(&s2, MB2 + 0x2345), None);
+                    seen.hit("split last");
+                }
+                l => panic!("leaf at level {l}"),
+            }
+            assert_eq!(s2.stats().prunes, 1);
+            check_pool(&pool);
+            finish(s2, &pool);
+        },
+    );
+}
+
+/// Model 2b: map vs collapse of a whole 1 GiB span. The mapper needs a *table* (level 3) inside
+/// the level-2 table being pruned, so this is the race the descendant locking exists for: a
+/// walker already inside the subtree must not publish anything into it once the pruner has
+/// collected it, or that table page is lost with the subtree (a leak `destroy` would catch) and
+/// the mapping silently vanishes.
+#[test]
+fn map_vs_collapse_installs_no_table_into_a_pruned_subtree() {
+    let expect = ["block last", "split last", "map retried"];
+    let name = "map_vs_collapse_installs_no_table_into_a_pruned_subtree";
+    model(name, None, &expect, |seen, flip| {
+        const GB: u64 = 1 << 30;
+        // Root, level-2 and level-3 for the premapped page; the mapper's level-3 table, and a
+        // level-2 + level-3 table if it has to split the block after losing (at most 3).
+        let (s2, pool, _) = setup(6);
+        let attrs = Attrs::normal_rwx();
+        s2.shared(0)
+            .map(0x1000, RAM + 0x1000, Size::Page4K, attrs)
+            .expect("premap");
+
+        let mapper = {
+            let s2 = s2.clone();
+            first(flip, move || {
+                let r = map_until_done(&s2, 0, MB2, RAM + MB2, Size::Page4K, attrs);
+                s2.reclaim(0);
+                r
+            })
+        };
+        let collapser = {
+            let s2 = s2.clone();
+            second(flip, move || {
+                let r = s2.shared(1).collapse(0, RAM, Size::Block1G, attrs);
+                s2.reclaim(1);
+                r
+            })
+        };
+        let (first_try, mapped) = mapper.join();
+        assert_eq!(collapser.join(), Ok(Mapped::Replaced));
+        assert_eq!(mapped, Ok(Mapped::Installed));
+        if first_try == Err(Error::Retry) {
+            seen.hit("map retried");
+        }
+        let t = translate(&s2, MB2 + 0x10).expect("the page is mapped either way");
+        assert_eq!(t.pa, RAM + MB2 + 0x10);
+        match t.level {
+            1 => {
+                assert_eq!(translate(&s2, GB - 8).map(|t| t.pa), Some(RAM + GB - 8));
+                seen.hit("block last");
+            }
+            3 => {
+                assert_eq!(translate(&s2, 0x1000), None);
+                seen.hit("split last");
+            }
+            l => panic!("leaf at level {l}"),
+        }
+        check_pool(&pool);
+        finish(s2, &pool);
+    });
+}
+
+/// Model 3: `relax_perms` (adds write) races a map of the same IPA to another page (a BBM).
+///
+/// Relax only ever compare-exchanges a valid entry, so it can never write the old page's
+/// relaxed permissions over the new mapping: the final entry is exactly the new one. The BBM's
+/// invalidation runs while the entry is LOCKED; relax always invalidates locally.
+#[test]
+fn relax_vs_map_to_another_page() {
+    let expect = [
+        "relax first",
+        "relax first, map re-ran",
+        "relax backed off",
+        "relax after the map (no-op)",
+    ];
+    model(
+        "relax_vs_map_to_another_page",
+        None,
+        &expect,
+        |seen, flip| {
+            let pool = Arc::new(CountingPool::new(3));
+            // A logging recorder: it reads the entry at each invalidation. No table is freed in this
+            // model, so its walk cannot touch a freed page.
+            let tlb = Arc::new(RecordingTlb::new(pool.clone()));
+            let (s2, pool, tlb) = setup_with(pool, tlb);
+            s2.shared(0)
+                .map(0x1000, RAM, Size::Page4K, Attrs::normal(Perms::RX))
+                .expect("premap");
+            tlb.take();
+
+            let relaxer = {
+                let s2 = s2.clone();
+                first(flip, move || s2.shared(0).relax_perms(0x1000, Perms::W))
+            };
+            let mapper = {
+                let s2 = s2.clone();
+                second(flip, move || {
+                    let new = RAM + 0x10_000;
+                    map_until_done(&s2, 1, 0x1000, new, Size::Page4K, Attrs::normal_rwx())
+                })
+            };
+            let relaxed = relaxer.join();
+            let (first_try, mapped) = mapper.join();
+            assert_eq!(mapped, Ok(Mapped::Replaced));
+            match relaxed {
+                // Relax changed the old entry: the map came after it, or its break lost and re-ran.
+                Ok(()) if s2.stats().relaxes == 1 => match first_try {
+                    Err(Error::Retry) => seen.hit("relax first, map re-ran"),
+                    _ => seen.hit("relax first"),
+                },
+                // The new entry already has write: nothing to do.
+                Ok(()) => seen.hit("relax after the map (no-op)"),
+                Err(Error::Retry) => seen.hit("relax backed off"),
+                Err(e) => panic!("relax: {e:?}"),
+            }
+
+            let t = translate(&s2, 0x1000).unwrap();
+            assert_eq!(
+                (t.pa, t.attrs),
+                (RAM + 0x10_000, Attrs::normal_rwx()),
+                "relax clobbered the newer mapping"
+            );
+            let log = tlb.take();
+            let ipa_tlbis: Vec<_> = log
+                .iter()
+                .filter(|op| matches!(op, TlbOp::Ipa { .. }))
+                .collect();
+            let locked = TlbOp::Ipa {
+                ipa: 0x1000,
+                level: 3,
+                entry: Some(Pte::LOCKED.0),
+            };
+            assert_eq!(
+                ipa_tlbis,
+                [&locked],
+                "one invalidation, while the entry was LOCKED: {log:?}"
+            );
+            let locals = log
+                .iter()
+                .filter(|op| matches!(op, TlbOp::Local { .. }))
+                .count();
+            assert_eq!(locals, 1, "relax always invalidates locally: {log:?}");
+            finish(s2, &pool);
+        },
+    );
+}
+
+/// Premap one page at `MB2 + 0x1000` so the span `[MB2, 2 * MB2)` has a level-3 table to prune.
+fn premapped_span() -> (Arc<S2>, Arc<CountingPool>) {
+    // Root, level-2, level-3: a collapse allocates nothing.
+    let (s2, pool, _) = setup(3);
+    s2.shared(0)
+        .map(
+            MB2 + 0x1000,
+            RAM + 0x1000,
+            Size::Page4K,
+            Attrs::normal_rwx(),
+        )
+        .expect("premap");
+    (s2, pool)
+}
+
+/// Model 4a: an RCU reader walks into the level-3 table while the other CPU collapses the span
+/// (unlinking that table) and reclaims.
+///
+/// The reader never touches the table after it was freed (the pool panics on that in any
+/// execution). It sees the old page, the new block (same output), or a LOCKED entry (nothing).
+/// The table is freed by the reclaim, or is still waiting if the reader may still see it; the
+/// barrier then frees it.
+#[test]
+fn rcu_reader_vs_deferred_free() {
+    let expect = [
+        "reader saw page",
+        "reader saw block",
+        "reader saw LOCKED",
+        "free at reclaim",
+        "free waited for the reader",
+    ];
+    model(
+        "rcu_reader_vs_deferred_free",
+        None,
+        &expect,
+        |seen, flip| {
+            let (s2, pool) = premapped_span();
+            let reader = {
+                let s2 = s2.clone();
+                first(flip, move || s2.shared(1).translate(MB2 + 0x1000))
+            };
+            let writer = {
+                let s2 = s2.clone();
+                second(flip, move || {
+                    let r = s2
+                        .shared(0)
+                        .collapse(MB2, RAM, Size::Block2M, Attrs::normal_rwx());
+                    s2.reclaim(0);
+                    r
+                })
+            };
+            let read = reader.join();
+            assert_eq!(writer.join(), Ok(Mapped::Replaced));
+            match read {
+                Some(t) => {
+                    assert_eq!(t.pa, RAM + 0x1000, "reader saw {t:?}");
+                    seen.hit(match t.level {
+                        3 => "reader saw page",
+                        _ => "reader saw block",
+                    });
+                }
+                None => seen.hit("reader saw LOCKED"),
+            }
+            assert_eq!(pool.frees() + s2.deferred(0), 1, "freed or waiting");
+            seen.hit(match pool.frees() {
+                1 => "free at reclaim",
+                _ => "free waited for the reader",
+            });
+            check_pool(&pool);
+            s2.barrier();
+            assert_eq!((pool.frees(), s2.deferred(0)), (1, 0));
+            finish(s2, &pool);
+        },
+    );
+}
+
+/// Model 4b: the grace period ends. The writer collapses and then reclaims until its list is
+/// empty, while the reader does two read-side sections. The loop ending in every execution shows
+/// that a reader that left (or entered after the unlink) never holds up the free, while model 4a
+/// shows the free never comes while the reader could still reach the page.
+#[test]
+fn reclaim_frees_once_the_reader_leaves() {
+    let expect = ["reclaim had to wait"];
+    model(
+        "reclaim_frees_once_the_reader_leaves",
+        None,
+        &expect,
+        |seen, flip| {
+            let (s2, pool) = premapped_span();
+            let reader = {
+                let s2 = s2.clone();
+                first(flip, move || {
+                    let a = s2.shared(1).translate(MB2 + 0x1000);
+                    let b = s2.shared(1).translate(MB2 + 0x1000);
+                    (a, b)
+                })
+            };
+            let writer = {
+                let s2 = s2.clone();
+                second(flip, move || {
+                    let r = s2
+                        .shared(0)
+                        .collapse(MB2, RAM, Size::Block2M, Attrs::normal_rwx());
+                    let mut rounds = 0;
+                    while s2.deferred(0) != 0 {
+                        s2.reclaim(0);
+                        rounds += 1;
+                        thread::yield_now();
+                    }
+                    (r, rounds)
+                })
+            };
+            let (a, b) = reader.join();
+            let (collapsed, rounds) = writer.join();
+            assert_eq!(collapsed, Ok(Mapped::Replaced));
+            for t in [a, b].into_iter().flatten() {
+                assert_eq!(t.pa, RAM + 0x1000);
+            }
+            if rounds > 1 {
+                seen.hit("reclaim had to wait");
+            }
+            assert_eq!(pool.frees(), 1);
+            check_pool(&pool);
+            finish(s2, &pool);
+        },
+    );
+}
+
+/// Model 5: `barrier()` vs an in-flight free. CPU 0 collapses (retiring the level-3 table onto
+/// its own list), then leaves its section and reclaims; CPU 1 waits until the collapse returned
+/// and calls `barrier()` while CPU 0 may still be inside its section or draining its list (the
+/// two contend for the list's `busy` flag).
+///
+/// When `barrier()` returns, everything retired before it is freed: no CPU has anything
+/// deferred and the pool counts match.
+#[test]
+fn barrier_vs_in_flight_frees() {
+    let expect = ["the barrier freed it", "the owner freed it"];
+    model("barrier_vs_in_flight_frees", None, &expect, |seen, flip| {
+        let (s2, pool) = premapped_span();
+        let retired = Arc::new(AtomicBool::new(false));
+        let owner = {
+            let (s2, retired) = (s2.clone(), retired.clone());
+            first(flip, move || {
+                let g = s2.shared(0);
+                let r = g.collapse(MB2, RAM, Size::Block2M, Attrs::normal_rwx());
+                // Release: the retire happened before the barrier thread sees the flag.
+                retired.store(true, Release);
+                drop(g);
+                let before = s2.deferred(0);
+                s2.reclaim(0);
+                (r, before != 0 && s2.deferred(0) == 0)
+            })
+        };
+        let barrier = {
+            let (s2, pool, retired) = (s2.clone(), pool.clone(), retired.clone());
+            second(flip, move || {
+                while !retired.load(Acquire) {
+                    thread::yield_now();
+                }
+                s2.barrier();
+                let left = (s2.deferred(0), s2.deferred(1));
+                assert_eq!(left, (0, 0), "barrier returned with work left");
+                assert_eq!(pool.frees(), 1, "the retired table is freed");
+            })
+        };
+        let (collapsed, owner_freed) = owner.join();
+        assert_eq!(collapsed, Ok(Mapped::Replaced));
+        barrier.join();
+        seen.hit(match owner_freed {
+            true => "the owner freed it",
+            false => "the barrier freed it",
+        });
+        check_pool(&pool);
+        finish(s2, &pool);
+    });
+}
+
+/// Model 6 (bonus): an exclusive walker (unmap under the MMU lock) and a shared mapper never run
+/// at once. Overlap is checked on loom's actual schedule with plain flags; `unmap` and `destroy`
+/// walk under the exclusive lock and assert on any LOCKED entry.
+///
+/// Either the map came first (the unmap removed the page and freed both now-empty tables through
+/// RCU) or the unmap did (nothing to remove; the page stays).
+#[test]
+fn exclusive_unmap_vs_shared_map() {
+    let expect = ["map, then unmap", "unmap, then map"];
+    model(
+        "exclusive_unmap_vs_shared_map",
+        None,
+        &expect,
+        |seen, flip| {
+            let (s2, pool, _) = setup(3);
+            // Plain (non-loom) flags: loom runs one thread at a time, so these record which sections
+            // overlap in the explored schedule, independent of the memory model.
+            let in_shared = Arc::new(StdBool::new(false));
+            let in_excl = Arc::new(StdBool::new(false));
+            let mapper = {
+                let (s2, in_shared, in_excl) = (s2.clone(), in_shared.clone(), in_excl.clone());
+                first(flip, move || loop {
+                    let g = s2.shared(0);
+                    in_shared.store(true, SeqCst);
+                    assert!(
+                        !in_excl.load(SeqCst),
+                        "shared section inside an exclusive one"
+                    );
+                    let r = g.map(0x1000, RAM, Size::Page4K, Attrs::normal_rwx());
+                    in_shared.store(false, SeqCst);
+                    drop(g);
+                    if r != Err(Error::Retry) {
+                        break r;
+                    }
+                    thread::yield_now();
+                })
+            };
+            let unmapper = {
+                let (s2, in_shared, in_excl) = (s2.clone(), in_shared.clone(), in_excl.clone());
+                second(flip, move || {
+                    let g = s2.exclusive(1);
+                    in_excl.store(true, SeqCst);
+                    assert!(
+                        !in_shared.load(SeqCst),
+                        "exclusive section inside a shared one"
+                    );
+                    let r = g.unmap(0, MB2);
+                    in_excl.store(false, SeqCst);
+                    drop(g);
+                    s2.reclaim(1);
+                    r
+                })
+            };
+            assert_eq!(mapper.join(), Ok(Mapped::Installed));
+            let done = unmapper.join().unwrap();
+            match translate(&s2, 0x1000) {
+                None => {
+                    assert_eq!((done.leaves, done.tables, done.flushed), (1, 2, true));
+                    seen.hit("map, then unmap");
+                }
+                Some(t) => {
+                    assert_eq!(t.pa, RAM);
+                    assert_eq!((done.leaves, done.tables, done.flushed), (0, 0, false));
+                    seen.hit("unmap, then map");
+                }
+            }
+            check_pool(&pool);
+            finish(s2, &pool);
+        },
+    );
+}
