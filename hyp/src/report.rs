@@ -167,7 +167,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         // last trap), and the other CPUs are powered off or parked: no reference to the table
         // is alive anywhere.
         if let Some(s2) = unsafe { vm.s2.take() } {
-            match s2.destroy() {
+            match s2.destroy(crate::percpu::index()) {
                 Ok(stats) => s2_stats = Some(stats),
                 Err(e) => failures.push(format!("stage2 destroy failed: {e:?}")),
             }

@@ -208,10 +208,11 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
         self.rcu.reclaim(cpu, &self.pool, &self.stats[cpu]);
     }
 
-    /// Wait until every table page retired so far is freed (the `rcu_barrier` of teardown). Call
-    /// with no guard alive on the calling CPU.
-    pub fn barrier(&self) {
-        self.rcu.barrier(&self.pool, &self.stats);
+    /// Wait until every table page retired so far is freed (the `rcu_barrier` of teardown), on
+    /// `cpu`, the calling CPU: every CPU's list is drained, into `cpu`'s pool cache. Call with no
+    /// guard alive on `cpu`.
+    pub fn barrier(&self, cpu: usize) {
+        self.rcu.barrier(cpu, &self.pool, &self.stats);
     }
 
     /// Table pages `cpu` has waiting for a grace period.
@@ -232,15 +233,16 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
         self.stats[cpu].snapshot()
     }
 
-    /// Tear down: invalidate the VMID, wait for every deferred free, free every table and the
-    /// root. Afterwards the pool holds every page this table ever took.
+    /// Tear down on `cpu`, the calling CPU: invalidate the VMID, wait for every deferred free,
+    /// free every table and the root (table pages go to `cpu`'s pool cache). Afterwards the pool
+    /// holds every page this table ever took.
     ///
     /// # Errors
     /// Never at present; the `Result` leaves room for a check that finds a corrupted table.
-    pub fn destroy(self) -> Result<Stats, Error> {
-        self.barrier();
+    pub fn destroy(self, cpu: usize) -> Result<Stats, Error> {
+        self.barrier(cpu);
         {
-            let g = self.exclusive(0);
+            let g = self.exclusive(cpu);
             // Walk caches may still hold our tables: invalidate before any page goes back.
             g.flush_vmid();
             let mut freed = rcu::PageList::default();
@@ -256,10 +258,10 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
             let mut pa = freed.head;
             while pa != 0 {
                 let next = self.pool.meta(pa).next.load(sync::Ordering::Relaxed);
-                self.pool.free_table(0, pa);
+                self.pool.free_table(cpu, pa);
                 pa = next;
             }
-            CpuStats::add(&self.stats[0].tables_freed, freed.len);
+            CpuStats::add(&self.stats[cpu].tables_freed, freed.len);
         }
         self.pool.free_root(self.root, self.geom.root_pages());
         Ok(self.stats())

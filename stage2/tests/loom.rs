@@ -194,7 +194,7 @@ fn check_counts(s2: &S2) {
 fn finish(s2: Arc<S2>, pool: &CountingPool) {
     check_counts(&s2);
     let s2 = Arc::try_unwrap(s2).unwrap_or_else(|_| panic!("a thread still holds the table"));
-    s2.destroy().unwrap();
+    s2.destroy(0).unwrap();
     assert_eq!(pool.in_use(), 0, "table pages leaked");
     assert_eq!(pool.allocs(), pool.frees(), "table pages leaked");
 }
@@ -554,7 +554,7 @@ fn rcu_reader_vs_deferred_free() {
                 _ => "free waited for the reader",
             });
             check_pool(&pool);
-            s2.barrier();
+            s2.barrier(0);
             assert_eq!((pool.frees(), s2.deferred(0)), (1, 0));
             finish(s2, &pool);
         },
@@ -645,7 +645,7 @@ fn barrier_vs_in_flight_frees() {
                 while !retired.load(Acquire) {
                     thread::yield_now();
                 }
-                s2.barrier();
+                s2.barrier(1);
                 let left = (s2.deferred(0), s2.deferred(1));
                 assert_eq!(left, (0, 0), "barrier returned with work left");
                 assert_eq!(pool.frees(), 1, "the retired table is freed");

@@ -661,7 +661,7 @@ impl Rig {
 
     fn finish(self) -> Result<(), TestCaseError> {
         let allocs_before = self.pool.allocs();
-        let st = self.s2.destroy().unwrap();
+        let st = self.s2.destroy(0).unwrap();
         prop_assert_eq!(self.pool.in_use(), 0, "pages leaked");
         prop_assert_eq!(self.pool.allocs(), self.pool.frees());
         prop_assert_eq!(

@@ -24,7 +24,7 @@ fn setup(pages: usize) -> (S2, Arc<CountingPool>, Arc<RecordingTlb>) {
 /// Tear down and check the pool got every page back and every table's count was right.
 fn finish(s2: S2, pool: &CountingPool) {
     check_counts(&s2);
-    s2.destroy().unwrap();
+    s2.destroy(0).unwrap();
     assert_eq!(pool.in_use(), 0, "pages leaked");
     assert_eq!(pool.allocs(), pool.frees());
 }
@@ -441,6 +441,6 @@ fn forty_bit_geometry_uses_concatenated_root() {
         .any(|e| e.load(std::sync::atomic::Ordering::SeqCst) != 0));
     drop(g);
     check_counts(&s2);
-    s2.destroy().unwrap();
+    s2.destroy(0).unwrap();
     assert_eq!(pool.in_use(), 0);
 }

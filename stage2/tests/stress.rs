@@ -327,7 +327,7 @@ fn run(threads: usize, ops: u64, seed: u64, pool_pages: usize) -> u64 {
     // Quiescence: the region is consistent, the counts are right.
     let (mapped, tables) = check_all(&s2.exclusive(0));
     Counts::add(&counts.tlbi_ipa_checked, check_tlb_log(&s2).0);
-    s2.barrier();
+    s2.barrier(0);
     for cpu in 0..cpus {
         assert_eq!(
             s2.deferred(cpu),
@@ -348,7 +348,7 @@ fn run(threads: usize, ops: u64, seed: u64, pool_pages: usize) -> u64 {
         let (left, tables) = check_all(&g);
         assert_eq!((left, tables), (0, 0), "unmap of everything left something");
     }
-    s2.barrier();
+    s2.barrier(0);
     assert_eq!(pool.in_use() as u64, root, "only the root is left");
 
     let total = Counts::get(&counts.ops);
@@ -368,7 +368,7 @@ fn run(threads: usize, ops: u64, seed: u64, pool_pages: usize) -> u64 {
         stats.tlbi_ipa,
         "every by-IPA invalidation was checked"
     );
-    let st = s2.destroy().unwrap();
+    let st = s2.destroy(0).unwrap();
     assert_eq!(pool.in_use(), 0, "pages leaked");
     assert_eq!(pool.allocs(), pool.frees());
     assert_eq!(st.tables_alloc, pool.allocs());
