@@ -102,6 +102,30 @@ pub fn s2_invalidate_ipa_broadcast(ipa: u64, level: u8) {
     }
 }
 
+/// Stage-2 invalidation of `pages` consecutive 4 KiB IPAs from `ipa`, broadcast, with no level
+/// hint (the span may have held tables). The same requirements as `s2_invalidate_ipa_broadcast`,
+/// met once for the whole batch: one `dsb ishst` before the first TLBI (every invalidated entry
+/// is visible first), every `tlbi ipas2e1is` completed by one `dsb ish` before the single
+/// stage-1 `tlbi vmalle1is`, then `dsb ish; isb`.
+pub fn s2_invalidate_ipa_range_broadcast(ipa: u64, pages: u64) {
+    dsb_ishst();
+    for i in 0..pages {
+        let op = ipas2_operand(ipa + i * 4096, 0);
+        // SAFETY: TLB maintenance for the VMID in VTTBR_EL2; it only forces walks.
+        unsafe { asm!("tlbi ipas2e1is, {op}", op = in(reg) op, options(nostack, preserves_flags)) };
+    }
+    // SAFETY: barriers and a stage-1 invalidation for the current VMID; always safe at EL2.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 /// The same as `s2_invalidate_ipa_broadcast`, for this CPU only (non-shareable variants). Used
 /// after relaxing permissions, which needs no break-before-make: a stale, stricter entry on
 /// another CPU at worst causes a spurious permission fault there, which it handles by retrying.

@@ -19,9 +19,7 @@ impl stage2::Tlb for HypTlb {
         // (level 0 means "no hint" in arch.rs).
         let pages = size.div_ceil(4096);
         if pages <= RANGE_BY_PAGE_LIMIT {
-            for i in 0..pages {
-                arch::s2_invalidate_ipa_broadcast(ipa + i * 4096, 0);
-            }
+            arch::s2_invalidate_ipa_range_broadcast(ipa, pages);
         } else {
             arch::s2_invalidate_vmid_broadcast();
         }
