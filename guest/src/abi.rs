@@ -22,10 +22,55 @@ pub const UNMAPPED_PROBE: u64 = 0x2000_0000;
 pub const PAGE_SIZE: u64 = 4096;
 
 // Entry registers: x0 = vCPU id, x1 = data region base, x2 = data region size,
-// x3 = workload number, x4 = flags. SP_EL1 = this vCPU's stack top. EL1h, DAIF masked, MMU off.
+// x3 = workload number, x4 = flags, x5 = number of vCPUs. SP_EL1 = this vCPU's stack top.
+// EL1h, DAIF masked, MMU off. (guest/src/workloads/ has the workloads; expect.rs their data.)
 
-/// Workload `demand`: write every page of the region, read it back, checksum it.
+/// Workload `demand`: write 8 bytes to every page of the own region, read it back, checksum it.
 pub const WORKLOAD_DEMAND: u64 = 0;
+/// Workload `overlap`: every vCPU writes its own 8-byte slot in every page of one shared region.
+pub const WORKLOAD_OVERLAP: u64 = 1;
+/// Workload `random`: `demand` in a seeded random page order.
+pub const WORKLOAD_RANDOM: u64 = 2;
+/// Workload `pagetable`: one shared region; create, update (write-protect), adjust (collapse).
+pub const WORKLOAD_PAGETABLE: u64 = 3;
+
+/// HVC: barrier. x1 = barrier number (`BARRIER_*`). Returns when every vCPU has called it with
+/// x0 = CNTPCT at the release (the last arriver runs the hypervisor's action for it first).
+pub const HVC_BARRIER: u64 = 0xC600_0003;
+/// HVC: an empty call (calibration of the trap round trip). Returns x0 = 0.
+pub const HVC_NULL: u64 = 0xC600_0004;
+/// HVC: calibration result. x1 = 0 (vCPU 0 alone) or 1 (all vCPUs at once), x2 = ticks,
+/// x3 = HVC_NULL calls made. Returns x0 = 0.
+pub const HVC_CALIB: u64 = 0xC600_0005;
+/// HVC: a timed phase ended. x1 = phase (`PHASE_*`), x2 = ticks from the phase's release to this
+/// vCPU's end, x3 = pages touched, x4 = words that did not verify afterwards (must be 0).
+pub const HVC_PHASE: u64 = 0xC600_0006;
+/// HVC: collapse the 2 MiB chunk at IPA x1 into one block (`pagetable` adjust). Returns x0 = 0.
+pub const HVC_COLLAPSE: u64 = 0xC600_0007;
+
+/// Barriers. Calibration: before the solo loop, before the all-vCPU loop, after it.
+pub const BARRIER_CALIB_SOLO: u64 = 0;
+/// See `BARRIER_CALIB_SOLO`.
+pub const BARRIER_CALIB_ALL: u64 = 1;
+/// See `BARRIER_CALIB_SOLO`.
+pub const BARRIER_CALIB_END: u64 = 2;
+/// Start of a timed phase `p`: `BARRIER_PHASE + 2 * p` (the hypervisor's action runs here).
+pub const BARRIER_PHASE: u64 = 3;
+/// End of timed phase `p` (before verification): `BARRIER_PHASE + 2 * p + 1`.
+pub const BARRIER_PHASE_END: u64 = 4;
+
+/// Timed phases. Every workload has `PHASE_RUN`; `pagetable` has create, update and adjust.
+pub const PHASE_RUN: u64 = 0;
+/// `pagetable`: concurrent first faults on the same pages and blocks.
+pub const PHASE_CREATE: u64 = 0;
+/// `pagetable`: the region was write-protected ("dirty logging" on): permission faults, splits.
+pub const PHASE_UPDATE: u64 = 1;
+/// `pagetable`: logging off; the hypervisor collapses tables into blocks while vCPUs touch.
+pub const PHASE_ADJUST: u64 = 2;
+/// Phases a workload can have.
+pub const PHASES: usize = 3;
+/// HVC_NULL calls in each calibration loop.
+pub const CALIB_CALLS: u64 = 4096;
 /// Flag: before the workload, load from `UNMAPPED_PROBE` and expect an injected external abort,
 /// then make PSCI calls over SMC and an unknown HVC, and print what came back.
 pub const FLAG_PROBE: u64 = 1;
@@ -46,3 +91,5 @@ pub const STATUS_UNEXPECTED_EXCEPTION: u64 = 2;
 pub const STATUS_PANIC: u64 = 3;
 /// Guest status for `HVC_FINISH`: an unknown workload number.
 pub const STATUS_BAD_WORKLOAD: u64 = 4;
+/// Guest status for `HVC_FINISH`: memory did not hold what the workload wrote.
+pub const STATUS_MISMATCH: u64 = 5;

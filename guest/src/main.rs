@@ -9,19 +9,21 @@
 
 #[allow(dead_code)] // Shared with the hypervisor, which uses the rest.
 mod abi;
+#[allow(dead_code)] // `word` is the pattern of workloads checked by the hypervisor only.
 mod pattern;
+mod workloads;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
 use core::panic::PanicInfo;
-use core::ptr::{read_volatile, write_volatile};
+use core::ptr::write_volatile;
 
 global_asm!(
     r#"
     .section .text.boot, "ax"
     .global _start
 _start:
-    // x0..x4 = vCPU id, region base, region size, workload, flags (see abi.rs); SP is set.
+    // x0..x5 = vCPU id, region base, region size, workload, flags, vCPUs (abi.rs); SP is set.
     bl      guest_main
 1:  b       1b
 
@@ -148,33 +150,15 @@ fn probe_external_abort() -> u64 {
     unsafe { guest_probe_read(abi::UNMAPPED_PROBE) }
 }
 
-/// Workload `demand`: every page of the region is written (demand-faulted in by the
-/// hypervisor), read back and checksummed. Returns (checksum, cycles, pages).
-fn demand(id: u64, base: u64, size: u64) -> (u64, u64, u64) {
-    let pages = size / abi::PAGE_SIZE;
-    let start = cntvct();
-    for page in 0..pages {
-        let seed = pattern::page_seed(id, page);
-        let p = (base + page * abi::PAGE_SIZE) as *mut u64;
-        for w in 0..pattern::WORDS_PER_PAGE {
-            // SAFETY: [base, base + size) is this vCPU's own region, given to us at entry and
-            // used by no one else; w < 512 keeps us inside the page.
-            unsafe { write_volatile(p.add(w as usize), pattern::word(seed, w)) };
-        }
-    }
-    let mut sum = pattern::CHECKSUM_INIT;
-    for page in 0..pages {
-        let p = (base + page * abi::PAGE_SIZE) as *const u64;
-        for w in 0..pattern::WORDS_PER_PAGE {
-            // SAFETY: as above.
-            sum = pattern::checksum_step(sum, unsafe { read_volatile(p.add(w as usize)) });
-        }
-    }
-    (sum, cntvct() - start, pages)
-}
-
 #[unsafe(no_mangle)]
-extern "C" fn guest_main(id: u64, base: u64, size: u64, workload: u64, flags: u64) -> ! {
+extern "C" fn guest_main(
+    id: u64,
+    base: u64,
+    size: u64,
+    workload: u64,
+    flags: u64,
+    vcpus: u64,
+) -> ! {
     if flags & abi::FLAG_HANG != 0 {
         println!("vcpu {id}: selftest=hang: spinning forever");
         loop {
@@ -192,15 +176,32 @@ extern "C" fn guest_main(id: u64, base: u64, size: u64, workload: u64, flags: u6
              unknown HVC={unknown}"
         );
     }
-    match workload {
-        abi::WORKLOAD_DEMAND => {
-            let (sum, cycles, pages) = demand(id, base, size);
-            println!("vcpu {id}: demand done: {pages} pages, checksum {sum:#018x}, {cycles} ticks");
-            hvc(abi::HVC_REPORT, sum, cycles, pages);
-            finish(0)
+    workloads::calibrate(id);
+    let shared = workloads::expect::shared(workload);
+    let ctx = workloads::Ctx {
+        id,
+        vcpus,
+        workload,
+        slot: if shared { base } else { base - id * size },
+        region: base,
+        pages: size / abi::PAGE_SIZE,
+    };
+    match workloads::run(&ctx) {
+        Some(o) => {
+            println!(
+                "vcpu {id}: workload {workload} done: {} pages, checksum {:#018x}, {} ticks, {} \
+                 mismatches",
+                o.pages, o.checksum, o.ticks, o.mismatches
+            );
+            hvc(abi::HVC_REPORT, o.checksum, o.ticks, o.pages);
+            finish(if o.mismatches == 0 {
+                0
+            } else {
+                abi::STATUS_MISMATCH
+            })
         }
-        other => {
-            println!("vcpu {id}: unknown workload {other}");
+        None => {
+            println!("vcpu {id}: unknown workload {workload}");
             finish(abi::STATUS_BAD_WORKLOAD)
         }
     }

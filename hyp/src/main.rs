@@ -16,11 +16,14 @@ extern crate alloc;
 mod abi;
 mod arch;
 mod boot;
+mod calibrate;
 mod console;
 mod decode;
 mod dtb;
 mod exceptions;
 mod exit;
+#[path = "../../guest/src/workloads/expect.rs"]
+mod expect;
 mod guest_image;
 mod idle;
 mod memslot;
@@ -29,6 +32,7 @@ mod options;
 #[path = "../../guest/src/pattern.rs"]
 mod pattern;
 mod percpu;
+mod phases;
 mod pool;
 mod psci;
 mod report;
@@ -167,11 +171,17 @@ extern "C" fn primary_main() -> ! {
         TABLE_REGION_SIZE >> 20
     );
 
+    calibrate::measure_zero(backing);
     let vm = match vm::create(opts, tables, backing, cpus) {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
     START.store(CNTPCT_EL0.get(), Ordering::Relaxed);
+    phases::init(
+        cpus,
+        CNTPCT_EL0.get() + vm.opts.timeout_s * CNTFRQ_EL0.get(),
+        GIC_V3.get().copied().flatten(),
+    );
     vm::configure_this_cpu(vm);
 
     for (id, &mpidr) in platform

@@ -22,11 +22,25 @@ pub struct Memslot {
     pub size: u64,
     /// Backing PA per page, 0 until first touch.
     backing: Box<[AtomicU64]>,
+    /// With 2 MiB backing: the PA of each 2 MiB chunk's contiguous allocation (0 = none yet,
+    /// `CLAIMED` = a CPU is zeroing it). Empty for 4 KiB backing.
+    chunks: Box<[AtomicU64]>,
 }
 
-/// The backing pool ran dry.
+/// Bytes in a chunk of 2 MiB backing.
+pub const CHUNK: u64 = 2 << 20;
+const PAGES_PER_CHUNK: usize = (CHUNK / PAGE) as usize;
+/// A chunk slot whose allocation another CPU is zeroing right now.
+const CLAIMED: u64 = 1;
+
+/// Why no backing page could be had.
 #[derive(Debug)]
-pub struct OutOfMemory;
+pub enum NoBacking {
+    /// The backing pool ran dry.
+    OutOfMemory,
+    /// Another CPU is zeroing the 2 MiB chunk: re-run the access.
+    Busy,
+}
 
 impl Memslot {
     /// An untouched slot.
@@ -37,7 +51,66 @@ impl Memslot {
             ipa,
             size,
             backing: (0..pages).map(|_| AtomicU64::new(0)).collect(),
+            chunks: Box::new([]),
         }
+    }
+
+    /// An untouched slot backed by contiguous 2 MiB chunks (`ipa` and `size` 2 MiB multiples).
+    pub fn new_chunked(name: &'static str, ipa: u64, size: u64) -> Self {
+        let mut s = Self::new(name, ipa, size);
+        s.chunks = (0..size.div_ceil(CHUNK))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        s
+    }
+
+    /// Whether the slot is backed by 2 MiB chunks.
+    pub fn chunked(&self) -> bool {
+        !self.chunks.is_empty()
+    }
+
+    /// The PA of the 2 MiB chunk holding `ipa`, if it was ever touched (chunked slots only).
+    pub fn chunk(&self, ipa: u64) -> Option<u64> {
+        let pa = self
+            .chunks
+            .get(((ipa - self.ipa) / CHUNK) as usize)?
+            .load(Ordering::Acquire);
+        (pa > CLAIMED).then_some(pa)
+    }
+
+    /// The chunk holding `ipa`, allocating and zeroing all of it on first touch. The first CPU
+    /// claims the chunk before zeroing it (zeroing 2 MiB is long); the others re-run their access
+    /// meanwhile instead of zeroing a chunk they would throw away. One allocation from the shared
+    /// region per 2 MiB: the only lock such a fault takes (counted as a data refill).
+    fn chunk_or_alloc(&self, ipa: u64, cpu: &PerCpu, data: &Region) -> Result<u64, NoBacking> {
+        let slot = &self.chunks[((ipa - self.ipa) / CHUNK) as usize];
+        match slot.load(Ordering::Acquire) {
+            0 => {}
+            CLAIMED => return Err(NoBacking::Busy),
+            pa => return Ok(pa),
+        }
+        if slot
+            .compare_exchange(0, CLAIMED, Ordering::Acquire, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(NoBacking::Busy);
+        }
+        let Some(pa) = data.alloc(PAGES_PER_CHUNK) else {
+            slot.store(0, Ordering::Release);
+            return Err(NoBacking::OutOfMemory);
+        };
+        Counters::inc(&cpu.counters.data_refills);
+        for i in 0..PAGES_PER_CHUNK as u64 {
+            pool::zero_page(pa + i * PAGE);
+        }
+        let backed = &cpu.counters.pages_backed;
+        backed.store(
+            backed.load(Ordering::Relaxed) + PAGES_PER_CHUNK as u64,
+            Ordering::Relaxed,
+        );
+        // Release: the zeroing is visible to every CPU that reads the PA.
+        slot.store(pa, Ordering::Release);
+        Ok(pa)
     }
 
     /// Whether `ipa` is inside.
@@ -47,6 +120,14 @@ impl Memslot {
 
     /// The backing page of page `index`, if it was ever touched.
     pub fn backing(&self, index: usize) -> Option<u64> {
+        if self.chunked() {
+            // A 2 MiB-backed page lives at its fixed place in its chunk.
+            let chunk = self
+                .chunks
+                .get(index / PAGES_PER_CHUNK)?
+                .load(Ordering::Acquire);
+            return (chunk > CLAIMED).then(|| chunk + (index % PAGES_PER_CHUNK) as u64 * PAGE);
+        }
         match self.backing.get(index)?.load(Ordering::Acquire) {
             0 => None,
             pa => Some(pa),
@@ -62,14 +143,19 @@ impl Memslot {
         ipa: u64,
         cpu: &PerCpu,
         data: &Region,
-    ) -> Result<u64, OutOfMemory> {
+    ) -> Result<u64, NoBacking> {
         let index = ((ipa - self.ipa) / PAGE) as usize;
         let slot = &self.backing[index];
         let current = slot.load(Ordering::Acquire);
         if current != 0 {
             return Ok(current);
         }
-        let fresh = pool::take(cpu, Kind::Data, data).ok_or(OutOfMemory)?;
+        if self.chunked() {
+            // Every page of a chunk has a fixed place in it: no race to settle per page, and
+            // no per-page record (pages mapped by a block never fault on their own).
+            return Ok(self.chunk_or_alloc(ipa, cpu, data)? + (ipa - self.ipa) % CHUNK);
+        }
+        let fresh = pool::take(cpu, Kind::Data, data).ok_or(NoBacking::OutOfMemory)?;
         pool::zero_page(fresh);
         match slot.compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
@@ -93,6 +179,13 @@ impl Memslot {
             if pa != 0 {
                 data.free(pa, 1);
                 n += 1;
+            }
+        }
+        for slot in self.chunks.iter() {
+            let pa = slot.swap(0, Ordering::AcqRel);
+            if pa > CLAIMED {
+                data.free(pa, PAGES_PER_CHUNK);
+                n += PAGES_PER_CHUNK;
             }
         }
         n

@@ -24,22 +24,36 @@ impl Mode {
     }
 }
 
-/// What the guest does. More are planned (overlap, pagetable, random); each adds a variant
-/// here, a number in guest/src/abi.rs and a function in the guest.
+/// What the guest does: a variant here, a number in guest/src/abi.rs and a function in
+/// guest/src/workloads/.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Workload {
-    /// Each vCPU writes, reads back and checksums every page of its own region.
+    /// Each vCPU writes 8 bytes to every page of its own region, reads back and checksums.
     Demand,
+    /// Every vCPU writes its own 8-byte slot in every page of one shared region.
+    Overlap,
+    /// `Demand` in a seeded random page order.
+    Random,
+    /// Shared region, timed phases create / update (write-protect) / adjust (collapse).
+    Pagetable,
 }
 
 impl Workload {
     /// Every workload, for parsing and `help`.
-    pub const ALL: [Workload; 1] = [Workload::Demand];
+    pub const ALL: [Workload; 4] = [
+        Workload::Demand,
+        Workload::Overlap,
+        Workload::Random,
+        Workload::Pagetable,
+    ];
 
     /// The option value.
     pub fn name(self) -> &'static str {
         match self {
             Workload::Demand => "demand",
+            Workload::Overlap => "overlap",
+            Workload::Random => "random",
+            Workload::Pagetable => "pagetable",
         }
     }
 
@@ -47,6 +61,28 @@ impl Workload {
     pub fn guest_number(self) -> u64 {
         match self {
             Workload::Demand => crate::abi::WORKLOAD_DEMAND,
+            Workload::Overlap => crate::abi::WORKLOAD_OVERLAP,
+            Workload::Random => crate::abi::WORKLOAD_RANDOM,
+            Workload::Pagetable => crate::abi::WORKLOAD_PAGETABLE,
+        }
+    }
+}
+
+/// How the data memslot is backed and mapped (`backing=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Backing {
+    /// 4 KiB pages, mapped by 4 KiB stage-2 pages.
+    Page4K,
+    /// One contiguous 2 MiB allocation per 2 MiB chunk, mapped by 2 MiB blocks.
+    Block2M,
+}
+
+impl Backing {
+    /// The option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backing::Page4K => "4k",
+            Backing::Block2M => "2m",
         }
     }
 }
@@ -71,6 +107,8 @@ pub struct Options {
     pub mode: Mode,
     /// Guest workload.
     pub workload: Workload,
+    /// Data memslot backing and mapping size.
+    pub backing: Backing,
     /// Optional self-test.
     pub selftest: Option<Selftest>,
     /// Seconds to wait for every vCPU to finish before failing.
@@ -104,6 +142,7 @@ pub fn help_text(cpus: usize) -> String {
          \x20 mem=SIZE           guest memory per vCPU, a multiple of 4K, suffix K/M/G   default: {}M\n\
          \x20 mode=parallel|locked  stage-2 fault path: lock-free, or one global lock   default: parallel\n\
          \x20 workload={workloads:<10} guest workload                                  default: demand\n\
+         \x20 backing=4k|2m      data backing: 4 KiB pages, or 2 MiB chunks mapped as blocks   default: 4k\n\
          \x20 selftest=corrupt   flip one backing word after the run: the checksum check must fail   default: off\n\
          \x20 selftest=hang      the last vCPU never finishes: the timeout must fail the run   default: off\n\
          \x20 timeout=SECONDS    fail if a vCPU has not finished by then          default: {DEFAULT_TIMEOUT_S}\n\
@@ -131,6 +170,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         mem: DEFAULT_MEM,
         mode: Mode::Parallel,
         workload: Workload::Demand,
+        backing: Backing::Page4K,
         selftest: None,
         timeout_s: DEFAULT_TIMEOUT_S,
     };
@@ -177,6 +217,13 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     .find(|w| w.name() == value)
                     .ok_or_else(|| bad("unknown workload (see 'help')"))?;
             }
+            "backing" => {
+                o.backing = match value {
+                    "4k" | "4K" => Backing::Page4K,
+                    "2m" | "2M" => Backing::Block2M,
+                    _ => return Err(bad("must be 4k or 2m")),
+                };
+            }
             "selftest" => {
                 o.selftest = match value {
                     "corrupt" => Some(Selftest::Corrupt),
@@ -192,6 +239,16 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             }
             _ => return Err(format!("unknown option '{key}' (try 'help')")),
         }
+    }
+    // 2 MiB chunks (backing=2m, and pagetable, whose adjust phase collapses them into blocks)
+    // need whole chunks per region.
+    if (o.backing == Backing::Block2M || o.workload == Workload::Pagetable)
+        && !o.mem.is_multiple_of(2 << 20)
+    {
+        return Err(format!(
+            "mem={}K must be a multiple of 2M with backing=2m or workload=pagetable",
+            o.mem >> 10
+        ));
     }
     Ok(if help { Parsed::Help } else { Parsed::Run(o) })
 }

@@ -38,6 +38,10 @@ pub fn wait_for_vcpus(vm: &Vm, deadline: u64, waiter: Option<&Waiter>) -> Vec<us
 /// Recomputes vCPU `id`'s checksum from its backing pages; also returns whether every word
 /// matched the expected pattern and how many pages were never backed.
 fn check_vcpu(vm: &Vm, id: usize) -> (u64, bool, u64) {
+    // The workloads of guest/src/workloads/ say what memory must hold (expect.rs).
+    if let Some(r) = crate::phases::check_vcpu(vm, id) {
+        return r;
+    }
     let (base, size) = vm.region(id);
     let mut sum = pattern::CHECKSUM_INIT;
     let mut pattern_ok = true;
@@ -76,7 +80,7 @@ fn corrupt(vm: &Vm) -> Option<u64> {
     Some(ipa)
 }
 
-fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
+pub(crate) fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
     if freq == 0 {
         0
     } else {
@@ -86,7 +90,7 @@ fn ticks_to_ns(ticks: u64, freq: u64) -> u64 {
 
 /// The tick count at which `per_mille`/1000 of all recorded faults were at or below (exact up
 /// to 4096 ticks, then the floor of a 1/16-octave bucket).
-fn percentile(hist: &[u64], per_mille: u64) -> u64 {
+pub(crate) fn percentile(hist: &[u64], per_mille: u64) -> u64 {
     let total: u64 = hist.iter().sum();
     if total == 0 {
         return 0;
@@ -123,7 +127,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
             failures.push(format!(
                 "vcpu {} stopped: {}",
                 c.index,
-                vcpu::REASONS[why.min(8)]
+                vcpu::REASONS[why.min(vcpu::REASONS.len() - 1)]
             ));
         }
     }
@@ -277,6 +281,9 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     );
     println!("");
 
+    // Workload timing, calibration and phase checks (phases.rs).
+    let workload_fields = crate::phases::report(vm, &s);
+    crate::phases::check(vm, &mut failures);
     let pass = failures.is_empty();
     for f in &failures {
         println!("FAIL: {f}");
@@ -287,7 +294,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         "RESULT status={} mode={} vcpus={} workload={} mem={}K pages={} faults={faults} \
          retries={retries} spurious={spurious} bbm={} tlbi={} tlbi_elided={} tables_alloc={} \
          tables_freed={} leaked={leaked_s} checksum={} cycles={cycles} fault_ns_median={median_ns} \
-         fault_ns_p99={p99_ns} refills={refills} backing_races={races} injected={injected}",
+         fault_ns_p99={p99_ns} refills={refills} backing_races={races} injected={injected}{workload_fields}",
         if pass { "pass" } else { "fail" },
         o.mode.name(),
         o.vcpus,

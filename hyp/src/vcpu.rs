@@ -9,12 +9,13 @@ use aarch64_cpu::registers::{
     Readable, Writeable, CNTPCT_EL0, ELR_EL1, ESR_EL1, FAR_EL1, SPSR_EL1, SPSR_EL2, VBAR_EL1,
 };
 use core::sync::atomic::Ordering;
-use stage2::{Attrs, Error, Mapped, Perms, Size};
+use stage2::{Error, Mapped};
 use tock_registers::registers::InMemoryRegister;
 
 use crate::abi;
 use crate::decode::{decode, Abort, Exit, FaultType};
 use crate::exceptions::{self, Frame};
+use crate::memslot::NoBacking;
 use crate::options::{Mode, Selftest};
 use crate::percpu::{self, status, Counters, PerCpu};
 use crate::pool::{self, PAGE};
@@ -30,7 +31,7 @@ pub enum Action {
 }
 
 /// Why a vCPU was stopped (index stored in `VcpuResult::why`).
-pub const REASONS: [&str; 9] = [
+pub const REASONS: [&str; 10] = [
     "none",
     "the guest finished with a non-zero status",
     "unhandled trap from the guest",
@@ -40,6 +41,7 @@ pub const REASONS: [&str; 9] = [
     "the guest turned its vCPU off before reporting",
     "unexpected interrupt",
     "unexpected fault status in a memslot",
+    "a workload barrier timed out waiting for the other vCPUs",
 ];
 const WHY_GUEST_STATUS: u32 = 1;
 const WHY_TRAP: u32 = 2;
@@ -49,6 +51,8 @@ const WHY_MAP: u32 = 5;
 const WHY_OFF_EARLY: u32 = 6;
 const WHY_IRQ: u32 = 7;
 const WHY_FSC: u32 = 8;
+/// A barrier (phases.rs) waited past the run's timeout.
+pub const WHY_BARRIER: u32 = 9;
 
 /// PSTATE for entering the guest or its exception vector: EL1h, D/A/I/F masked.
 fn el1h_masked() -> u64 {
@@ -78,6 +82,7 @@ pub fn run(vm: &Vm, id: usize) {
         flags |= abi::FLAG_HANG;
     }
     f.x[4] = flags;
+    f.x[5] = vm.opts.vcpus as u64;
     f.sp_el1 = abi::DATA_BASE - id as u64 * abi::STACK_SIZE;
     f.elr = vm.entry;
     f.spsr = el1h_masked();
@@ -185,19 +190,24 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
         Mode::Locked => Some(s2.exclusive(cpu.index)),
         Mode::Parallel => None,
     };
-    let Ok(pa) = slot.backing_or_alloc(ipa, cpu, vm.backing) else {
-        // Leave the MMU lock before saying we stopped: the reporter tears the table down.
-        drop(locked);
-        return stop(cpu, WHY_OOM);
+    let pa = match slot.backing_or_alloc(ipa, cpu, vm.backing) {
+        Ok(pa) => pa,
+        // Another CPU is zeroing this 2 MiB chunk: re-run the access.
+        Err(NoBacking::Busy) => {
+            drop(locked);
+            Counters::inc(&cpu.counters.faults);
+            Counters::inc(&cpu.counters.retries);
+            return Action::Resume;
+        }
+        Err(NoBacking::OutOfMemory) => {
+            // Leave the MMU lock before saying we stopped: the reporter tears the table down.
+            drop(locked);
+            return stop(cpu, WHY_OOM);
+        }
     };
     let guard = locked.unwrap_or_else(|| s2.shared(cpu.index));
-    let result = match a.fault {
-        // A permission fault on RAM we map RWX: an entry some CPU is relaxing; make sure.
-        FaultType::Permission => guard
-            .relax_perms(ipa, Perms::RWX)
-            .map(|()| Mapped::Spurious),
-        _ => guard.map(ipa, pa, Size::Page4K, Attrs::normal_rwx()),
-    };
+    // 4 KiB pages or 2 MiB blocks, relax or split: the workload's policy (phases.rs).
+    let result = crate::phases::map_fault(vm, &guard, slot, a, pa);
     drop(guard);
     // Free the table pages this CPU retired whose grace period ended (never while in a section).
     s2.reclaim(cpu.index);
@@ -299,6 +309,10 @@ fn inject_external_abort(
 /// HVC and trapped SMC: the guest ABI (abi.rs) and PSCI. x0 = function id.
 fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str) -> Action {
     let function = frame.x[0];
+    // The workload calls: barriers, calibration, phase reports, collapse (phases.rs).
+    if let Some(action) = crate::phases::call(vm::get(), cpu, frame) {
+        return action;
+    }
     match function {
         abi::HVC_REPORT => {
             let r = &cpu.result;

@@ -14,7 +14,7 @@ use stage2::{Config, Stage2};
 
 use crate::abi;
 use crate::memslot::Memslot;
-use crate::options::Options;
+use crate::options::{Backing, Options, Workload};
 use crate::pool::Region;
 use crate::tables::HypPool;
 use crate::tlb::HypTlb;
@@ -91,7 +91,12 @@ pub fn create(
     backing: &'static Region,
     cpus: usize,
 ) -> Result<&'static Vm, String> {
-    let data_size = opts.mem * opts.vcpus as u64;
+    // One region per vCPU, or one region for all (overlap, pagetable).
+    let data_size = if shared_region(&opts) {
+        opts.mem
+    } else {
+        opts.mem * opts.vcpus as u64
+    };
     let needed = (data_size + abi::IMAGE_SLOT_SIZE) / crate::pool::PAGE;
     if needed > backing.pages as u64 {
         return Err(format!(
@@ -109,7 +114,11 @@ pub fn create(
         ));
     }
     let image = Memslot::new("image", abi::RAM_BASE, abi::IMAGE_SLOT_SIZE);
-    let data = Memslot::new("data", abi::DATA_BASE, data_size);
+    let data = if opts.backing == Backing::Block2M || opts.workload == Workload::Pagetable {
+        Memslot::new_chunked("data", abi::DATA_BASE, data_size)
+    } else {
+        Memslot::new("data", abi::DATA_BASE, data_size)
+    };
     let lowest_stack = abi::DATA_BASE - opts.vcpus as u64 * abi::STACK_SIZE;
     let entry = guest_image::load(&image, lowest_stack, percpu::this_cpu(), backing)?;
 
@@ -139,8 +148,16 @@ impl Vm {
 
     /// Data region of vCPU `id` as (IPA, size).
     pub fn region(&self, id: usize) -> (u64, u64) {
+        if shared_region(&self.opts) {
+            return (abi::DATA_BASE, self.opts.mem);
+        }
         (abi::DATA_BASE + id as u64 * self.opts.mem, self.opts.mem)
     }
+}
+
+/// Whether every vCPU works on the same region (the data slot is one region of `mem=`).
+pub fn shared_region(opts: &Options) -> bool {
+    crate::expect::shared(opts.workload.guest_number())
 }
 
 /// Programs this CPU's EL2 virtualization registers for the VM. Every CPU, before its vCPU.

@@ -1,0 +1,509 @@
+//! The hypervisor side of the workloads (guest/src/workloads/): barriers with the hypervisor's
+//! action for each phase, the fault-mapping policy (2 MiB blocks, "dirty logging"), collapse on
+//! request, and the timing the guests report, turned into the report's figures.
+//!
+//! A barrier is an HVC every vCPU makes; the last to arrive runs the action for that barrier
+//! (e.g. write-protect the region under the exclusive guard) while the others wait at EL2, then
+//! releases them all and hands each CNTPCT at the release, where the guests start their clocks.
+//! Waiting vCPUs spin briefly, then nap in WFI on their EL2 timer (as the reporter does), so they
+//! do not steal host cores from the vCPUs still working under TCG.
+
+use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
+
+use crate::abi;
+use crate::decode::{Abort, FaultType};
+use crate::exceptions::Frame;
+use crate::idle::Waiter;
+use crate::memslot::{Memslot, CHUNK};
+use crate::options::{Backing, Mode, Workload};
+use crate::percpu::{self, status, PerCpu, HIST_BUCKETS};
+use crate::report::{percentile, ticks_to_ns};
+use crate::vcpu::{Action, WHY_BARRIER};
+use crate::vm::Vm;
+use crate::{calibrate, println};
+
+/// What one vCPU reported about its timed phases and calibration.
+#[derive(Default)]
+struct Times {
+    /// Ticks of `CALIB_CALLS` empty HVCs on vCPU 0 alone (vCPU 0 only).
+    calib_solo: AtomicU64,
+    /// Ticks of `CALIB_CALLS` empty HVCs while every vCPU made them.
+    calib_all: AtomicU64,
+    /// Empty HVCs per loop.
+    calib_calls: AtomicU64,
+    /// Per phase: ticks from the release to this vCPU's end.
+    ticks: [AtomicU64; abi::PHASES],
+    /// Per phase: pages touched.
+    pages: [AtomicU64; abi::PHASES],
+    /// Per phase: words that did not verify afterwards.
+    bad: [AtomicU64; abi::PHASES],
+    /// Bit p: phase p reported.
+    reported: AtomicU64,
+}
+
+static TIMES: Once<Box<[Times]>> = Once::new();
+/// vCPUs that arrived at the current barrier.
+static ARRIVED: AtomicUsize = AtomicUsize::new(0);
+/// Bumped at each release.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// CNTPCT at the last release.
+static RELEASE: AtomicU64 = AtomicU64::new(0);
+/// CNTPCT after which a barrier gives up waiting (the run's timeout).
+static DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
+/// "Dirty logging" (pagetable update phase): faults map 4 KiB pages, read faults read-only.
+static LOGGING: AtomicBool = AtomicBool::new(false);
+/// Leaves write-protected by the update phase's action, and its TLB invalidations.
+static WP_LEAVES: AtomicU64 = AtomicU64::new(0);
+/// Chunks collapsed on request, and the retries that took.
+static COLLAPSES: AtomicU64 = AtomicU64::new(0);
+static COLLAPSE_RETRIES: AtomicU64 = AtomicU64::new(0);
+/// The GICv3 (distributor, redistributors) for napping in barriers.
+static GIC: Once<Option<(u64, u64)>> = Once::new();
+/// Per CPU: its barrier napper, made on first use (None without a GICv3).
+static NAPPERS: Once<Box<[Once<Option<Waiter>>]>> = Once::new();
+/// Spin this long in a barrier before napping, and nap this long at a time.
+const SPIN_NS: u64 = 50_000;
+const NAP_NS: u64 = 50_000;
+
+/// Sets up the per-vCPU records. CPU0, before any vCPU runs; `deadline` in CNTPCT ticks.
+pub fn init(cpus: usize, deadline: u64, gic_v3: Option<(u64, u64)>) {
+    TIMES.call_once(|| (0..cpus).map(|_| Times::default()).collect());
+    NAPPERS.call_once(|| (0..cpus).map(|_| Once::new()).collect());
+    GIC.call_once(|| gic_v3);
+    DEADLINE.store(deadline, Ordering::Relaxed);
+}
+
+fn times(cpu: usize) -> &'static Times {
+    &TIMES.get().expect("phases::init")[cpu]
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// The workload calls (barrier, null, calibration, phase, collapse); None for other calls.
+pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame) -> Option<Action> {
+    let t = times(cpu.index);
+    let (a1, a2, a3, a4) = (frame.x[1], frame.x[2], frame.x[3], frame.x[4]);
+    let ret = match frame.x[0] {
+        abi::HVC_NULL => 0,
+        abi::HVC_BARRIER => match barrier(vm, cpu, a1) {
+            Some(release) => release,
+            None => {
+                log::error!(
+                    "vcpu {}: barrier {a1} timed out waiting for the other vCPUs",
+                    cpu.index
+                );
+                cpu.result.why.store(WHY_BARRIER, Ordering::Relaxed);
+                cpu.result.status.store(status::FAILED, Ordering::Release);
+                return Some(Action::Leave);
+            }
+        },
+        abi::HVC_CALIB => {
+            let slot = if a1 == 0 { &t.calib_solo } else { &t.calib_all };
+            slot.store(a2, Ordering::Relaxed);
+            t.calib_calls.store(a3, Ordering::Relaxed);
+            0
+        }
+        abi::HVC_PHASE => {
+            let p = (a1 as usize).min(abi::PHASES - 1);
+            t.ticks[p].store(a2, Ordering::Relaxed);
+            t.pages[p].store(a3, Ordering::Relaxed);
+            t.bad[p].store(a4, Ordering::Relaxed);
+            t.reported.fetch_or(1 << p, Ordering::Relaxed);
+            0
+        }
+        abi::HVC_COLLAPSE => collapse(vm, cpu, a1),
+        _ => return None,
+    };
+    frame.x[0] = ret;
+    Some(Action::Resume)
+}
+
+/// Waits for every vCPU at barrier `n`; the last arriver runs its action. Returns CNTPCT at the
+/// release, or None if the run's deadline passed first (a vCPU never came).
+fn barrier(vm: &Vm, cpu: &PerCpu, n: u64) -> Option<u64> {
+    let generation = GENERATION.load(Ordering::Acquire);
+    if ARRIVED.fetch_add(1, Ordering::AcqRel) + 1 == vm.opts.vcpus {
+        action(vm, cpu, n);
+        ARRIVED.store(0, Ordering::Relaxed);
+        RELEASE.store(CNTPCT_EL0.get(), Ordering::Relaxed);
+        // Release: the action's effects and the reset happen before anyone leaves.
+        GENERATION.store(generation + 1, Ordering::Release);
+    } else {
+        let freq = CNTFRQ_EL0.get();
+        let start = CNTPCT_EL0.get();
+        let spin = SPIN_NS * freq / 1_000_000_000;
+        while GENERATION.load(Ordering::Acquire) == generation {
+            let now = CNTPCT_EL0.get();
+            if now > DEADLINE.load(Ordering::Relaxed) {
+                return None;
+            }
+            match napper(cpu.index) {
+                Some(w) if now - start > spin => w.nap(),
+                _ => core::hint::spin_loop(),
+            }
+        }
+    }
+    Some(RELEASE.load(Ordering::Relaxed))
+}
+
+/// This CPU's napper (made on first use).
+fn napper(cpu: usize) -> Option<&'static Waiter> {
+    let cell = &NAPPERS.get()?[cpu];
+    cell.call_once(|| {
+        let (gicd, gicr) = (*GIC.get()?)?;
+        let ticks = NAP_NS * CNTFRQ_EL0.get() / 1_000_000_000;
+        Waiter::new(gicd, gicr, percpu::this_cpu().mpidr, ticks.max(1))
+    })
+    .as_ref()
+}
+
+/// The hypervisor's part of barrier `n`, run by the last vCPU to arrive while the others wait
+/// (outside any read-side section).
+fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
+    if vm.opts.workload != Workload::Pagetable {
+        return;
+    }
+    let s2 = vm.s2.get();
+    if n == abi::BARRIER_PHASE + 2 * abi::PHASE_UPDATE {
+        // "Dirty logging" on: write-protect the whole region in one exclusive pass with one
+        // TLB invalidation for the range; from now on faults map 4 KiB pages and a write into a
+        // write-protected block splits it.
+        LOGGING.store(true, Ordering::Release);
+        let g = s2.exclusive(cpu.index);
+        if let Ok(done) = g.write_protect(vm.data.ipa, vm.data.ipa + vm.data.size) {
+            add(&WP_LEAVES, done.leaves);
+        }
+    } else if n == abi::BARRIER_PHASE + 2 * abi::PHASE_ADJUST {
+        // Logging off: faults map blocks again (backing=2m) and the guests ask for collapses.
+        LOGGING.store(false, Ordering::Release);
+    }
+    s2.reclaim(cpu.index);
+}
+
+/// Collapses the 2 MiB chunk at `ipa` into one block (in shared mode, or under the exclusive
+/// guard in locked mode), retrying while other CPUs own entries in it. Returns 0 if collapsed,
+/// 1 if the chunk was never backed, 2 if the table refused.
+fn collapse(vm: &Vm, cpu: &PerCpu, ipa: u64) -> u64 {
+    let ipa = ipa & !(CHUNK - 1);
+    if !vm.data.contains(ipa) {
+        return 2;
+    }
+    let Some(pa) = vm.data.chunk(ipa) else {
+        return 1;
+    };
+    let s2 = vm.s2.get();
+    loop {
+        let g = match vm.opts.mode {
+            Mode::Locked => s2.exclusive(cpu.index),
+            Mode::Parallel => s2.shared(cpu.index),
+        };
+        let r = g.collapse(ipa, pa, Size::Block2M, Attrs::normal_rwx());
+        drop(g);
+        s2.reclaim(cpu.index);
+        match r {
+            Ok(_) => {
+                add(&COLLAPSES, 1);
+                return 0;
+            }
+            Err(Error::Retry) => add(&COLLAPSE_RETRIES, 1),
+            Err(e) => {
+                log::error!("vcpu {}: collapse of {ipa:#x} failed: {e:?}", cpu.index);
+                return 2;
+            }
+        }
+    }
+}
+
+/// Maps a stage-2 fault in `slot` to `pa` (the backing of the faulting page) by the run's
+/// policy: 2 MiB blocks for a 2 MiB-backed data slot unless logging; under logging read-only
+/// 4 KiB pages, and a write into a write-protected block maps its page writable (splitting the
+/// block); any other permission fault is relaxed.
+pub fn map_fault(
+    vm: &Vm,
+    g: &stage2::Guard<'_, crate::tables::HypPool, crate::tlb::HypTlb>,
+    slot: &Memslot,
+    a: &Abort,
+    pa: u64,
+) -> Result<Mapped, Error> {
+    let ipa = a.ipa & !(crate::pool::PAGE - 1);
+    let data = core::ptr::eq(slot, &vm.data);
+    let logging = data && LOGGING.load(Ordering::Acquire);
+    match a.fault {
+        FaultType::Permission => {
+            if logging && a.write && g.translate(ipa).is_some_and(|t| t.level < 3) {
+                return g.map(ipa, pa, Size::Page4K, Attrs::normal_rwx());
+            }
+            g.relax_perms(ipa, Perms::RWX).map(|()| Mapped::Spurious)
+        }
+        _ if data && !logging && vm.opts.backing == Backing::Block2M => {
+            let block = pa & !(CHUNK - 1);
+            g.map(
+                ipa & !(CHUNK - 1),
+                block,
+                Size::Block2M,
+                Attrs::normal_rwx(),
+            )
+        }
+        // Logging: every new page is mapped read-only and its first write takes a permission
+        // fault (relax), where a real VMM would mark the page dirty.
+        _ if logging => g.map(ipa, pa, Size::Page4K, Attrs::normal(Perms::RX)),
+        _ => g.map(ipa, pa, Size::Page4K, Attrs::normal_rwx()),
+    }
+}
+
+/// Fails the run for words that did not verify in a phase.
+pub fn check(vm: &Vm, failures: &mut Vec<String>) {
+    let Some(all) = TIMES.get() else { return };
+    for (id, t) in all.iter().enumerate().take(vm.opts.vcpus) {
+        for p in 0..abi::PHASES {
+            let bad = t.bad[p].load(Ordering::Relaxed);
+            if bad != 0 {
+                failures.push(format!(
+                    "vcpu {id} phase {}: {bad} words did not verify",
+                    phase_name(vm, p)
+                ));
+            }
+        }
+    }
+}
+
+fn phase_name(vm: &Vm, p: usize) -> &'static str {
+    match (vm.opts.workload, p) {
+        (Workload::Pagetable, 0) => "create",
+        (Workload::Pagetable, 1) => "update",
+        (Workload::Pagetable, 2) => "adjust",
+        _ => "run",
+    }
+}
+
+fn ns(ticks: u64, freq: u64) -> u64 {
+    ticks_to_ns(ticks, freq)
+}
+
+/// Per second, from a count and ticks.
+fn rate(n: u64, ticks: u64, freq: u64) -> f64 {
+    if ticks == 0 {
+        0.0
+    } else {
+        n as f64 * freq as f64 / ticks as f64
+    }
+}
+
+/// Prints the timing tables and returns the RESULT fields this module adds.
+pub fn report(vm: &Vm, s: &Stats) -> String {
+    let freq = CNTFRQ_EL0.get();
+    let Some(all) = TIMES.get() else {
+        return String::new();
+    };
+    let n = vm.opts.vcpus;
+    let cpus = &percpu::all()[..n];
+    let times = &all[..n];
+    let phases = crate::expect::phases(vm.opts.workload.guest_number()) as usize;
+
+    // Wall time: per phase, the slowest vCPU from the release to its end; summed over phases.
+    let mut wall = 0;
+    let mut pages = 0;
+    let mut phase_wall = [0u64; abi::PHASES];
+    for (p, w) in phase_wall.iter_mut().enumerate().take(phases) {
+        *w = times
+            .iter()
+            .map(|t| t.ticks[p].load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
+        wall += *w;
+        pages += times
+            .iter()
+            .map(|t| t.pages[p].load(Ordering::Relaxed))
+            .sum::<u64>();
+    }
+
+    // Calibration.
+    let calls = times[0].calib_calls.load(Ordering::Relaxed).max(1);
+    let null_1 = ns(times[0].calib_solo.load(Ordering::Relaxed), freq) as f64 / calls as f64;
+    let all_ticks: Vec<u64> = times
+        .iter()
+        .map(|t| t.calib_all.load(Ordering::Relaxed))
+        .collect();
+    let null_all =
+        all_ticks.iter().map(|&t| ns(t, freq)).sum::<u64>() as f64 / (calls as f64 * n as f64);
+    let null_rate_all = rate(
+        calls * n as u64,
+        all_ticks.iter().copied().max().unwrap_or(0),
+        freq,
+    );
+    let zero = calibrate::zero_ns();
+
+    println!("");
+    println!(
+        "per-vCPU timing ({} phase(s), guest CNTVCT from each phase's release; hyp-side fault \
+         time from the histogram)",
+        phases
+    );
+    println!(
+        "{:>4} {:>9} {:>10} {:>11} {:>9} {:>11} {:>10} {:>11}",
+        "cpu", "pages", "guest_us", "pages/s", "ns/page", "fault_med", "fault_p99", "null_all_ns"
+    );
+    let mut per_vcpu_rate = 0.0;
+    let mut per_page_ns = 0.0;
+    let mut worst_median = 0;
+    for (c, t) in cpus.iter().zip(times) {
+        let ticks: u64 = (0..phases)
+            .map(|p| t.ticks[p].load(Ordering::Relaxed))
+            .sum();
+        let pg: u64 = (0..phases)
+            .map(|p| t.pages[p].load(Ordering::Relaxed))
+            .sum();
+        let hist: Vec<u64> = c
+            .hist
+            .iter()
+            .map(|h| u64::from(h.load(Ordering::Relaxed)))
+            .collect();
+        debug_assert_eq!(hist.len(), HIST_BUCKETS);
+        let med = ns(percentile(&hist, 500), freq);
+        let p99 = ns(percentile(&hist, 990), freq);
+        worst_median = worst_median.max(med);
+        let r = rate(pg, ticks, freq);
+        let per_page = if pg == 0 {
+            0.0
+        } else {
+            ns(ticks, freq) as f64 / pg as f64
+        };
+        per_vcpu_rate += r / n as f64;
+        per_page_ns += per_page / n as f64;
+        println!(
+            "{:>4} {:>9} {:>10} {:>11.0} {:>9.0} {:>11} {:>10} {:>11.0}",
+            c.index,
+            pg,
+            ns(ticks, freq) / 1000,
+            r,
+            per_page,
+            med,
+            p99,
+            ns(t.calib_all.load(Ordering::Relaxed), freq) as f64 / calls as f64
+        );
+    }
+    if vm.opts.workload == Workload::Pagetable {
+        println!("phases (slowest vCPU from the release):");
+        for (p, &w) in phase_wall.iter().enumerate().take(phases) {
+            let pg: u64 = times
+                .iter()
+                .map(|t| t.pages[p].load(Ordering::Relaxed))
+                .sum();
+            println!(
+                "  {:<7} {:>10} us  {:>9} pages  {:>11.0} pages/s",
+                phase_name(vm, p),
+                ns(w, freq) / 1000,
+                pg,
+                rate(pg, w, freq)
+            );
+        }
+        println!(
+            "  write-protected leaves {}, collapses {} ({} retries)",
+            WP_LEAVES.load(Ordering::Relaxed),
+            COLLAPSES.load(Ordering::Relaxed),
+            COLLAPSE_RETRIES.load(Ordering::Relaxed)
+        );
+    }
+    let pages_per_s = rate(pages, wall, freq);
+    let denom = null_1 + zero as f64;
+    let cost_ratio = if denom > 0.0 {
+        per_page_ns / denom
+    } else {
+        0.0
+    };
+    let ceiling = if null_rate_all > 0.0 {
+        pages_per_s / null_rate_all
+    } else {
+        0.0
+    };
+    println!(
+        "calibration: null HVC {null_1:.0} ns alone, {null_all:.0} ns each with {n} vCPUs at \
+         once ({null_rate_all:.0} traps/s in total); zeroing a page {zero} ns"
+    );
+    println!(
+        "throughput: {pages_per_s:.0} pages/s overall, {per_vcpu_rate:.0} per vCPU; \
+         {per_page_ns:.0} ns per page per vCPU = {cost_ratio:.2} x (null trap + page zero); \
+         {ceiling:.2} of the all-vCPU null-trap ceiling"
+    );
+
+    let mut f = format!(
+        " backing={} wall_ns={} pages_per_s={pages_per_s:.0} pages_per_s_vcpu={per_vcpu_rate:.0} \
+         ns_per_page={per_page_ns:.0} fault_ns_median_worst={worst_median} null_ns_1={null_1:.0} \
+         null_ns_all={null_all:.0} null_rate_all={null_rate_all:.0} zero_ns={zero} \
+         cost_ratio={cost_ratio:.3} ceiling_frac={ceiling:.3} splits={} prunes={} relaxes={} \
+         write_protected={} tables_retired={} tables_reclaimed={} tlbi_ipa={} tlbi_range={} \
+         tlbi_vmid={} tlbi_local={} collapses={}",
+        vm.opts.backing.name(),
+        ns(wall, freq),
+        s.splits,
+        s.prunes,
+        s.relaxes,
+        s.write_protected,
+        s.tables_retired,
+        s.tables_reclaimed,
+        s.tlbi_ipa,
+        s.tlbi_range,
+        s.tlbi_vmid,
+        s.tlbi_local,
+        COLLAPSES.load(Ordering::Relaxed),
+    );
+    if vm.opts.workload == Workload::Pagetable {
+        f.push_str(&format!(
+            " create_ns={} update_ns={} adjust_ns={}",
+            ns(phase_wall[0], freq),
+            ns(phase_wall[1], freq),
+            ns(phase_wall[2], freq)
+        ));
+    }
+    f
+}
+
+/// Recomputes vCPU `id`'s checksum from the backing pages of its verify set (expect.rs), for
+/// the workloads of guest/src/workloads/: (checksum, every word as expected, pages never
+/// backed). None for other workloads.
+pub fn check_vcpu(vm: &Vm, id: usize) -> Option<(u64, bool, u64)> {
+    use crate::pattern::{checksum_step, CHECKSUM_INIT, WORDS_PER_PAGE};
+    let w = vm.opts.workload;
+    if !matches!(
+        w,
+        Workload::Demand | Workload::Overlap | Workload::Random | Workload::Pagetable
+    ) {
+        return None;
+    }
+    let n = w.guest_number();
+    let vcpus = vm.opts.vcpus as u64;
+    let pages = vm.opts.mem / crate::pool::PAGE;
+    let last = crate::expect::phases(n) - 1;
+    let (first, count, stride) = crate::expect::verify_set(n, id as u64, vcpus, pages);
+    let mut sum = CHECKSUM_INIT;
+    let mut ok = true;
+    let mut missing = 0;
+    for i in 0..count {
+        let page = first + i * stride;
+        let backing = vm.data.backing(page as usize);
+        if backing.is_none() {
+            missing += 1;
+        }
+        for word in 0..WORDS_PER_PAGE {
+            let value = match backing {
+                // SAFETY: a backing page of this VM (identity-mapped RAM); every vCPU has
+                // stopped, so nothing writes it. Volatile: the guest wrote it behind the
+                // compiler's back.
+                Some(pa) => unsafe { core::ptr::read_volatile((pa + word * 8) as *const u64) },
+                None => 0,
+            };
+            ok &= value == crate::expect::expected(n, vcpus, pages, page, word, last);
+            sum = checksum_step(sum, value);
+        }
+    }
+    Some((sum, ok, missing))
+}
