@@ -93,3 +93,38 @@ pub const STATUS_PANIC: u64 = 3;
 pub const STATUS_BAD_WORKLOAD: u64 = 4;
 /// Guest status for `HVC_FINISH`: memory did not hold what the workload wrote.
 pub const STATUS_MISMATCH: u64 = 5;
+
+// --- Robustness (docs/robustness.md): the `verify` workload under chaos=on, the bad-guest matrix.
+// The guest learns its run parameters with `HVC_QUERY` (no entry registers needed).
+
+/// Workload `verify`: rewrite and re-read patterns over the own region for a while, counting
+/// words that read back wrong; the last pass writes the `demand` pattern so the hypervisor can
+/// check the backing pages too.
+pub const WORKLOAD_VERIFY: u64 = 10;
+/// Workload `badguest`: the last vCPU runs the bad-guest cases, the others `verify`.
+pub const WORKLOAD_BADGUEST: u64 = 11;
+/// HVC: a run parameter. x1 = `QUERY_*`. Returns it in x0.
+pub const HVC_QUERY: u64 = 0xC600_0013;
+/// `HVC_QUERY`: how long `verify` runs, in CNTVCT ticks (0 = one pass).
+pub const QUERY_VERIFY_TICKS: u64 = 0;
+/// `HVC_QUERY`: the number of vCPUs.
+pub const QUERY_VCPUS: u64 = 1;
+/// HVC: `verify` result. x1 = passes, x2 = words that read back wrong (lost writes),
+/// x3 = words checked. Returns x0 = 0.
+pub const HVC_VERIFY: u64 = 0xC600_0010;
+/// HVC: one bad-guest case done. x1 = case number (1..=12), x2 = what the guest observed
+/// (an ESR_EL1, an x0 answer, ...), x3 = a second observation (0 if none). Returns x0 = 0.
+pub const HVC_BADGUEST: u64 = 0xC600_0011;
+/// HVC: the guest is about to turn its stage-1 MMU on (x1 = 1) or has turned it off (x1 = 0):
+/// the hypervisor clears (sets) HCR_EL2.DC for this vCPU, which otherwise forces stage 1 off.
+pub const HVC_STAGE1: u64 = 0xC600_0012;
+/// Bad-guest case 11: every vCPU writes its own word of this page at once (image slot, unused
+/// by the image and the stacks), after meeting at the barrier word on the page before it.
+pub const STORM_PAGE: u64 = RAM_BASE + (8 << 20);
+/// Bad-guest case 12: a memslot that the hypervisor backs with at most `OVERCOMMIT_BUDGET`
+/// pages; touching more gets an injected external abort for each page it cannot back.
+pub const OVERCOMMIT_BASE: u64 = 0x10_0000_0000;
+/// Size of the overcommit memslot.
+pub const OVERCOMMIT_SIZE: u64 = 16 << 20;
+/// Pages of the overcommit memslot the hypervisor will back.
+pub const OVERCOMMIT_BUDGET: u64 = 64;

@@ -12,6 +12,9 @@ mod abi;
 #[allow(dead_code)] // `word` is the pattern of workloads checked by the hypervisor only.
 mod pattern;
 mod workloads;
+// Robustness: the bad-guest matrix and the lost-write-counting workload (docs/robustness.md).
+mod badguest;
+mod verify;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
@@ -175,6 +178,12 @@ extern "C" fn guest_main(
             "vcpu {id}: SMC PSCI_VERSION={version:#x} PSCI_FEATURES(CPU_OFF)={features} \
              unknown HVC={unknown}"
         );
+    }
+    // The robustness workloads (docs/robustness.md) live in their own modules.
+    match workload {
+        abi::WORKLOAD_VERIFY => verify::workload(id, base, size),
+        abi::WORKLOAD_BADGUEST => badguest::workload(id, base, size),
+        _ => {}
     }
     workloads::calibrate(id);
     let shared = workloads::expect::shared(workload);

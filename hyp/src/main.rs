@@ -15,8 +15,10 @@ extern crate alloc;
 #[path = "../../guest/src/abi.rs"]
 mod abi;
 mod arch;
+mod badguest;
 mod boot;
 mod calibrate;
+mod chaos;
 mod console;
 mod decode;
 mod dtb;
@@ -176,6 +178,11 @@ extern "C" fn primary_main() -> ! {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
+    if vm.opts.chaos {
+        if let Err(msg) = chaos::prepare(vm) {
+            fail(&msg, 2);
+        }
+    }
     START.store(CNTPCT_EL0.get(), Ordering::Relaxed);
     phases::init(
         cpus,
@@ -188,7 +195,8 @@ extern "C" fn primary_main() -> ! {
         .mpidrs
         .iter()
         .enumerate()
-        .take(vm.opts.vcpus)
+        // chaos=on: one more CPU, the pruner (chaos.rs).
+        .take(vm.opts.vcpus + usize::from(vm.opts.chaos))
         .skip(1)
     {
         start_secondary(id, mpidr);
@@ -233,13 +241,22 @@ extern "C" fn secondary_main() -> ! {
 /// Runs this CPU's vCPU; afterwards one CPU reports and the rest power off.
 fn cpu_main(id: usize) -> ! {
     let vm = vm::get();
+    if chaos::pruner_cpu(vm) == Some(id) {
+        // This CPU runs no guest: it races the vCPUs until the reporter stops it.
+        chaos::pruner(vm, percpu::this_cpu());
+        psci::cpu_off();
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     vcpu::run(vm, id);
     if REPORTER
         .compare_exchange(usize::MAX, id, Ordering::AcqRel, Ordering::Acquire)
         .is_ok()
     {
         let start = START.load(Ordering::Relaxed);
-        let deadline = start + vm.opts.timeout_s * CNTFRQ_EL0.get();
+        // A `verify` run lasts duration= on purpose: the timeout counts after it.
+        let deadline = start + (vm.opts.timeout_s + vm.opts.duration_s) * CNTFRQ_EL0.get();
         // Sleep between checks if the GIC lets the timer wake us; spin otherwise.
         let waiter = GIC_V3.get().copied().flatten().and_then(|(gicd, gicr)| {
             idle::Waiter::new(
@@ -252,7 +269,13 @@ fn cpu_main(id: usize) -> ! {
         if waiter.is_none() {
             log::warn!("no GICv3 timer wake-up: the reporter spins while it waits");
         }
-        let running = report::wait_for_vcpus(vm, deadline, waiter.as_ref());
+        let mut running = report::wait_for_vcpus(vm, deadline, waiter.as_ref());
+        // The pruner must be out of every stage-2 section before teardown; one that does not
+        // stop counts as still running, which skips teardown and fails the run.
+        if !chaos::stop(vm) {
+            log::error!("chaos: the pruner did not stop");
+            running.extend(chaos::pruner_cpu(vm));
+        }
         report::finish(vm, &running, start)
     }
     // Someone else reports. A powered-off CPU costs nothing and never delays a broadcast TLBI;

@@ -171,6 +171,20 @@ impl Memslot {
         }
     }
 
+    /// Pages in the slot.
+    pub fn pages(&self) -> usize {
+        self.backing.len()
+    }
+
+    /// Repoints page `index` from backing `old` to `new` (0 = none): chaos mode's pre-backing
+    /// and page migration (chaos.rs), which call it under the stage-2 exclusive guard or before
+    /// any vCPU runs. Returns the current value if it was not `old`.
+    pub fn swap_backing(&self, index: usize, old: u64, new: u64) -> Result<(), u64> {
+        self.backing[index]
+            .compare_exchange(old, new, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+    }
+
     /// Returns every backing page to `data` (teardown, after every vCPU stopped).
     pub fn release(&self, data: &Region) -> usize {
         let mut n = 0;

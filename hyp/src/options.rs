@@ -24,8 +24,8 @@ impl Mode {
     }
 }
 
-/// What the guest does: a variant here, a number in guest/src/abi.rs and a function in
-/// guest/src/workloads/.
+/// What the guest does. More are planned (overlap, pagetable, random); each adds a variant
+/// here, a number in guest/src/abi.rs and a function in the guest.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Workload {
     /// Each vCPU writes 8 bytes to every page of its own region, reads back and checksums.
@@ -36,15 +36,22 @@ pub enum Workload {
     Random,
     /// Shared region, timed phases create / update (write-protect) / adjust (collapse).
     Pagetable,
+    /// Each vCPU rewrites and re-reads patterns over its region for `duration=`, counting words
+    /// that read back wrong (lost writes); the workload of `chaos=on` (docs/robustness.md).
+    Verify,
+    /// The bad-guest matrix: the last vCPU runs every bad case, the others `verify`.
+    Badguest,
 }
 
 impl Workload {
     /// Every workload, for parsing and `help`.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 6] = [
         Workload::Demand,
         Workload::Overlap,
         Workload::Random,
         Workload::Pagetable,
+        Workload::Verify,
+        Workload::Badguest,
     ];
 
     /// The option value.
@@ -54,6 +61,8 @@ impl Workload {
             Workload::Overlap => "overlap",
             Workload::Random => "random",
             Workload::Pagetable => "pagetable",
+            Workload::Verify => "verify",
+            Workload::Badguest => "badguest",
         }
     }
 
@@ -64,6 +73,8 @@ impl Workload {
             Workload::Overlap => crate::abi::WORKLOAD_OVERLAP,
             Workload::Random => crate::abi::WORKLOAD_RANDOM,
             Workload::Pagetable => crate::abi::WORKLOAD_PAGETABLE,
+            Workload::Verify => crate::abi::WORKLOAD_VERIFY,
+            Workload::Badguest => crate::abi::WORKLOAD_BADGUEST,
         }
     }
 }
@@ -111,14 +122,20 @@ pub struct Options {
     pub backing: Backing,
     /// Optional self-test.
     pub selftest: Option<Selftest>,
-    /// Seconds to wait for every vCPU to finish before failing.
+    /// Seconds to wait for every vCPU to finish before failing (counted after `duration_s`).
     pub timeout_s: u64,
+    /// A pruner CPU races the vCPUs with unmap/collapse/split/write-protect/migrate (chaos.rs).
+    pub chaos: bool,
+    /// Seconds the `verify` workload runs (0 = one pass).
+    pub duration_s: u64,
 }
 
 /// Default bytes per vCPU: 4096 pages, a couple of seconds on QEMU TCG for 4 vCPUs.
 pub const DEFAULT_MEM: u64 = 16 << 20;
 /// Default vCPU timeout.
 pub const DEFAULT_TIMEOUT_S: u64 = 60;
+/// Default `duration=` under `chaos=on`: a few seconds, the CI form.
+pub const DEFAULT_CHAOS_DURATION_S: u64 = 2;
 
 /// What `parse` decided.
 pub enum Parsed {
@@ -145,7 +162,10 @@ pub fn help_text(cpus: usize) -> String {
          \x20 backing=4k|2m      data backing: 4 KiB pages, or 2 MiB chunks mapped as blocks   default: 4k\n\
          \x20 selftest=corrupt   flip one backing word after the run: the checksum check must fail   default: off\n\
          \x20 selftest=hang      the last vCPU never finishes: the timeout must fail the run   default: off\n\
-         \x20 timeout=SECONDS    fail if a vCPU has not finished by then          default: {DEFAULT_TIMEOUT_S}\n\
+         \x20 timeout=SECONDS    fail if a vCPU has not finished by then (after duration=)   default: {DEFAULT_TIMEOUT_S}\n\
+         \x20 chaos=on|off       a spare CPU unmaps/collapses/splits/write-protects/migrates under the vCPUs\n\
+         \x20                    (needs vcpus < CPUs; implies workload=verify)   default: off\n\
+         \x20 duration=TIME      how long workload=verify runs: seconds, or 30s, 5m   default: 2s with chaos=on, else one pass\n\
          \x20 help               print this and exit 0",
         DEFAULT_MEM >> 20
     )
@@ -163,6 +183,16 @@ fn parse_size(v: &str) -> Option<u64> {
     n.checked_mul(1 << shift)
 }
 
+/// Parses `TIME`: seconds, or a number with suffix `s` or `m` (minutes, for soak runs).
+fn parse_duration(v: &str) -> Option<u64> {
+    let (digits, mul) = match v.as_bytes().last()? {
+        b's' => (&v[..v.len() - 1], 1),
+        b'm' => (&v[..v.len() - 1], 60),
+        _ => (v, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mul)
+}
+
 /// Parses the bootargs. `cpus` is the number of CPUs in the DTB.
 pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
     let mut o = Options {
@@ -173,6 +203,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         backing: Backing::Page4K,
         selftest: None,
         timeout_s: DEFAULT_TIMEOUT_S,
+        chaos: false,
+        duration_s: 0,
     };
     let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
     let mut help = false;
@@ -237,7 +269,40 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     return Err(bad("must be at least 1"));
                 }
             }
+            "chaos" => {
+                o.chaos = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
+                };
+            }
+            "duration" => {
+                o.duration_s =
+                    parse_duration(value).ok_or_else(|| bad("expected e.g. 30, 30s, 5m"))?;
+            }
             _ => return Err(format!("unknown option '{key}' (try 'help')")),
+        }
+    }
+    if o.chaos {
+        if !seen.contains(&"vcpus") && cpus > 1 {
+            o.vcpus = cpus - 1; // one CPU is the pruner
+        }
+        if o.vcpus >= cpus {
+            return Err(format!(
+                "chaos=on needs a CPU for the pruner: use vcpus<={} (or boot one more CPU, SMP={})",
+                cpus - 1,
+                o.vcpus + 1
+            ));
+        }
+        if !seen.contains(&"workload") {
+            o.workload = Workload::Verify;
+        } else if o.workload != Workload::Verify {
+            return Err(String::from(
+                "chaos=on runs workload=verify (the one that counts lost writes)",
+            ));
+        }
+        if !seen.contains(&"duration") {
+            o.duration_s = DEFAULT_CHAOS_DURATION_S;
         }
     }
     // 2 MiB chunks (backing=2m, and pagetable, whose adjust phase collapses them into blocks)

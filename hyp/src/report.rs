@@ -142,7 +142,10 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     }
     let mut checksum_ok = all_stopped;
     let mut pages_reported = 0;
-    if all_stopped {
+    if all_stopped && crate::chaos::checks_itself(vm) {
+        // verify / badguest: lost writes counted by the guests, final pattern recomputed here.
+        (checksum_ok, pages_reported) = crate::chaos::check_guests(vm, &mut failures);
+    } else if all_stopped {
         for c in cpus {
             let id = c.index;
             let reported = c.result.reported.load(Ordering::Acquire) != 0;
@@ -279,6 +282,8 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         ticks_to_ns(cycles, freq) / 1_000_000,
         if crate::arch::has_ttl() { "yes" } else { "no" }
     );
+    // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
+    let extra = crate::chaos::report(vm, &s, &mut failures);
     println!("");
 
     // Workload timing, calibration and phase checks (phases.rs).
@@ -294,7 +299,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         "RESULT status={} mode={} vcpus={} workload={} mem={}K pages={} faults={faults} \
          retries={retries} spurious={spurious} bbm={} tlbi={} tlbi_elided={} tables_alloc={} \
          tables_freed={} leaked={leaked_s} checksum={} cycles={cycles} fault_ns_median={median_ns} \
-         fault_ns_p99={p99_ns} refills={refills} backing_races={races} injected={injected}{workload_fields}",
+         fault_ns_p99={p99_ns} refills={refills} backing_races={races} injected={injected}{workload_fields}{extra}",
         if pass { "pass" } else { "fail" },
         o.mode.name(),
         o.vcpus,

@@ -190,22 +190,27 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
         Mode::Locked => Some(s2.exclusive(cpu.index)),
         Mode::Parallel => None,
     };
+    // The memslot's backing is looked up (or allocated) INSIDE the stage-2 section, as KVM does
+    // under the MMU lock held for read: a page migration (chaos.rs) unmaps the IPA, copies the
+    // page and repoints the memslot under the exclusive guard, so it can never fall between this
+    // lookup and the map below and leave the table pointing at a page the memslot has dropped.
+    let guard = locked.unwrap_or_else(|| s2.shared(cpu.index));
     let pa = match slot.backing_or_alloc(ipa, cpu, vm.backing) {
         Ok(pa) => pa,
         // Another CPU is zeroing this 2 MiB chunk: re-run the access.
         Err(NoBacking::Busy) => {
-            drop(locked);
+            drop(guard);
             Counters::inc(&cpu.counters.faults);
             Counters::inc(&cpu.counters.retries);
             return Action::Resume;
         }
         Err(NoBacking::OutOfMemory) => {
-            // Leave the MMU lock before saying we stopped: the reporter tears the table down.
-            drop(locked);
+            // Leave the section (or the MMU lock) before saying we stopped: the reporter tears
+            // the table down.
+            drop(guard);
             return stop(cpu, WHY_OOM);
         }
     };
-    let guard = locked.unwrap_or_else(|| s2.shared(cpu.index));
     // 4 KiB pages or 2 MiB blocks, relax or split: the workload's policy (phases.rs).
     let result = crate::phases::map_fault(vm, &guard, slot, a, pa);
     drop(guard);
@@ -312,6 +317,11 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str) -> Action {
     // The workload calls: barriers, calibration, phase reports, collapse (phases.rs).
     if let Some(action) = crate::phases::call(vm::get(), cpu, frame) {
         return action;
+    }
+    // The robustness calls (badguest.rs): run parameters, verify results, bad-guest cases.
+    if let Some(v) = crate::badguest::call(vm::get(), cpu, frame, function) {
+        frame.x[0] = v;
+        return Action::Resume;
     }
     match function {
         abi::HVC_REPORT => {
