@@ -1,1 +1,472 @@
-fn main() {}
+//! Benchmarks of the hypervisor project.
+//!
+//! `bench host`: the host benchmark of the `stage2` crate. Threads play vCPUs that fault 4 KiB
+//! pages into one stage-2 table, in shared mode (lock-free read-side section per fault) and in
+//! locked mode (the exclusive MMU lock per fault: the global-lock baseline). It measures pure
+//! table cost: no guest page is zeroed or touched. See `docs/performance.md`.
+
+mod arch;
+mod noise;
+mod run;
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use run::{Cell, Mode, PoolKind, Region, Sample};
+
+const USAGE: &str = "\
+usage: bench host [--reps N] [--pages-log2 K] [--threads N] [--pool slab|counting|both] [--out DIR]
+
+  --reps N         repetitions per cell (default 5, at least 5)
+  --pages-log2 K   pages faulted per thread = 2^K (default 23)
+  --threads N      the multi-thread count compared against 1 thread (default 2)
+  --pool P         page pool: slab (per-thread), counting (stage2::testing), both (default)
+  --out DIR        where host.csv and host.json go (default bench/out)
+  --quiet-wait S   before each run, wait up to S seconds for 250 ms in which other processes
+                   use < 5% of the machine (default 30; 0 disables)";
+
+struct Opts {
+    reps: usize,
+    pages_log2: u32,
+    threads: usize,
+    pools: Vec<PoolKind>,
+    out: PathBuf,
+    quiet_wait: u64,
+}
+
+fn parse(args: &[String]) -> Result<Opts, String> {
+    let mut o = Opts {
+        reps: 5,
+        pages_log2: 23,
+        threads: 2,
+        pools: vec![PoolKind::Slab, PoolKind::Counting],
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("out"),
+        quiet_wait: 30,
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut val = || it.next().ok_or(format!("{a} needs a value"));
+        match a.as_str() {
+            "--reps" => o.reps = val()?.parse().map_err(|e| format!("--reps: {e}"))?,
+            "--pages-log2" => {
+                o.pages_log2 = val()?.parse().map_err(|e| format!("--pages-log2: {e}"))?;
+            }
+            "--threads" => o.threads = val()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--pool" => {
+                o.pools = match val()?.as_str() {
+                    "slab" => vec![PoolKind::Slab],
+                    "counting" => vec![PoolKind::Counting],
+                    "both" => vec![PoolKind::Slab, PoolKind::Counting],
+                    p => return Err(format!("unknown pool {p}")),
+                }
+            }
+            "--out" => o.out = PathBuf::from(val()?),
+            "--quiet-wait" => {
+                o.quiet_wait = val()?.parse().map_err(|e| format!("--quiet-wait: {e}"))?;
+            }
+            "-h" | "--help" => return Err(String::new()),
+            _ => return Err(format!("unknown argument {a}")),
+        }
+    }
+    if o.reps < 5 {
+        return Err("--reps must be at least 5".into());
+    }
+    if !(10..=24).contains(&o.pages_log2) {
+        return Err("--pages-log2 must be 10..=24".into());
+    }
+    if o.threads < 2 {
+        return Err("--threads must be at least 2".into());
+    }
+    Ok(o)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = match args.first().map(String::as_str) {
+        Some("host") => &args[1..],
+        None => &args[..],
+        Some(a) if a.starts_with('-') => &args[..],
+        Some(other) => {
+            eprintln!("unknown benchmark {other}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    match parse(rest) {
+        Ok(o) => host(&o),
+        Err(e) => {
+            if !e.is_empty() {
+                eprintln!("{e}");
+            }
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Summary of one cell over its repetitions.
+struct Summary {
+    cell: Cell,
+    samples: Vec<Sample>,
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+impl Summary {
+    fn new(cell: Cell, samples: Vec<Sample>) -> Summary {
+        let mut r: Vec<f64> = samples.iter().map(Sample::faults_per_sec).collect();
+        r.sort_by(f64::total_cmp);
+        let n = r.len();
+        let median = if n % 2 == 1 {
+            r[n / 2]
+        } else {
+            (r[n / 2 - 1] + r[n / 2]) / 2.0
+        };
+        Summary {
+            cell,
+            median,
+            min: r[0],
+            max: r[n - 1],
+            samples,
+        }
+    }
+
+    /// Median share of the machine other processes used during this cell's runs.
+    fn median_foreign(&self) -> f64 {
+        let mut v: Vec<f64> = self.samples.iter().map(|x| x.foreign).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    }
+
+    /// Median of a per-repetition count.
+    fn median_of(&self, f: impl Fn(&Sample) -> u64) -> u64 {
+        let mut v: Vec<u64> = self.samples.iter().map(f).collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    }
+}
+
+fn cells(pool: PoolKind, threads: usize) -> Vec<Cell> {
+    let mut v = Vec::new();
+    for mode in [Mode::Shared, Mode::Locked] {
+        // With one thread, disjoint and overlapping are the same run.
+        v.push(Cell {
+            pool,
+            mode,
+            threads: 1,
+            region: Region::Disjoint,
+        });
+        for region in [Region::Disjoint, Region::Overlap] {
+            v.push(Cell {
+                pool,
+                mode,
+                threads,
+                region,
+            });
+        }
+    }
+    v
+}
+
+fn machine() -> (String, usize, String) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    (cpu, cores, loadavg())
+}
+
+/// The stage2 source measured: the commit, and whether `stage2/src` differs from it (the tree is
+/// shared; an uncommitted change is part of what was measured).
+fn stage2_source() -> String {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]).unwrap_or_else(|| "?".into());
+    match git(&["status", "--porcelain", "--", "stage2/src"]) {
+        Some(s) if s.is_empty() => format!("{head} (stage2/src clean)"),
+        Some(s) => format!(
+            "{head} + uncommitted stage2/src changes ({} files)",
+            s.lines().count()
+        ),
+        None => head,
+    }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn mfmt(x: f64) -> String {
+    format!("{:.2} M", x / 1e6)
+}
+
+fn host(o: &Opts) {
+    let pages = 1u64 << o.pages_log2;
+    let (cpu, cores, load0) = machine();
+    let t_total = Instant::now();
+    println!("host benchmark of stage2::Guard::map (4 KiB pages, pure table cost: no guest page is zeroed or touched)");
+    println!("machine: {cpu}, {cores} logical CPUs available; load average before: {load0}");
+    let src = stage2_source();
+    println!("stage2 source: {src}");
+    println!(
+        "pages per thread: 2^{} = {pages}; repetitions: {} (cells interleaved); IPA 40-bit, start level 1",
+        o.pages_log2, o.reps
+    );
+    println!("TLB: no-op with thread-local counts; fault = guard (shared|exclusive) + map + drop + reclaim; Retry re-issues the fault");
+    if cores < o.threads {
+        println!(
+            "WARNING: {} threads on {cores} CPUs: threads are time-sliced, not parallel",
+            o.threads
+        );
+    }
+
+    let all: Vec<Cell> = o.pools.iter().flat_map(|&p| cells(p, o.threads)).collect();
+    // Warm-up (discarded): code, allocator, CPU frequency.
+    for &c in &all {
+        run::run(c, pages / 8);
+    }
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); all.len()];
+    let mut waited = Duration::ZERO;
+    for _ in 0..o.reps {
+        for (i, &c) in all.iter().enumerate() {
+            let quiet = if o.quiet_wait > 0 {
+                let (w, q) = noise::wait_quiet(0.05, Duration::from_secs(o.quiet_wait));
+                waited += w;
+                q
+            } else {
+                false
+            };
+            let mut s = run::run(c, pages);
+            s.quiet_start = quiet;
+            samples[i].push(s);
+        }
+    }
+    let load1 = loadavg();
+    let sums: Vec<Summary> = all
+        .iter()
+        .zip(samples)
+        .map(|(&c, s)| Summary::new(c, s))
+        .collect();
+
+    println!();
+    println!(
+        "{:<9} {:<7} {:>7} {:<9} {:>12} {:>21} {:>9} {:>10} {:>9} {:>8} {:>7}",
+        "pool",
+        "mode",
+        "threads",
+        "region",
+        "faults/s",
+        "min..max",
+        "ns/fault",
+        "spurious",
+        "retries",
+        "wall ms",
+        "other%"
+    );
+    for s in &sums {
+        let region = if s.cell.threads == 1 {
+            "(any)"
+        } else {
+            s.cell.region.name()
+        };
+        // ns per fault per thread: what one vCPU waits for its fault, on average.
+        let ns = 1e9 * s.cell.threads as f64 / s.median;
+        let wall = s.samples.iter().map(|x| x.wall.as_secs_f64()).sum::<f64>()
+            / s.samples.len() as f64
+            * 1e3;
+        println!(
+            "{:<9} {:<7} {:>7} {:<9} {:>12} {:>21} {:>9.1} {:>10} {:>9} {:>8.0} {:>7.1}",
+            s.cell.pool.name(),
+            s.cell.mode.name(),
+            s.cell.threads,
+            region,
+            mfmt(s.median),
+            format!("{}..{}", mfmt(s.min), mfmt(s.max)),
+            ns,
+            s.median_of(|x| x.spurious),
+            s.median_of(|x| x.retries),
+            wall,
+            s.median_foreign() * 100.0
+        );
+    }
+
+    let find = |pool, mode, threads, region| {
+        sums.iter()
+            .find(|s| {
+                s.cell
+                    == Cell {
+                        pool,
+                        mode,
+                        threads,
+                        region,
+                    }
+            })
+            .map(|s| s.median)
+            .expect("cell")
+    };
+    let n = o.threads;
+    let mut ratios: Vec<(String, f64)> = Vec::new();
+    for &p in &o.pools {
+        let pn = p.name();
+        let s1 = find(p, Mode::Shared, 1, Region::Disjoint);
+        let l1 = find(p, Mode::Locked, 1, Region::Disjoint);
+        ratios.push((format!("{pn}.shared_over_locked.1t"), s1 / l1));
+        for r in [Region::Disjoint, Region::Overlap] {
+            let sn = find(p, Mode::Shared, n, r);
+            let ln = find(p, Mode::Locked, n, r);
+            ratios.push((
+                format!("{pn}.shared_over_locked.{n}t.{}", r.name()),
+                sn / ln,
+            ));
+        }
+        for m in [Mode::Shared, Mode::Locked] {
+            let one = find(p, m, 1, Region::Disjoint);
+            for r in [Region::Disjoint, Region::Overlap] {
+                ratios.push((
+                    format!("{pn}.{n}t_over_1t.{}.{}", m.name(), r.name()),
+                    find(p, m, n, r) / one,
+                ));
+            }
+        }
+        ratios.push((
+            format!("{pn}.shared_{n}t_disjoint_over_locked_1t"),
+            find(p, Mode::Shared, n, Region::Disjoint) / l1,
+        ));
+    }
+    println!();
+    println!("ratios of medians:");
+    for (k, v) in &ratios {
+        println!("  {k:<44} {v:>6.2}x");
+    }
+    println!();
+    for &p in &o.pools {
+        let g =
+            find(p, Mode::Shared, n, Region::Disjoint) / find(p, Mode::Locked, n, Region::Disjoint);
+        println!(
+            "goal (issue 3): shared {n}t disjoint >= 1.8x locked {n}t disjoint, pool {}: {g:.2}x -> {}",
+            p.name(),
+            if g >= 1.8 { "met" } else { "NOT met" }
+        );
+    }
+    let runs = sums.iter().map(|s| s.samples.len()).sum::<usize>();
+    let quiet = sums
+        .iter()
+        .flat_map(|s| &s.samples)
+        .filter(|x| x.quiet_start)
+        .count();
+    println!(
+        "other% = median share of the machine used by other processes during a run; runs started after a quiet window: {quiet}/{runs} (waited {:.1} s)",
+        waited.as_secs_f64()
+    );
+    println!(
+        "load average after: {load1}; total time {:.1} s",
+        t_total.elapsed().as_secs_f64()
+    );
+
+    let json = to_json(o, (&cpu, cores, &src), (&load0, &load1), &sums, &ratios);
+    if let Err(e) = write_out(o, &sums, &json) {
+        eprintln!("could not write results to {}: {e}", o.out.display());
+    } else {
+        println!(
+            "wrote {} and {}",
+            o.out.join("host.csv").display(),
+            o.out.join("host.json").display()
+        );
+    }
+    println!("bench-host: {json}");
+}
+
+fn to_json(
+    o: &Opts,
+    (cpu, cores, src): (&str, usize, &str),
+    load: (&str, &str),
+    sums: &[Summary],
+    ratios: &[(String, f64)],
+) -> String {
+    let mut j = String::new();
+    let _ = write!(
+        j,
+        "{{\"bench\":\"host\",\"cpu\":\"{}\",\"cores\":{cores},\"stage2\":\"{src}\",\"load_before\":\"{}\",\"load_after\":\"{}\",\"pages_per_thread\":{},\"reps\":{},\"cells\":[",
+        cpu.replace('"', "'"),
+        load.0,
+        load.1,
+        1u64 << o.pages_log2,
+        o.reps
+    );
+    for (i, s) in sums.iter().enumerate() {
+        let runs: Vec<String> = s
+            .samples
+            .iter()
+            .map(|x| format!("{:.0}", x.faults_per_sec()))
+            .collect();
+        let _ = write!(
+            j,
+            "{}{{\"pool\":\"{}\",\"mode\":\"{}\",\"threads\":{},\"region\":\"{}\",\"median\":{:.0},\"min\":{:.0},\"max\":{:.0},\"other_share\":{:.3},\"runs\":[{}]}}",
+            if i == 0 { "" } else { "," },
+            s.cell.pool.name(),
+            s.cell.mode.name(),
+            s.cell.threads,
+            s.cell.region.name(),
+            s.median,
+            s.min,
+            s.max,
+            s.median_foreign(),
+            runs.join(",")
+        );
+    }
+    j.push_str("],\"ratios\":{");
+    for (i, (k, v)) in ratios.iter().enumerate() {
+        let _ = write!(j, "{}\"{k}\":{v:.3}", if i == 0 { "" } else { "," });
+    }
+    j.push_str("}}");
+    j
+}
+
+fn write_out(o: &Opts, sums: &[Summary], json: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(&o.out)?;
+    let mut csv = String::from(
+        "pool,mode,threads,region,rep,wall_s,installed,spurious,retries,tables_alloc,tables_raced,publish,other_share,quiet_start,faults_per_s\n",
+    );
+    for s in sums {
+        for (rep, x) in s.samples.iter().enumerate() {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{rep},{:.6},{},{},{},{},{},{},{:.3},{},{:.0}",
+                s.cell.pool.name(),
+                s.cell.mode.name(),
+                s.cell.threads,
+                s.cell.region.name(),
+                x.wall.as_secs_f64(),
+                x.installed,
+                x.spurious,
+                x.retries,
+                x.tables_alloc,
+                x.tables_raced,
+                x.tlb.publish,
+                x.foreign,
+                x.quiet_start,
+                x.faults_per_sec()
+            );
+        }
+    }
+    std::fs::write(o.out.join("host.csv"), csv)?;
+    std::fs::write(o.out.join("host.json"), format!("{json}\n"))
+}
