@@ -47,7 +47,13 @@ pub trait PagePool: Sync {
 /// Per-table-page bookkeeping kept outside the page (a table page has no spare bytes).
 ///
 /// Freeing must never need memory, so the deferred-free list is threaded through these.
+///
+/// Aligned to a cache line: every leaf installed bumps its table's refcount, and pools keep these
+/// in dense arrays, so two CPUs filling neighbouring tables would otherwise bounce one line
+/// between them on every fault (measured on the host: the shared mode stopped scaling at 2
+/// threads). 64 bytes per 4 KiB table page is 1.6 %.
 #[derive(Debug)]
+#[repr(align(64))]
 pub struct PageMeta {
     /// 1 + the number of non-empty entries in the table (a LOCKED entry counts as non-empty).
     pub(crate) refcount: AtomicU64,
