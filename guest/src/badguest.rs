@@ -1,6 +1,341 @@
-//! Workload `badguest`: the bad-guest matrix (docs/robustness.md). Work in progress.
+//! Workload `badguest`: the bad-guest matrix (docs/robustness.md).
+//!
+//! The last vCPU does, one after the other, twelve things a guest should not do (or that are
+//! hard to get right), and reports over `HVC_BADGUEST` what it saw for each: the ESR_EL1 of an
+//! abort the hypervisor injected, an x0 answer, or a count. The hypervisor compares each with
+//! the architecturally expected answer (hyp/src/badguest.rs). Every vCPU first joins a storm of
+//! faults on one page (case 11); the others then run `verify`, which must still pass.
+
+use core::arch::{asm, global_asm};
+use core::fmt::Write;
+use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::abi;
+
+global_asm!(
+    r#"
+    // Vectors for the bad cases. Only "current EL, SP_ELx, synchronous" (+0x200) is expected:
+    // x0 = ESR_EL1, and the guest resumes after the faulting instruction (data aborts) or at the
+    // return address of the `blr` that jumped somewhere bad (instruction aborts, EC 0x21).
+    .section .text.vectors, "ax"
+    .balign 0x800
+    .global bg_vectors
+bg_vectors:
+    .rept 4
+    .balign 0x80
+    b       bg_unexpected
+    .endr
+    .balign 0x80
+    mrs     x0, esr_el1
+    lsr     x10, x0, #26
+    cmp     x10, #0x21
+    b.eq    1f
+    mrs     x10, elr_el1
+    add     x10, x10, #4
+    msr     elr_el1, x10
+    eret
+1:  msr     elr_el1, x30
+    eret
+    .rept 11
+    .balign 0x80
+    b       bg_unexpected
+    .endr
+
+    .text
+bg_unexpected:
+    movz    x0, #0x0002
+    movk    x0, #0xC600, lsl #16
+    mov     x1, #{unexpected}
+    hvc     #0
+2:  b       2b
+
+    // Each probe returns the ESR_EL1 of the exception it took, or 0. They clobber x9..x11.
+    .global bg_load
+bg_load:
+    mov     x9, x0
+    mov     x0, #0
+    ldr     x10, [x9]
+    ret
+    .global bg_store
+bg_store:
+    mov     x9, x0
+    mov     x0, #0
+    str     x1, [x9]
+    ret
+    .global bg_load_pair
+bg_load_pair:
+    mov     x9, x0
+    mov     x0, #0
+    ldp     x10, x11, [x9]
+    ret
+    .global bg_exec
+bg_exec:
+    stp     x29, x30, [sp, #-16]!
+    mov     x9, x0
+    mov     x0, #0
+    blr     x9
+    ldp     x29, x30, [sp], #16
+    ret
+"#,
+    unexpected = const abi::STATUS_UNEXPECTED_EXCEPTION,
+);
+
+unsafe extern "C" {
+    static bg_vectors: u8;
+    fn bg_load(addr: u64) -> u64;
+    fn bg_store(addr: u64, value: u64) -> u64;
+    fn bg_load_pair(addr: u64) -> u64;
+    fn bg_exec(addr: u64) -> u64;
+}
+
+/// PSCI CPU_ON (SMC64).
+const PSCI_CPU_ON: u64 = 0xC400_0003;
+/// An SMC function id nobody implements (SiP range).
+const SMC_UNKNOWN: u64 = 0x8200_0123;
+
+fn say(args: core::fmt::Arguments) {
+    let _ = crate::Uart.write_fmt(args);
+    let _ = crate::Uart.write_str("\n");
+}
+
+/// An SMC with three arguments; returns x0. With HCR_EL2.TSC it traps to the hypervisor.
+fn smc3(function: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    let ret;
+    // SAFETY: the hypervisor serves the trapped SMC and touches only x0..x3; no memory of ours
+    // is read or written.
+    unsafe {
+        asm!("smc #0", inlateout("x0") function => ret, in("x1") a1, in("x2") a2, in("x3") a3,
+             options(nostack));
+    }
+    ret
+}
+
+/// Installs the bad-case vectors.
+fn install_vectors() {
+    // SAFETY: bg_vectors is 2 KiB-aligned code in our image; the ISB makes VBAR_EL1 take effect
+    // for the exceptions the probes provoke.
+    unsafe {
+        asm!("msr vbar_el1, {}", "isb", in(reg) &raw const bg_vectors as u64, options(nostack));
+    }
+}
+
+fn report(case: u64, obs1: u64, obs2: u64) {
+    say(format_args!(
+        "badguest case {case}: observed {obs1:#x} / {obs2:#x}"
+    ));
+    crate::hvc(abi::HVC_BADGUEST, case, obs1, obs2);
+}
+
+/// Case 11: every vCPU meets at a barrier, then all write their own word of one untouched page
+/// at once. Returns the words of the page that are not what their writer wrote.
+fn storm(id: u64, vcpus: u64) -> u64 {
+    let sync = (abi::STORM_PAGE - abi::PAGE_SIZE) as *const AtomicU64;
+    // SAFETY: the page before STORM_PAGE is in the image slot, unused by the image and the
+    // stacks, and only ever accessed atomically by this function on every vCPU; it is 8-byte
+    // aligned and lives for the whole run.
+    let (arrive, leave) = unsafe { (&*sync, &*sync.add(1)) };
+    arrive.fetch_add(1, Ordering::AcqRel);
+    while arrive.load(Ordering::Acquire) < vcpus {
+        core::hint::spin_loop();
+    }
+    let page = abi::STORM_PAGE as *mut u64;
+    // SAFETY: word `id` of the storm page is this vCPU's own (id < vcpus <= 512).
+    unsafe { write_volatile(page.add(id as usize), storm_value(id)) };
+    leave.fetch_add(1, Ordering::AcqRel);
+    while leave.load(Ordering::Acquire) < vcpus {
+        core::hint::spin_loop();
+    }
+    (0..vcpus)
+        // SAFETY: reads of the storm page, written above by every vCPU before the barrier.
+        .filter(|&w| unsafe { read_volatile(page.add(w as usize)) } != storm_value(w))
+        .count() as u64
+}
+
+fn storm_value(id: u64) -> u64 {
+    0x5707_0000_0000_0000 | (id + 1)
+}
+
+/// Case 8: a stage-1 table in our own region that maps VA 0..1 GiB to devices (the UART),
+/// 1..2 GiB to RAM (identity), 2 GiB to an IPA outside every memslot and 3 GiB to an IPA beyond
+/// the stage-2 input range (1 << 44). Returns the ESR_EL1 of the two loads through it.
+fn stage1_escape(table: u64) -> (u64, u64) {
+    const AF: u64 = 1 << 10;
+    const SH_INNER: u64 = 3 << 8;
+    const BLOCK: u64 = 0b01;
+    const XN: u64 = 3 << 53;
+    let normal = |pa: u64| pa | AF | SH_INNER | (1 << 2) | BLOCK;
+    let entries = [
+        AF | BLOCK | XN,        // attr 0: Device-nGnRnE
+        normal(0x4000_0000),    // identity: image, stacks, data
+        normal(0xFF_C000_0000), // outside every memslot
+        normal(1 << 44),        // beyond the 40-bit stage-2 input range
+    ];
+    let t = table as *mut u64;
+    for i in 0..512 {
+        let e = entries.get(i).copied().unwrap_or(0);
+        // SAFETY: `table` is the first page of our own data region, unused by anything else.
+        unsafe { write_volatile(t.add(i), e) };
+    }
+    // MAIR: attr0 Device-nGnRnE, attr1 Normal WB RW-allocate. TCR: T0SZ 25 (39-bit VA, start at
+    // level 1), inner/outer WB WA, inner shareable, 4K granule, TTBR1 walks off, IPS 48 bits.
+    let mair: u64 = 0xFF << 8;
+    let tcr: u64 = 25 | (1 << 8) | (1 << 10) | (3 << 12) | (1 << 23) | (0b101 << 32);
+    // The hypervisor clears HCR_EL2.DC for us (DC forces stage 1 off).
+    crate::hvc(abi::HVC_STAGE1, 1, 0, 0);
+    // SAFETY: the table maps our code, stack, data and the UART at the same addresses as with
+    // the MMU off, so execution continues at the next instruction; no Rust object moves.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "msr mair_el1, {mair}",
+            "msr tcr_el1, {tcr}",
+            "msr ttbr0_el1, {ttbr}",
+            "isb",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            "mrs {tmp}, sctlr_el1",
+            "orr {tmp}, {tmp}, #1",        // M
+            "orr {tmp}, {tmp}, #(1 << 2)", // C
+            "orr {tmp}, {tmp}, #(1 << 12)",// I
+            "msr sctlr_el1, {tmp}",
+            "isb",
+            mair = in(reg) mair, tcr = in(reg) tcr, ttbr = in(reg) table, tmp = out(reg) _,
+            options(nostack),
+        );
+    }
+    // SAFETY: the loads fault (nothing backs those IPAs) and our vector returns their ESR.
+    let (outside, beyond) = unsafe { (bg_load(0x8000_0000), bg_load(0xC000_0000)) };
+    // MMU off, then DC back on, with no memory access in between (it would be Device memory).
+    // SAFETY: as above; the HVC touches only x0..x3.
+    unsafe {
+        asm!(
+            "mrs {tmp}, sctlr_el1",
+            "bic {tmp}, {tmp}, #1",
+            "bic {tmp}, {tmp}, #(1 << 2)",
+            "bic {tmp}, {tmp}, #(1 << 12)",
+            "msr sctlr_el1, {tmp}",
+            "isb",
+            "hvc #0",
+            tmp = out(reg) _,
+            inlateout("x0") abi::HVC_STAGE1 => _, in("x1") 0u64, lateout("x2") _, lateout("x3") _,
+            options(nostack),
+        );
+    }
+    (outside, beyond)
+}
+
+/// Case 10: LSE atomics and an exclusive pair on pages never touched: each must fault in and
+/// then succeed. Returns (ldadd ok, cas + ldxr/stxr ok).
+fn atomics(a: u64, b: u64) -> (u64, u64) {
+    let old: u64;
+    // SAFETY: `a` is an untouched, 8-byte aligned word of our own region.
+    unsafe {
+        asm!(".arch_extension lse", "ldaddal {v}, {old}, [{p}]", v = in(reg) 5u64,
+             old = out(reg) old, p = in(reg) a, options(nostack));
+    }
+    // SAFETY: as above.
+    let after = unsafe { read_volatile(a as *const u64) };
+    let mut cmp: u64 = 0;
+    // SAFETY: `b` is another untouched, aligned word of our own region.
+    unsafe {
+        asm!(".arch_extension lse", "casal {c}, {n}, [{p}]", c = inout(reg) cmp,
+             n = in(reg) 7u64, p = in(reg) b, options(nostack));
+    }
+    // SAFETY: `b + 8` is in the same page; the exclusive pair retries until it succeeds.
+    let word = unsafe { &*((b + 8) as *const AtomicU64) };
+    word.fetch_add(3, Ordering::AcqRel);
+    // SAFETY: as above.
+    let cas_after = unsafe { read_volatile(b as *const u64) };
+    let ok1 = u64::from(old == 0 && after == 5);
+    let ok2 = u64::from(cmp == 0 && cas_after == 7 && word.load(Ordering::Acquire) == 3);
+    (ok1, ok2)
+}
+
+/// The bad vCPU's cases, in order.
+fn bad_cases(id: u64, base: u64, size: u64, vcpus: u64) {
+    let page = abi::PAGE_SIZE;
+    install_vectors();
+    // SAFETY (all probes below): each provokes at most one synchronous exception that our
+    // vector turns into its return value; none touches memory that Rust owns.
+    unsafe {
+        // 1. Load and store outside every memslot and device.
+        report(
+            1,
+            bg_load(abi::UNMAPPED_PROBE),
+            bg_store(abi::UNMAPPED_PROBE, 1),
+        );
+        // 2. A store to the UART's neighbour page: MMIO to nothing.
+        report(2, bg_store(abi::UART_BASE + abi::UART_SIZE, 0x41), 0);
+        // 3. A load pair from the UART: a data abort without a syndrome (ISV = 0).
+        report(3, bg_load_pair(abi::UART_BASE), 0);
+    }
+    // 4. Unknown HVC; 5. unknown (trapped) SMC.
+    report(4, crate::hvc(abi::HVC_UNKNOWN, 0, 0, 0), 0);
+    report(5, smc3(SMC_UNKNOWN, 0, 0, 0), 0);
+    // 6. PSCI CPU_ON: a target that is no vCPU, then a real vCPU with an entry outside RAM.
+    let entry = abi::RAM_BASE;
+    report(
+        6,
+        smc3(PSCI_CPU_ON, 0xFF_FFFF, entry, 0),
+        smc3(PSCI_CPU_ON, 0, abi::UNMAPPED_PROBE, 0),
+    );
+    // SAFETY: as for cases 1-3.
+    unsafe {
+        // 7. Instruction fetch from an unmapped IPA and from the (non-executable) UART.
+        report(7, bg_exec(abi::UNMAPPED_PROBE), bg_exec(abi::UART_BASE));
+    }
+    // 8. Own stage-1 tables that reach outside the IPA space.
+    let (outside, beyond) = stage1_escape(base);
+    report(8, outside, beyond);
+    // 9. A store straddling into an untouched page of the memslot (must fault in and land),
+    //    and one straddling off the end of guest memory (our region ends the data slot).
+    let straddle = base + 2 * page - 4;
+    // SAFETY: both halves are in our own region; page 1 is written first so that only the
+    // second half faults.
+    let landed = unsafe {
+        write_volatile((base + page) as *mut u64, 1);
+        let e = bg_store(straddle, 0x1122_3344_5566_7788);
+        e == 0
+            && read_volatile(straddle as *const u32) == 0x5566_7788
+            && read_volatile((straddle + 4) as *const u32) == 0x1122_3344
+    };
+    // SAFETY: the first half is our last page, the second is outside every memslot.
+    let off_end = unsafe {
+        write_volatile((base + size - page) as *mut u64, 1);
+        bg_store(base + size - 4, 0x1122_3344_5566_7788)
+    };
+    report(9, u64::from(landed), off_end);
+    // 10. LSE atomics / exclusives on pages never touched (pages 4 and 5 of our region).
+    let (ldadd, cas) = atomics(base + 4 * page, base + 5 * page);
+    report(10, ldadd, cas);
+    // 11. The storm was at the start (every vCPU had to be there): report it now.
+    // 12. Touch the overcommit slot page by page until the hypervisor cannot back one.
+    let mut touched = 0;
+    let mut esr = 0;
+    for i in 0..abi::OVERCOMMIT_SIZE / page {
+        // SAFETY: as for cases 1-3.
+        esr = unsafe { bg_store(abi::OVERCOMMIT_BASE + i * page, i + 1) };
+        if esr != 0 {
+            break;
+        }
+        touched += 1;
+    }
+    report(12, touched, esr);
+    let _ = id;
+    let _ = vcpus;
+}
 
 /// Runs the workload of vCPU `id`.
 pub fn workload(id: u64, base: u64, size: u64) -> ! {
-    crate::verify::workload(id, base, size)
+    let vcpus = crate::hvc(abi::HVC_QUERY, abi::QUERY_VCPUS, 0, 0);
+    let wrong = storm(id, vcpus);
+    if id + 1 != vcpus {
+        crate::verify::workload(id, base, size)
+    }
+    report(11, wrong, vcpus);
+    bad_cases(id, base, size, vcpus);
+    say(format_args!("vcpu {id}: badguest: all cases done"));
+    crate::finish(0)
 }

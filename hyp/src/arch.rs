@@ -163,6 +163,24 @@ pub fn s2_invalidate_vmid_broadcast() {
     }
 }
 
+/// Invalidates this CPU's EL1&0 TLB entries for the current VMID (stage 1 and combined). Required
+/// after changing HCR_EL2.DC for the guest (badguest.rs, `HVC_STAGE1`): entries cached while DC
+/// forced stage 1 off must not be used once the guest's own stage 1 is on, and vice versa. The
+/// vCPU never leaves this CPU, so a local (non-broadcast) invalidation covers every TLB that can
+/// hold them; `dsb nsh` completes it and `isb` orders it before the ERET back to the guest.
+pub fn guest_invalidate_tlb_local() {
+    // SAFETY: invalidating the guest's TLB entries is always safe; at worst it forces walks.
+    unsafe {
+        asm!(
+            "dsb nshst",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 /// Invalidates every EL2 stage-1 TLB entry on this CPU. Required before turning the EL2 MMU on:
 /// the TLB contents out of reset are UNKNOWN. The leading `dsb sy` completes the page-table
 /// writes; the trailing `dsb sy; isb` complete the invalidation before the SCTLR write.

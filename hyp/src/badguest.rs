@@ -2,13 +2,24 @@
 //! `HVC_STAGE1`) and the bad-guest matrix's books: what each case must get as an answer, what
 //! the guest saw, and the outcome table of the report (docs/robustness.md).
 
-use aarch64_cpu::registers::{Readable, CNTFRQ_EL0};
-use core::sync::atomic::Ordering;
+use aarch64_cpu::registers::{ReadWriteable, Readable, CNTFRQ_EL0, HCR_EL2};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use smccc::psci::{PSCI_CPU_ON_32, PSCI_CPU_ON_64};
+use spin::Once;
+use stage2::{Attrs, Size};
 
 use crate::abi;
 use crate::chaos;
+use crate::decode::{Abort, FaultType};
 use crate::exceptions::Frame;
+use crate::memslot::Memslot;
+use crate::options::{Mode, Workload};
 use crate::percpu::PerCpu;
+use crate::pool::{self, PAGE};
+use crate::vcpu::Action;
 use crate::vm::Vm;
 
 /// The vCPU that runs the bad cases: the last one (its region ends the data slot, which case 9
@@ -33,6 +44,306 @@ pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, function: u64) -> Option<u
             v.reported.store(true, Ordering::Release);
             Some(0)
         }
+        abi::HVC_BADGUEST => Some(badguest_call(vm, cpu, frame.x[1], frame.x[2], frame.x[3])),
+        abi::HVC_STAGE1 => {
+            // HCR_EL2.DC makes the guest's stage 1 behave as off; a guest that wants its own
+            // tables asks for it to be cleared first (and set again once its MMU is off).
+            if frame.x[1] == 1 {
+                HCR_EL2.modify(HCR_EL2::DC::CLEAR);
+            } else {
+                HCR_EL2.modify(HCR_EL2::DC::SET);
+            }
+            crate::arch::guest_invalidate_tlb_local();
+            Some(0)
+        }
+        f if f == u64::from(PSCI_CPU_ON_64) || f == u64::from(PSCI_CPU_ON_32) => {
+            let (target, entry) = (frame.x[1], frame.x[2]);
+            let answer =
+                crate::psci::guest_cpu_on(target, entry, vm.opts.vcpus, vm.slot(entry).is_some());
+            log::warn!(
+                "vcpu {}: PSCI CPU_ON(target {target:#x}, entry {entry:#x}): answered {}",
+                cpu.index,
+                answer as i64
+            );
+            Some(answer)
+        }
         _ => None,
     }
+}
+
+/// One case of the matrix: what the guest does and what it must get back.
+struct Case {
+    what: &'static str,
+    answer: &'static str,
+    /// The first observation the guest must report.
+    obs1: u64,
+    /// The second, if it is checked.
+    obs2: Option<u64>,
+}
+
+const ERR: fn(i32) -> u64 = |e| i64::from(e) as u64;
+
+/// The matrix. `obs2` of case 11 is the vCPU count (checked at run time).
+fn cases() -> [Case; 12] {
+    [
+        Case {
+            what: "load / store to an IPA outside every memslot and device",
+            answer: "injected synchronous external abort: ESR_EL1 0x96000010 / 0x96000050 (WnR)",
+            obs1: 0x9600_0010,
+            obs2: Some(0x9600_0050),
+        },
+        Case {
+            what: "store to the UART's neighbour page (MMIO to nothing)",
+            answer: "injected synchronous external abort: ESR_EL1 0x96000050",
+            obs1: 0x9600_0050,
+            obs2: None,
+        },
+        Case {
+            what: "load pair from the UART (data abort with ISV = 0)",
+            answer: "injected synchronous external abort: ESR_EL1 0x96000010",
+            obs1: 0x9600_0010,
+            obs2: None,
+        },
+        Case {
+            what: "unknown HVC function id",
+            answer: "x0 = -1 (SMCCC NOT_SUPPORTED)",
+            obs1: u64::MAX,
+            obs2: None,
+        },
+        Case {
+            what: "unknown SMC function id (trapped by HCR_EL2.TSC)",
+            answer: "x0 = -1 (SMCCC NOT_SUPPORTED)",
+            obs1: u64::MAX,
+            obs2: None,
+        },
+        Case {
+            what: "PSCI CPU_ON with a bad target / with an entry outside RAM",
+            answer: "-2 INVALID_PARAMETERS / -9 INVALID_ADDRESS",
+            obs1: ERR(-2),
+            obs2: Some(ERR(-9)),
+        },
+        Case {
+            what: "instruction fetch from an unmapped IPA / from the UART",
+            answer: "injected synchronous external abort: ESR_EL1 0x86000010 (EC 0x21) for both",
+            obs1: 0x8600_0010,
+            obs2: Some(0x8600_0010),
+        },
+        Case {
+            what: "own stage-1 tables mapping an IPA outside every memslot / above the IPA size",
+            answer: "injected synchronous external abort: ESR_EL1 0x96000010 for both",
+            obs1: 0x9600_0010,
+            obs2: Some(0x9600_0010),
+        },
+        Case {
+            what: "8-byte store straddling into an untouched page / off the end of guest memory",
+            answer: "faults in and lands (1) / injected external abort 0x96000050",
+            obs1: 1,
+            obs2: Some(0x9600_0050),
+        },
+        Case {
+            what: "LSE ldadd, cas and ldxr/stxr on pages not mapped yet",
+            answer: "fault in, then succeed with the right values (1 / 1)",
+            obs1: 1,
+            obs2: Some(1),
+        },
+        Case {
+            what: "fault storm: every vCPU writes one untouched page at once",
+            answer: "every write lands: 0 wrong words (of one per vCPU)",
+            obs1: 0,
+            obs2: None,
+        },
+        Case {
+            what: "pool exhaustion: touch a 16 MiB memslot the hypervisor backs 64 pages of",
+            answer: "64 pages back, then the access fails cleanly: injected external abort \
+                     0x96000050 (backing pages do not come back by RCU, so no wait)",
+            obs1: abi::OVERCOMMIT_BUDGET,
+            obs2: Some(0x9600_0050),
+        },
+    ]
+}
+
+/// What the guest reported per case: (reported, obs1, obs2).
+struct Seen {
+    reported: AtomicBool,
+    obs1: AtomicU64,
+    obs2: AtomicU64,
+}
+
+static SEEN: [Seen; 12] = [const {
+    Seen {
+        reported: AtomicBool::new(false),
+        obs1: AtomicU64::new(0),
+        obs2: AtomicU64::new(0),
+    }
+}; 12];
+
+fn case_ok(vm: &Vm, n: usize, c: &Case, obs1: u64, obs2: u64) -> bool {
+    let want2 = if n == 11 {
+        Some(vm.opts.vcpus as u64)
+    } else {
+        c.obs2
+    };
+    obs1 == c.obs1 && want2.is_none_or(|w| w == obs2)
+}
+
+fn badguest_call(vm: &Vm, cpu: &PerCpu, case: u64, obs1: u64, obs2: u64) -> u64 {
+    let cases = cases();
+    let Some(c) = (case as usize).checked_sub(1).and_then(|i| cases.get(i)) else {
+        log::warn!("vcpu {}: HVC_BADGUEST for unknown case {case}", cpu.index);
+        return crate::psci::not_supported();
+    };
+    let s = &SEEN[case as usize - 1];
+    s.obs1.store(obs1, Ordering::Relaxed);
+    s.obs2.store(obs2, Ordering::Relaxed);
+    s.reported.store(true, Ordering::Release);
+    let ok = case_ok(vm, case as usize, c, obs1, obs2);
+    log::info!(
+        "badguest case {case} ({}): guest saw {obs1:#x} / {obs2:#x}: {}",
+        c.what,
+        if ok { "expected" } else { "WRONG" }
+    );
+    0
+}
+
+/// The overcommit memslot of case 12 and the pages of it backed so far.
+static OVERCOMMIT: Once<Memslot> = Once::new();
+static OVERCOMMIT_USED: AtomicU64 = AtomicU64::new(0);
+static OVERCOMMIT_REFUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Case 12's fault path: a memslot the hypervisor can only back `OVERCOMMIT_BUDGET` pages of
+/// (as if the host were out of memory). Within the budget it is the ordinary fault path (backing
+/// looked up inside the stage-2 section, then `map`); past it the access fails cleanly with an
+/// injected synchronous external abort, which is what KVM/QEMU give a guest for memory that
+/// cannot be backed (the hwpoison path). Nothing panics and the vCPU goes on.
+pub fn overcommit_fault(
+    vm: &Vm,
+    cpu: &PerCpu,
+    frame: &mut Frame,
+    a: &Abort,
+    data: bool,
+) -> Option<Action> {
+    if vm.opts.workload != Workload::Badguest {
+        return None;
+    }
+    let slot = OVERCOMMIT
+        .call_once(|| Memslot::new("overcommit", abi::OVERCOMMIT_BASE, abi::OVERCOMMIT_SIZE));
+    if !slot.contains(a.ipa) || a.fault != FaultType::Translation {
+        return None;
+    }
+    let ipa = a.ipa & !(PAGE - 1);
+    let index = ((ipa - slot.ipa) / PAGE) as usize;
+    pool::top_up(cpu, vm.tables, vm.backing);
+    let s2 = vm.s2.get();
+    let guard = match vm.opts.mode {
+        Mode::Parallel => s2.shared(cpu.index),
+        Mode::Locked => s2.exclusive(cpu.index),
+    };
+    let pa = match slot.backing(index) {
+        Some(pa) => Some(pa),
+        None if OVERCOMMIT_USED.fetch_add(1, Ordering::Relaxed) >= abi::OVERCOMMIT_BUDGET => {
+            OVERCOMMIT_USED.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+        None => slot.backing_or_alloc(ipa, cpu, vm.backing).ok(),
+    };
+    let Some(pa) = pa else {
+        drop(guard);
+        OVERCOMMIT_REFUSED.fetch_add(1, Ordering::Relaxed);
+        return Some(crate::vcpu::inject_external_abort(
+            vm,
+            cpu,
+            frame,
+            a,
+            data,
+            "cannot be backed (overcommit budget used up)",
+        ));
+    };
+    let r = guard.map(ipa, pa, Size::Page4K, Attrs::normal_rwx());
+    drop(guard);
+    s2.reclaim(cpu.index);
+    match r {
+        Ok(_) | Err(stage2::Error::Retry) => Some(Action::Resume),
+        Err(e) => {
+            log::error!("vcpu {}: overcommit map {ipa:#x} failed: {e:?}", cpu.index);
+            Some(crate::vcpu::inject_external_abort(
+                vm,
+                cpu,
+                frame,
+                a,
+                data,
+                "could not be mapped",
+            ))
+        }
+    }
+}
+
+/// Returns the overcommit slot's backing pages (teardown, after every vCPU stopped).
+pub fn release(vm: &Vm) {
+    if let Some(slot) = OVERCOMMIT.get() {
+        slot.release(vm.backing);
+    }
+}
+
+/// Prints the outcome table; returns the RESULT fields. Pushes a failure for every case not
+/// reported or answered wrongly.
+pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
+    if vm.opts.workload != Workload::Badguest {
+        return String::new();
+    }
+    crate::println!("");
+    crate::println!(
+        "bad-guest matrix (vCPU {} ran the cases):",
+        vm.opts.vcpus - 1
+    );
+    crate::println!(
+        "{:>4}  {:<78} {:<22} {}",
+        "case",
+        "what the guest did -> the answer it must get",
+        "observed",
+        "ok"
+    );
+    let mut passed = 0;
+    for (i, c) in cases().iter().enumerate() {
+        let n = i + 1;
+        let s = &SEEN[i];
+        let reported = s.reported.load(Ordering::Acquire);
+        let (o1, o2) = (
+            s.obs1.load(Ordering::Relaxed),
+            s.obs2.load(Ordering::Relaxed),
+        );
+        let ok = reported && case_ok(vm, n, c, o1, o2);
+        passed += usize::from(ok);
+        crate::println!(
+            "{n:>4}  {:<78} {:<22} {}",
+            c.what,
+            if reported {
+                format!("{o1:#x} / {o2:#x}")
+            } else {
+                String::from("not reported")
+            },
+            if ok { "ok" } else { "WRONG" }
+        );
+        crate::println!("      -> {}", c.answer);
+        if !ok {
+            failures.push(format!(
+                "badguest case {n} ({}): {}",
+                c.what,
+                if reported {
+                    format!("observed {o1:#x} / {o2:#x}, expected {}", c.answer)
+                } else {
+                    String::from("never reported")
+                }
+            ));
+        }
+    }
+    let refused = OVERCOMMIT_REFUSED.load(Ordering::Relaxed);
+    crate::println!(
+        "pool exhaustion: {} overcommit pages backed, {refused} accesses failed cleanly \
+         (injected abort; no wait: RCU returns table pages, not guest pages)",
+        OVERCOMMIT_USED.load(Ordering::Relaxed)
+    );
+    format!(
+        " badguest_cases=12 badguest_ok={passed} oom_backed={} oom_failed_cleanly={refused}",
+        OVERCOMMIT_USED.load(Ordering::Relaxed)
+    )
 }

@@ -516,6 +516,7 @@ fn check_backing(vm: &Vm, id: usize) -> (u64, bool, u64) {
 /// Checks the `verify` vCPUs once everything stopped: each reported, zero lost writes, and its
 /// checksum equals the backing pages'. Pushes failures; returns (checksum ok, pages reported).
 pub fn check_guests(vm: &Vm, failures: &mut Vec<String>) -> (bool, u64) {
+    crate::badguest::release(vm);
     let mut ok = true;
     let mut pages = 0;
     let results = verify_results();
@@ -565,6 +566,7 @@ pub fn report(vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
         }
     }
     let mut fields = format!(" lost_writes={lost} verified_words={words} verify_passes={passes}");
+    fields.push_str(&crate::badguest::report(vm, failures));
     if vm.opts.chaos {
         let o = ops();
         if !STARTED.load(Ordering::Acquire) {

@@ -59,8 +59,10 @@ pub enum GuestPsci {
 const GUEST_PSCI_VERSION: u64 = 1 << 16 | 1;
 
 /// The PSCI functions offered to the guest.
-const SUPPORTED: [u32; 4] = [
+const SUPPORTED: [u32; 6] = [
     psci::PSCI_VERSION,
+    psci::PSCI_CPU_ON_32,
+    psci::PSCI_CPU_ON_64,
     psci::PSCI_CPU_OFF,
     psci::PSCI_SYSTEM_OFF,
     psci::PSCI_FEATURES,
@@ -86,4 +88,21 @@ pub fn guest_call(function: u64, arg1: u64) -> GuestPsci {
 /// SMCCC NOT_SUPPORTED (-1) as a register value.
 pub fn not_supported() -> u64 {
     i64::from(psci::error::NOT_SUPPORTED) as u64
+}
+
+/// Guest PSCI CPU_ON (`function` is CPU_ON_32 or CPU_ON_64). Every vCPU is started by the
+/// hypervisor and never powered off and on again, so a valid request can only find its target
+/// on. The answers, in the order PSCI 1.1 (DEN0022) lists the checks: INVALID_PARAMETERS for a
+/// target that is no vCPU of this VM (vCPU i is MPIDR Aff0 = i), INVALID_ADDRESS for an entry
+/// point outside guest memory or not 4-byte aligned, else ALREADY_ON.
+pub fn guest_cpu_on(target: u64, entry: u64, vcpus: usize, entry_in_ram: bool) -> u64 {
+    let aff = target & 0xFF_00FF_FFFF;
+    let answer = if aff >= vcpus as u64 {
+        psci::error::INVALID_PARAMETERS
+    } else if !entry_in_ram || !entry.is_multiple_of(4) {
+        psci::error::INVALID_ADDRESS
+    } else {
+        psci::error::ALREADY_ON
+    };
+    i64::from(answer) as u64
 }

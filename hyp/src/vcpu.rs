@@ -161,7 +161,16 @@ fn handle_abort(
             return Action::Resume;
         }
     }
-    inject_external_abort(vm, cpu, frame, a, data)
+    // Bad-guest case 12: the overcommit memslot, backed only up to its budget (badguest.rs).
+    if let Some(action) = crate::badguest::overcommit_fault(vm, cpu, frame, a, data) {
+        return action;
+    }
+    let why = if data && a.ipa >= abi::UART_BASE && a.ipa < abi::UART_BASE + abi::UART_SIZE {
+        "cannot be emulated (no syndrome: ISV = 0)"
+    } else {
+        "is outside guest memory"
+    };
+    inject_external_abort(vm, cpu, frame, a, data, why)
 }
 
 /// The stage-2 fault path: memslot -> backing page -> `stage2` map -> ERET re-runs the access.
@@ -259,12 +268,13 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: crate::decod
 /// Injects a synchronous external abort for an access outside every memslot and device, as the
 /// Arm ARM's exception entry to EL1 would: ESR/FAR/ELR/SPSR_EL1, then PSTATE = EL1h masked and
 /// PC = VBAR_EL1 + the vector for "synchronous, from where the guest was".
-fn inject_external_abort(
+pub fn inject_external_abort(
     vm: &Vm,
     cpu: &PerCpu,
     frame: &mut Frame,
     a: &Abort,
     data: bool,
+    why: &str,
 ) -> Action {
     let vbar = VBAR_EL1.get();
     if vbar == 0 || !vm.image.contains(vbar) {
@@ -303,7 +313,7 @@ fn inject_external_abort(
     frame.elr = vbar + offset;
     Counters::inc(&cpu.counters.injected);
     log::info!(
-        "vcpu {}: {} at IPA {:#x} is outside guest memory: injected a synchronous external abort",
+        "vcpu {}: {} at IPA {:#x} {why}: injected a synchronous external abort",
         cpu.index,
         if data { "access" } else { "fetch" },
         a.ipa
