@@ -35,7 +35,7 @@ use spin::Once;
 use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
 
 use crate::memslot::Memslot;
-use crate::options::{Mode, Workload};
+use crate::options::{Mode, Selftest, Workload};
 use crate::pattern;
 use crate::percpu::{self, PerCpu};
 use crate::pool::{self, Kind, PAGE};
@@ -411,7 +411,12 @@ fn migrate(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, page: usize) {
         return;
     }
     // 2. Copy, 3. repoint the memslot: the next fault on the IPA maps the new page.
-    copy_page(old, fresh);
+    if vm.opts.selftest == Some(Selftest::NoCopy) {
+        // selftest=nocopy: a broken migration that must be caught as lost writes.
+        pool::zero_page(fresh);
+    } else {
+        copy_page(old, fresh);
+    }
     let swapped = data.swap_backing(page, old, fresh);
     drop(g);
     match swapped {

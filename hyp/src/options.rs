@@ -105,6 +105,9 @@ pub enum Selftest {
     Corrupt,
     /// The last vCPU spins forever without trapping: the vCPU timeout must fail the run.
     Hang,
+    /// chaos=on: the pruner's page migration skips the copy (the new page is zeroed): the guests
+    /// must count lost writes and the run must fail (chaos.rs).
+    NoCopy,
 }
 
 /// The parsed options.
@@ -162,6 +165,7 @@ pub fn help_text(cpus: usize) -> String {
          \x20 backing=4k|2m      data backing: 4 KiB pages, or 2 MiB chunks mapped as blocks   default: 4k\n\
          \x20 selftest=corrupt   flip one backing word after the run: the checksum check must fail   default: off\n\
          \x20 selftest=hang      the last vCPU never finishes: the timeout must fail the run   default: off\n\
+         \x20 selftest=nocopy   chaos=on: page migration loses the page's data: lost writes must fail the run   default: off\n\
          \x20 timeout=SECONDS    fail if a vCPU has not finished by then (after duration=)   default: {DEFAULT_TIMEOUT_S}\n\
          \x20 chaos=on|off       a spare CPU unmaps/collapses/splits/write-protects/migrates under the vCPUs\n\
          \x20                    (needs vcpus < CPUs; implies workload=verify)   default: off\n\
@@ -260,7 +264,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 o.selftest = match value {
                     "corrupt" => Some(Selftest::Corrupt),
                     "hang" => Some(Selftest::Hang),
-                    _ => return Err(bad("self-tests are 'corrupt' and 'hang'")),
+                    "nocopy" => Some(Selftest::NoCopy),
+                    _ => return Err(bad("self-tests are 'corrupt', 'hang' and 'nocopy'")),
                 };
             }
             "timeout" => {
