@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# QEMU robustness tests (docs/robustness.md): a short chaos run in both modes (a pruner CPU races
+# the vCPUs; zero lost writes, zero leaks), a broken pruner that must be caught (selftest=nocopy),
+# the bad-guest matrix in both modes (12 cases, every answer the expected one, the verifying
+# vCPUs still pass), and option errors.
+#
+# Every QEMU run has a hard timeout. Prints `PASS name` or `FAIL name: why` per case and ends with
+# `qemu-robustness: N passed, M failed`; exits non-zero if any case failed. Logs go to
+# $LOG_DIR/robust-*.log. CHAOS_S sets the chaos runs' duration (default 3 seconds).
+set -u
+cd "$(dirname "$0")/.."
+
+LOG_DIR=${LOG_DIR:-target/test-logs}
+mkdir -p "$LOG_DIR"
+RUN_TIMEOUT=${RUN_TIMEOUT:-90}
+CHAOS_S=${CHAOS_S:-3}
+passed=0
+failed=0
+
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+finish() {
+    echo "qemu-robustness: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+if ! command -v qemu-system-aarch64 >/dev/null 2>&1; then
+    fail qemu "qemu-system-aarch64 missing: apt-get install qemu-system-arm (or run tests/qemu.sh as root)"
+    finish
+fi
+if ! cargo build --release -p hyp >"$LOG_DIR/robust-build.log" 2>&1; then
+    tail -n 20 "$LOG_DIR/robust-build.log"
+    fail build "cargo build --release -p hyp failed (see $LOG_DIR/robust-build.log)"
+    finish
+fi
+ELF=target/aarch64-unknown-none/release/hyp
+
+# run NAME SMP OPTIONS...: boot with a hard timeout; sets $out (the log file) and $code.
+run() {
+    local name=$1 smp=$2; shift 2
+    out="$LOG_DIR/robust-$name.log"
+    SMP=$smp ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" "$@" </dev/null >"$out" 2>&1
+    code=$?
+}
+
+# field KEY: the value of KEY= on the RESULT line of $out (empty if absent).
+field() {
+    grep -a '^RESULT ' "$out" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | tr -d '\r'
+}
+
+firstfail() { grep -a '^FAIL' "$out" | head -n 1; }
+
+# chaos MODE: 4 vCPUs + the pruner CPU for CHAOS_S seconds; everything must pass and every kind
+# of pruner operation must have happened.
+chaos() {
+    local mode=$1 name="chaos-$1"
+    run "$name" 5 vcpus=4 mem=2M chaos=on duration="$CHAOS_S" mode="$mode"
+    local why=""
+    if [ "$code" -ne 0 ] || [ "$(field status)" != pass ]; then
+        why="exit $code, status=$(field status), $(firstfail)"
+    elif [ "$(field lost_writes)" != 0 ] || [ "$(field leaked)" != 0 ] || [ "$(field checksum)" != ok ]; then
+        why="lost_writes=$(field lost_writes) leaked=$(field leaked) checksum=$(field checksum)"
+    elif [ "$(field mode)" != "$mode" ] || [ "$(field chaos)" != on ]; then
+        why="RESULT says mode=$(field mode) chaos=$(field chaos)"
+    else
+        for k in unmap wprotect migrate compact; do
+            v=$(field $k)
+            if [ -z "$v" ] || [ "$v" -eq 0 ]; then why="the pruner did no $k ($k=$v)"; break; fi
+        done
+        local shaped=$(( $(field collapse) + $(field split) ))
+        if [ -z "$why" ] && [ "$shaped" -eq 0 ]; then why="no collapse or split happened"; fi
+        if [ -z "$why" ] && [ "$(field verified_words)" -eq 0 ]; then why="no word was verified"; fi
+    fi
+    if [ -n "$why" ]; then
+        fail "$name" "$why"
+    else
+        pass "$name ($(grep -a '^RESULT ' "$out" | tail -n 1 | grep -oE ' (pruner_ops|faults|retries|bbm|grace_periods|max_deferred|lost_writes)=[0-9]+' | tr -d '\n'))"
+    fi
+}
+chaos parallel
+chaos locked
+
+# A pruner that loses data on migration must be caught as lost writes and fail the run.
+run chaos-nocopy 3 vcpus=2 mem=2M chaos=on duration=2 selftest=nocopy
+lost=$(field lost_writes)
+if [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$(field status)" = fail ] && [ -n "$lost" ] \
+    && [ "$lost" -gt 0 ] && grep -aq '^FAIL: vcpu [0-9] saw [0-9]* lost writes' "$out"; then
+    pass "chaos-nocopy (lost_writes=$lost caught)"
+else
+    fail chaos-nocopy "exit $code, status=$(field status), lost_writes=$lost"
+fi
+
+# badguest MODE: the 12 cases on the last vCPU, the others verify; all answers as expected.
+badguest() {
+    local mode=$1 name="badguest-$1"
+    run "$name" 4 vcpus=4 mem=1M workload=badguest duration=1 mode="$mode"
+    if [ "$code" -ne 0 ] || [ "$(field status)" != pass ]; then
+        fail "$name" "exit $code, status=$(field status), $(firstfail)"
+    elif [ "$(field badguest_ok)" != 12 ] || [ "$(field lost_writes)" != 0 ] || [ "$(field leaked)" != 0 ]; then
+        fail "$name" "badguest_ok=$(field badguest_ok)/12 lost_writes=$(field lost_writes) leaked=$(field leaked)"
+    elif [ "$(grep -ac 'badguest case [0-9]* (.*): guest saw .*: expected' "$out")" -ne 12 ]; then
+        fail "$name" "not one 'expected' log line per case"
+    elif [ "$(field oom_failed_cleanly)" -lt 1 ]; then
+        fail "$name" "pool exhaustion never failed an access (oom_failed_cleanly=$(field oom_failed_cleanly))"
+    else
+        pass "$name (badguest_ok=12/12 injected=$(field injected) oom_backed=$(field oom_backed) oom_failed_cleanly=$(field oom_failed_cleanly))"
+    fi
+}
+badguest parallel
+badguest locked
+
+# Option errors: non-zero exit and an error line naming the problem.
+bad_option() {
+    local name=$1 smp=$2 expect=$3; shift 3
+    run "$name" "$smp" "$@"
+    if [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && grep -aq "^error: .*$expect" "$out"; then
+        pass "$name"
+    else
+        fail "$name" "exit $code, $(grep -a '^error' "$out" | head -n 1)"
+    fi
+}
+bad_option chaos-no-spare-cpu 4 "needs a CPU for the pruner" vcpus=4 chaos=on
+bad_option bad-duration 4 "duration=abc" duration=abc
+bad_option chaos-bad-workload 4 "chaos=on runs workload=verify" vcpus=2 chaos=on workload=demand
+
+finish
