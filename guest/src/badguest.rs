@@ -257,8 +257,8 @@ fn atomics(a: u64, b: u64) -> (u64, u64) {
 fn bad_cases(id: u64, base: u64, size: u64, vcpus: u64) {
     let page = abi::PAGE_SIZE;
     install_vectors();
-    // SAFETY (all probes below): each provokes at most one synchronous exception that our
-    // vector turns into its return value; none touches memory that Rust owns.
+    // SAFETY: each probe provokes at most one synchronous exception, which our vector turns
+    // into its return value; none touches memory that Rust owns.
     unsafe {
         // 1. Load and store outside every memslot and device.
         report(
