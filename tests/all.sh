@@ -27,8 +27,8 @@ run() {
     fi
     # Count cases from cargo's "test result:" lines and tests/qemu.sh's closing line.
     local p f
-    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^qemu: [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-    f=$(grep -hoE '([0-9]+ failed)' "$log" | awk '{s+=$1} END {print s+0}')
+    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^qemu[a-z-]*: [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed|^qemu[a-z-]*: [0-9]+ passed, [0-9]+ failed)' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
     if [ "$status" = FAILED ] && [ "$f" -eq 0 ]; then f=1; fi
     passed=$((passed + p))
     failed=$((failed + f))
@@ -44,6 +44,7 @@ run stage2-tests cargo test -p stage2 --target "$HOST"
 RUSTFLAGS="--cfg loom" run stage2-loom cargo test -p stage2 --features testing --target "$HOST" \
     --target-dir target/loom --release --test loom
 run qemu bash tests/qemu.sh
+run qemu-robustness bash tests/qemu-robustness.sh
 
 echo
 if [ ${#failed_steps[@]} -gt 0 ]; then
