@@ -456,6 +456,12 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
         s.tlbi_local,
         COLLAPSES.load(Ordering::Relaxed),
     );
+    // The guests' checksums folded in vCPU order: the same workload and size must give the same
+    // value in every mode (what memory holds never depends on timing).
+    let data_sum = cpus.iter().fold(crate::pattern::CHECKSUM_INIT, |acc, c| {
+        crate::pattern::checksum_step(acc, c.result.checksum.load(Ordering::Relaxed))
+    });
+    f.push_str(&format!(" data_sum={data_sum:#018x}"));
     if vm.opts.workload == Workload::Pagetable {
         f.push_str(&format!(
             " create_ns={} update_ns={} adjust_ns={}",

@@ -3,8 +3,8 @@
 //! stage-2 table itself, which the reporter takes back at teardown.
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, HCR_EL2, SCTLR_EL1, VBAR_EL1, VTCR_EL2,
-    VTTBR_EL2,
+    ReadWriteable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2, SCTLR_EL1, VBAR_EL1,
+    VTCR_EL2, VTTBR_EL2,
 };
 use alloc::format;
 use alloc::string::String;
@@ -208,6 +208,10 @@ pub fn configure_this_cpu(vm: &Vm) {
     // The guest reads CNTVCT = CNTPCT (no offset) and may use the physical counter/timer.
     CNTVOFF_EL2.set(0);
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
+    // FP/SIMD is the guest's to use (the compiler emits it for plain struct copies): CPACR_EL1
+    // resets to trapping it at EL1, which a guest without a vector for it cannot survive. The
+    // trap path saves and restores q0-q31, FPSR and FPCR, so nothing of the guest's is lost.
+    CPACR_EL1.write(CPACR_EL1::FPEN::TrapNothing);
     // The guest's EL1 starts with its MMU and caches off, little-endian, no alignment checks.
     SCTLR_EL1.modify(
         SCTLR_EL1::M::Disable
