@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# QEMU benchmark of the hypervisor: parallel vs. locked stage-2 fault handling.
+#
+#   bench/qemu/run.sh [--reps N] [--vcpus "1 2 4 8"] [--workloads "demand overlap pagetable"]
+#                     [--backings "4k 2m"] [--no-host] [--quick]
+#
+# Runs the matrix vCPUs x mode (parallel, locked) x workload x backing, N repetitions each
+# (default 5; the repetitions are interleaved, so host noise spreads over every cell), on a
+# release build, every boot with the same QEMU settings (-smp 8, -m 256M, -mem-prealloc).
+# Then it runs the host benchmark of the stage2 crate (bench/host.sh) unless --no-host.
+# Writes bench/out/qemu.csv (one row per run, every RESULT field), bench/out/qemu.json (medians,
+# min, max, parallel/locked ratios, calibration, machine), bench/out/qemu-report.md (the tables)
+# and docs/perf.svg (the plot); prints the tables.
+#
+# Sizes (guest memory per boot, chosen so the whole matrix takes about 20 minutes on 2 host
+# cores, locked mode at 8 vCPUs being the slowest): demand mem=2M per vCPU (512 pages each),
+# overlap and pagetable one shared region of mem=4M (1024 pages, two 2 MiB chunks).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+reps=5
+vcpus_list="1 2 4 8"
+workloads="demand overlap pagetable"
+backings="4k 2m"
+host_bench=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --reps) reps=$2; shift ;;
+        --vcpus) vcpus_list=$2; shift ;;
+        --workloads) workloads=$2; shift ;;
+        --backings) backings=$2; shift ;;
+        --no-host) host_bench=0 ;;
+        --quick) reps=1; vcpus_list="1 4"; host_bench=0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bench/qemu/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$reps" -lt 1 ]; then echo "bench/qemu/run.sh: --reps must be >= 1" >&2; exit 2; fi
+
+SMP=8
+QMEM=256M
+RUN_TIMEOUT=240
+export SMP MEM=$QMEM QEMU_EXTRA="-mem-prealloc"
+out=bench/out
+logs=$out/qemu-logs
+mkdir -p "$logs"
+
+mem_for() { case "$1" in demand|random) echo 2M ;; *) echo 4M ;; esac; }
+
+echo "bench/qemu: building the release hypervisor" >&2
+cargo build --release -p hyp >&2
+ELF=target/aarch64-unknown-none/release/hyp
+command -v qemu-system-aarch64 >/dev/null || { echo "bench/qemu: qemu-system-aarch64 missing (apt-get install qemu-system-arm)" >&2; exit 127; }
+
+# The machine, for the report.
+{
+    echo "nproc=$(nproc)"
+    echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "qemu=$(qemu-system-aarch64 --version | head -n 1)"
+    echo "rustc=$(rustc -V)"
+    echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- hyp guest stage2 || echo '+dirty')"
+    echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "qemu_cmd=qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp $SMP -m $QMEM -nographic -no-reboot -semihosting -kernel $ELF -append \"OPTIONS\" -mem-prealloc"
+    echo "run_cmd=SMP=$SMP MEM=$QMEM QEMU_EXTRA=-mem-prealloc ./run-qemu.sh $ELF --timeout $RUN_TIMEOUT OPTIONS"
+} >"$out/qemu-machine.txt"
+
+csv=$out/qemu.csv
+: >"$csv.tmp"
+cells=0
+for _ in $vcpus_list; do for _ in $workloads; do for _ in $backings; do cells=$((cells + 2)); done; done; done
+total=$((cells * reps))
+n=0
+start=$SECONDS
+for rep in $(seq 1 "$reps"); do
+    for vcpus in $vcpus_list; do
+        for workload in $workloads; do
+            for backing in $backings; do
+                for mode in parallel locked; do
+                    n=$((n + 1))
+                    mem=$(mem_for "$workload")
+                    opts="vcpus=$vcpus mode=$mode workload=$workload backing=$backing mem=$mem timeout=$((RUN_TIMEOUT - 20))"
+                    log="$logs/$workload-$backing-$mode-$vcpus-r$rep.log"
+                    t0=$SECONDS
+                    set +e
+                    # shellcheck disable=SC2086
+                    ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" $opts </dev/null >"$log" 2>&1
+                    code=$?
+                    set -e
+                    result=$(grep -a '^RESULT ' "$log" | tail -n 1 | tr -d '\r')
+                    [ -n "$result" ] || result="RESULT status=fail reason=no-result-line"
+                    printf 'rep=%s exit=%s secs=%s %s\n' "$rep" "$code" $((SECONDS - t0)) "${result#RESULT }" >>"$csv.tmp"
+                    printf '[%3d/%d %4ds] %-9s %-2s %-8s vcpus=%s rep %s: %s\n' "$n" "$total" \
+                        $((SECONDS - start)) "$workload" "$backing" "$mode" "$vcpus" "$rep" \
+                        "$(echo "$result" | grep -oE 'status=[a-z]+|pages_per_s=[0-9]+|fault_ns_median=[0-9]+' | tr '\n' ' ')" >&2
+                done
+            done
+        done
+    done
+done
+mv "$csv.tmp" "$out/qemu-runs.txt"
+
+host_json=""
+if [ "$host_bench" = 1 ]; then
+    echo "bench/qemu: host benchmark of the stage2 crate (bench/host.sh)" >&2
+    if [ -x bench/host.sh ] || [ -f bench/host.sh ]; then
+        set +e
+        timeout 900 sh bench/host.sh --reps 5 --quiet-wait 5 >"$out/host-run.log" 2>&1
+        hc=$?
+        set -e
+        if [ "$hc" -eq 0 ]; then
+            host_json=$out/host.json
+        else
+            echo "bench/qemu: host benchmark failed or timed out (exit $hc, see $out/host-run.log): skipped" >&2
+        fi
+    else
+        echo "bench/qemu: bench/host.sh not present: host benchmark skipped" >&2
+    fi
+fi
+
+python3 bench/qemu/report.py "$out/qemu-runs.txt" "$out/qemu-machine.txt" "$out" docs/perf.svg ${host_json:+"$host_json"}

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# QEMU smoke tests of the guest workloads (issue 6): every workload (demand, overlap, random,
+# pagetable) with both backings (4k, 2m) in both modes at small sizes, 4 vCPUs.
+#
+# Each run must pass (exit 0, status=pass, checksum=ok, leaked=0) and produce the counts its
+# workload exists to produce; parallel and locked runs of the same workload must leave the same
+# data (data_sum); random must leave what demand leaves. pagetable must report bbm, splits (2m),
+# prunes, collapses, deferred frees (tables_retired) and relaxes > 0. A corrupted overlap run and
+# bad options must fail. Every QEMU run has a hard timeout.
+#
+# Prints `PASS name` or `FAIL name: why` per case, ends with `qemu-workloads: N passed, M failed`
+# and exits non-zero if any case failed. Logs go to $LOG_DIR/qemu-wl-*.log.
+set -u
+cd "$(dirname "$0")/.."
+
+LOG_DIR=${LOG_DIR:-target/test-logs}
+mkdir -p "$LOG_DIR"
+RUN_TIMEOUT=${RUN_TIMEOUT:-60}
+VCPUS=4
+passed=0
+failed=0
+
+pass() { echo "PASS $1"; passed=$((passed + 1)); }
+fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+finish() {
+    echo "qemu-workloads: $passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+if ! command -v qemu-system-aarch64 >/dev/null 2>&1; then
+    fail setup "qemu-system-aarch64 missing: apt-get install qemu-system-arm"
+    finish
+fi
+if ! cargo build --release -p hyp >"$LOG_DIR/qemu-wl-build.log" 2>&1; then
+    tail -n 20 "$LOG_DIR/qemu-wl-build.log"
+    fail build "cargo build --release -p hyp failed (see $LOG_DIR/qemu-wl-build.log)"
+    finish
+fi
+ELF=target/aarch64-unknown-none/release/hyp
+
+# run NAME OPTIONS...: boot with a hard timeout; sets $out (the log file) and $code.
+run() {
+    local name=$1; shift
+    out="$LOG_DIR/qemu-wl-$name.log"
+    ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" "$@" </dev/null >"$out" 2>&1
+    code=$?
+}
+
+# field KEY [LOG]: the value of KEY= on the RESULT line of LOG (default $out).
+field() {
+    grep -a '^RESULT ' "${2:-$out}" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | tr -d '\r'
+}
+
+# positive KEY...: fails the current case unless every KEY is a number > 0; echoes the first
+# offender.
+positive() {
+    local k v
+    for k in "$@"; do
+        v=$(field "$k")
+        if [ -z "$v" ] || ! [ "$v" -gt 0 ] 2>/dev/null; then
+            echo "$k=$v"
+            return 1
+        fi
+    done
+}
+
+mem_for() { case "$1" in demand|random) echo 2M ;; *) echo 4M ;; esac; }
+
+for workload in demand random overlap pagetable; do
+    for backing in 4k 2m; do
+        for mode in parallel locked; do
+            name="$workload-$backing-$mode"
+            run "$name" vcpus=$VCPUS mode=$mode workload=$workload backing=$backing mem="$(mem_for $workload)"
+            if [ "$code" -ne 0 ]; then
+                fail "$name" "exit status $code, $(grep -a '^FAIL' "$out" | head -n 1)"
+                continue
+            fi
+            if [ "$(field status)" != pass ] || [ "$(field checksum)" != ok ] || [ "$(field leaked)" != 0 ]; then
+                fail "$name" "RESULT status=$(field status) checksum=$(field checksum) leaked=$(field leaked)"
+                continue
+            fi
+            if [ "$(field workload)" != "$workload" ] || [ "$(field backing)" != "$backing" ] \
+                || [ "$(field mode)" != "$mode" ] || [ "$(field vcpus)" != "$VCPUS" ]; then
+                fail "$name" "RESULT is for workload=$(field workload) backing=$(field backing) mode=$(field mode) vcpus=$(field vcpus)"
+                continue
+            fi
+            why=""
+            # Timing and calibration must be there.
+            why=$(positive pages faults pages_per_s wall_ns null_ns_1 null_ns_all zero_ns) || true
+            case "$workload-$backing" in
+                pagetable-2m) [ -z "$why" ] && { why=$(positive bbm splits prunes collapses tables_retired relaxes write_protected) || true; } ;;
+                pagetable-4k) [ -z "$why" ] && { why=$(positive prunes collapses tables_retired relaxes write_protected) || true; } ;;
+                *)
+                    # Demand faulting only turns invalid entries valid: no TLBI but teardown's.
+                    if [ -z "$why" ] && { [ "$(field tlbi_ipa)" != 0 ] || [ "$(field tlbi_range)" != 0 ] || [ "$(field bbm)" != 0 ]; }; then
+                        why="tlbi_ipa=$(field tlbi_ipa) tlbi_range=$(field tlbi_range) bbm=$(field bbm) (expected 0)"
+                    fi ;;
+            esac
+            if [ "$backing" = 2m ] && [ "$workload" != pagetable ] && [ -z "$why" ] \
+                && [ "$(field faults)" -ge "$(field pages)" ]; then
+                why="faults=$(field faults) >= pages=$(field pages): 2 MiB blocks did not map whole chunks"
+            fi
+            if [ -n "$why" ]; then
+                fail "$name" "$why"
+            else
+                pass "$name ($(grep -a '^RESULT ' "$out" | tail -n 1 | grep -oE ' (faults|pages_per_s|fault_ns_median|bbm|splits|prunes|relaxes|tables_retired)=[0-9]+' | tr -d '\n'))"
+            fi
+        done
+        # Same workload, same size: the same data whatever the mode.
+        a=$(field data_sum "$LOG_DIR/qemu-wl-$workload-$backing-parallel.log")
+        b=$(field data_sum "$LOG_DIR/qemu-wl-$workload-$backing-locked.log")
+        if [ -n "$a" ] && [ "$a" = "$b" ]; then
+            pass "same-data-$workload-$backing ($a)"
+        else
+            fail "same-data-$workload-$backing" "data_sum parallel=$a locked=$b"
+        fi
+    done
+done
+
+# random writes what demand writes, in another order.
+a=$(field data_sum "$LOG_DIR/qemu-wl-demand-4k-parallel.log")
+b=$(field data_sum "$LOG_DIR/qemu-wl-random-4k-parallel.log")
+if [ -n "$a" ] && [ "$a" = "$b" ]; then
+    pass "random-equals-demand"
+else
+    fail "random-equals-demand" "data_sum demand=$a random=$b"
+fi
+
+# The shared-region check can fail: one flipped bit in an overlap run.
+run overlap-corrupt vcpus=$VCPUS workload=overlap mem=4M selftest=corrupt
+if [ "$code" -ne 0 ] && [ "$(field status)" = fail ] && [ "$(field checksum)" = bad ] \
+    && grep -aq '^FAIL: vcpu [0-9]* checksum mismatch' "$out"; then
+    pass overlap-corrupt
+else
+    fail overlap-corrupt "exit $code, status=$(field status) checksum=$(field checksum)"
+fi
+
+# Bad options fail cleanly.
+bad_option() {
+    local name=$1 expect=$2; shift 2
+    run "$name" "$@"
+    if [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && grep -aq "^error: .*$expect" "$out"; then
+        pass "$name"
+    else
+        fail "$name" "exit $code, $(grep -a '^error' "$out" | head -n 1)"
+    fi
+}
+bad_option bad-backing "backing=3m" backing=3m
+bad_option bad-chunk-mem "multiple of 2M" workload=pagetable mem=1M
+bad_option bad-workload "workload=nosuch" workload=nosuch
+
+finish
