@@ -5,20 +5,21 @@
 #                     [--backings "4k 2m"] [--no-host] [--quick]
 #
 # Runs the matrix vCPUs x mode (parallel, locked) x workload x backing, N repetitions each
-# (default 5; the repetitions are interleaved, so host noise spreads over every cell), on a
-# release build, every boot with the same QEMU settings (-smp 8, -m 256M, -mem-prealloc).
+# (default 7; the repetitions are interleaved, so host noise spreads over every cell), on a
+# release build, every boot with the same QEMU settings (-smp 8, -m 512M, -mem-prealloc).
 # Then it runs the host benchmark of the stage2 crate (bench/host.sh) unless --no-host.
 # Writes bench/out/qemu.csv (one row per run, every RESULT field), bench/out/qemu.json (medians,
 # min, max, parallel/locked ratios, calibration, machine), bench/out/qemu-report.md (the tables)
 # and docs/perf.svg (the plot); prints the tables.
 #
-# Sizes (guest memory per boot, chosen so the whole matrix takes about 20 minutes on 2 host
-# cores, locked mode at 8 vCPUs being the slowest): demand mem=2M per vCPU (512 pages each),
-# overlap and pagetable one shared region of mem=4M (1024 pages, two 2 MiB chunks).
+# Sizes (chosen so the whole matrix, 336 boots, takes about 5 minutes on 2 host cores; the
+# slowest boot, locked demand at 8 vCPUs, about 2 s): demand mem=16M per vCPU (4096 pages
+# each, 128 MiB at 8 vCPUs), overlap and pagetable one shared region of mem=64M (16384 pages,
+# 32 chunks of 2 MiB).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-reps=5
+reps=7
 vcpus_list="1 2 4 8"
 workloads="demand overlap pagetable"
 backings="4k 2m"
@@ -39,14 +40,14 @@ done
 if [ "$reps" -lt 1 ]; then echo "bench/qemu/run.sh: --reps must be >= 1" >&2; exit 2; fi
 
 SMP=8
-QMEM=256M
+QMEM=512M
 RUN_TIMEOUT=240
 export SMP MEM=$QMEM QEMU_EXTRA="-mem-prealloc"
 out=bench/out
 logs=$out/qemu-logs
 mkdir -p "$logs"
 
-mem_for() { case "$1" in demand|random) echo 2M ;; *) echo 4M ;; esac; }
+mem_for() { case "$1" in demand|random) echo 16M ;; *) echo 64M ;; esac; }
 
 echo "bench/qemu: building the release hypervisor" >&2
 cargo build --release -p hyp >&2
