@@ -78,6 +78,9 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
 
     /// Steps 1 and 2: the entry is LOCKED and nothing cached for `old` survives.
     pub(crate) fn try_break(&self, w: &Walker<'_, P>, old: Pte) -> Result<(), Error> {
+        // EMPTY -> LOCKED would need a count_inc (make never adds one); an empty entry is filled
+        // by a compare-exchange from EMPTY, not broken.
+        debug_assert!(!old.is_empty(), "try_break of an EMPTY entry");
         self.lock_entry(w, old)?;
         self.invalidate_evicted(w, old);
         Ok(())

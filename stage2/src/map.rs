@@ -34,14 +34,18 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             return Err(Error::BadAddress);
         }
         let new = Pte::leaf(pa, target, attrs);
-        let result = self.map_walk(ipa, target, new);
-        if matches!(result, Ok(Mapped::Installed | Mapped::Replaced)) {
+        let mut stored = false;
+        let result = self.map_walk(ipa, target, new, &mut stored);
+        // Also when the walk failed after installing a table or splitting a block: those stores
+        // should reach other walkers before the guest re-runs (else at worst a spurious fault).
+        if stored {
             self.s2.tlb.publish();
         }
         result
     }
 
-    fn map_walk(&self, ipa: u64, target: u8, new: Pte) -> Result<Mapped, Error> {
+    /// The walk of [`Guard::map`]; sets `stored` once it has changed any entry.
+    fn map_walk(&self, ipa: u64, target: u8, new: Pte, stored: &mut bool) -> Result<Mapped, Error> {
         let mut w = self.walker(ipa, ipa + 1);
         loop {
             let old = w.load();
@@ -56,6 +60,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                     let table = self.alloc_table()?;
                     match self.set(&w, old, Pte::table(table)) {
                         Ok(()) => {
+                            *stored = true;
                             // invalid -> table needs no TLBI.
                             CpuStats::bump(&self.stats().tlbi_elided);
                             self.count_inc(&w);
@@ -68,6 +73,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 } else {
                     // A valid block covers the IPA but the request is finer: split it.
                     let table = self.split(&w, old)?;
+                    *stored = true;
                     w.descend(table);
                 }
                 continue;
@@ -76,6 +82,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             if old.is_empty() {
                 return match self.set(&w, old, new) {
                     Ok(()) => {
+                        *stored = true;
                         self.count_inc(&w);
                         CpuStats::bump(&self.stats().maps);
                         CpuStats::bump(&self.stats().tlbi_elided);
@@ -90,6 +97,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             }
             if old.is_table(level) {
                 self.prune(&w, old, new)?;
+                *stored = true;
                 return Ok(Mapped::Replaced);
             }
             if old.same_but_perms(new) {
@@ -98,6 +106,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             }
             self.try_break(&w, old)?;
             self.make(&w, new);
+            *stored = true;
             CpuStats::bump(&self.stats().bbm);
             return Ok(Mapped::Replaced);
         }

@@ -23,9 +23,11 @@
 //! from working on the same list at once (the owner never waits on it: it skips instead).
 //!
 //! **MMU lock.** An exclusive walker (the locked baseline, unmap, write-protect) takes a
-//! test-and-test-and-set lock, raises `writer`, and waits until every CPU's word is 0. Readers check `writer` after
-//! publishing their word (Dekker again: the same SeqCst fences) and back off while it is up, so
-//! a waiting writer gets in (readers cannot starve it) and readers still share no written line.
+//! test-and-test-and-set lock, raises `writer`, and waits until every CPU's word is 0. Readers
+//! check `writer` after publishing their word (Dekker again: the same SeqCst fences) and back off
+//! while it is up, so a waiting writer gets in (readers cannot starve it) and readers still share
+//! no written line. The reader's check is an acquire: seeing `writer` down after a writer's
+//! release is what orders that writer's whole section before the reader's.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -113,7 +115,12 @@ impl Rcu {
             // writer flag): the reclaimer and the writer fence between their store and their
             // reads of our word, so one of us must see the other.
             fence(Ordering::SeqCst);
-            if !self.writer.load(Ordering::Relaxed) {
+            // Acquire, not Relaxed: the fences only promise we see `writer` up *or a later
+            // value*, and the later value may be the `false` of `write_unlock`. Acquiring that
+            // release makes the writer's whole section (an unlink, a memslot repoint) happen
+            // before ours; a Relaxed load would let our section's reads see the state before it
+            // (loom model `writer_section_happens_before_later_reader`).
+            if !self.writer.load(Ordering::Acquire) {
                 return;
             }
             // An exclusive walker wants in: step aside until it is done.

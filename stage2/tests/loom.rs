@@ -734,3 +734,56 @@ fn exclusive_unmap_vs_shared_map() {
         },
     );
 }
+
+/// Model 7: the MMU lock orders a writer's whole section before a reader that enters after it.
+///
+/// The exclusive section writes `a` (think: a migration repointing the memslot) and reads `r`; the
+/// shared section writes `r` and reads `a`. If the sections really exclude each other, one of them
+/// ran first and the other sees its write. With the reader's check of `writer` Relaxed, the reader
+/// could see the flag already down without acquiring the writer's release, and both sides read 0
+/// (found in review, confirmed by this model before the fix).
+#[test]
+fn writer_section_happens_before_later_reader() {
+    model(
+        "writer_section_happens_before_later_reader",
+        None,
+        &["writer first", "reader first"],
+        |seen, flip| {
+            let (s2, pool, _tlb) = setup(2);
+            let a = Arc::new(loom::sync::atomic::AtomicU64::new(0));
+            let r = Arc::new(loom::sync::atomic::AtomicU64::new(0));
+            let writer = {
+                let (s2, a, r) = (s2.clone(), a.clone(), r.clone());
+                first(flip, move || {
+                    let g = s2.exclusive(1);
+                    a.store(1, loom::sync::atomic::Ordering::Relaxed);
+                    let saw_r = r.load(loom::sync::atomic::Ordering::Relaxed);
+                    drop(g);
+                    saw_r
+                })
+            };
+            let reader = {
+                let (s2, a, r) = (s2.clone(), a.clone(), r.clone());
+                second(flip, move || {
+                    let g = s2.shared(0);
+                    r.store(1, loom::sync::atomic::Ordering::Relaxed);
+                    let saw_a = a.load(loom::sync::atomic::Ordering::Relaxed);
+                    drop(g);
+                    saw_a
+                })
+            };
+            let writer_saw_r = writer.join();
+            let reader_saw_a = reader.join();
+            assert!(
+                writer_saw_r == 1 || reader_saw_a == 1,
+                "both sections ran as if alone: the writer read r=0 and the reader read a=0"
+            );
+            seen.hit(if reader_saw_a == 1 {
+                "writer first"
+            } else {
+                "reader first"
+            });
+            finish(s2, &pool);
+        },
+    );
+}

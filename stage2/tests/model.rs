@@ -137,6 +137,8 @@ impl Model {
     ) -> (Result<Mapped, Error>, Vec<TlbOp>) {
         let locked = Some(Pte::LOCKED.0);
         let mut tlb = vec![];
+        // Whether the walk changed an entry before failing: map then still publishes.
+        let mut stored = false;
         // Down the path: install missing tables, split blocks in the way.
         for l in START_LEVEL..new.level {
             if self.is_table(l, ipa) {
@@ -145,10 +147,14 @@ impl Model {
             let base = align(ipa, l);
             if budget == Some(0) {
                 // The page is allocated before anything is broken: a block stays whole, tables
-                // installed further up stay (empty).
+                // installed further up stay (empty), and what was installed is published.
                 seen(Seen::NoMemory);
+                if stored {
+                    tlb.push(TlbOp::Publish);
+                }
                 return (Err(Error::NoMemory), tlb);
             }
+            stored = true;
             budget = budget.map(|b| b - 1);
             if self.leaves.get(&base).is_some_and(|b| b.level == l) {
                 // A larger block is in the way: split it (break, publish an empty table); the
