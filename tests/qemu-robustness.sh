@@ -123,5 +123,6 @@ bad_option() {
 bad_option chaos-no-spare-cpu 4 "needs a CPU for the pruner" vcpus=4 chaos=on
 bad_option bad-duration 4 "duration=abc" duration=abc
 bad_option chaos-bad-workload 4 "chaos=on runs workload=verify" vcpus=2 chaos=on workload=demand
+bad_option chaos-2m-backing 4 "chaos=on uses 4k backing" vcpus=2 chaos=on backing=2m
 
 finish

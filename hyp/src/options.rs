@@ -309,6 +309,15 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         if !seen.contains(&"duration") {
             o.duration_s = DEFAULT_CHAOS_DURATION_S;
         }
+        // The pruner migrates single pages out of their 2 MiB chunk; a fault under backing=2m
+        // maps the whole chunk as a block, which would then map pages the memslot no longer
+        // holds. chaos.rs collapses only spans whose backing is still contiguous; the fault path
+        // has no such check, so the combination is refused rather than silently unsound.
+        if o.backing == Backing::Block2M {
+            return Err(String::from(
+                "chaos=on uses 4k backing (its page migration breaks 2 MiB chunks); drop backing=2m",
+            ));
+        }
     }
     // 2 MiB chunks (backing=2m, and pagetable, whose adjust phase collapses them into blocks)
     // need whole chunks per region.
