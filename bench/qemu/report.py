@@ -224,7 +224,7 @@ COLORS = {("demand", "4k"): "#1f77b4", ("demand", "2m"): "#6baed6", ("overlap", 
 
 
 def write_svg(path, cells, workloads, backings, vcpus, machine):
-    W, H = 1000, 520
+    W, H = 1000, 540
     panels = (("pages_per_s", "pages/s (log)", 1.0), ("fault_ns_median", "hyp µs per fault, median (log)", 0.001))
     pw, ph = 400, 360
     ox = (70, 570)
