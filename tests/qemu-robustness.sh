@@ -110,6 +110,18 @@ badguest() {
 badguest parallel
 badguest locked
 
+# A stage-2 table pool too small for the run (tables=32K: the root and a few tables): faults that
+# find it dry wait for RCU, then stop their vCPU cleanly. The run must fail with that reason, with
+# no panic and no leaked table page.
+run table-pool-dry 4 vcpus=2 tables=32K
+if [ "$code" -ne 0 ] && [ "$code" -ne 124 ] && [ "$(field status)" = fail ] && [ "$(field leaked)" = 0 ] \
+    && grep -aq "stage-2 table pool dry" "$out" && grep -aq "table pool ran dry" "$out" \
+    && ! grep -aqi "panic" "$out"; then
+    pass table-pool-dry
+else
+    fail table-pool-dry "exit $code status=$(field status) leaked=$(field leaked) $(firstfail)"
+fi
+
 # Option errors: non-zero exit and an error line naming the problem.
 bad_option() {
     local name=$1 smp=$2 expect=$3; shift 3

@@ -60,8 +60,6 @@ static HEAP: LockedHeap<32> = LockedHeap::empty();
 
 /// Bytes for the hypervisor's own heap (per-CPU areas, memslot arrays, stacks, PageMeta).
 const HEAP_SIZE: u64 = 16 << 20;
-/// Bytes reserved for stage-2 table pages: 2048 pages, enough for ~4 GiB of 4 KiB mappings.
-const TABLE_REGION_SIZE: u64 = 8 << 20;
 /// Each secondary CPU's stack.
 const STACK_SIZE: usize = 64 << 10;
 const MIB2: u64 = 2 << 20;
@@ -157,20 +155,21 @@ extern "C" fn primary_main() -> ! {
     );
 
     let tables_base = heap_base + HEAP_SIZE;
-    let backing_base = tables_base + TABLE_REGION_SIZE;
+    // The stage-2 table pool: `tables=` (options.rs), 8M by default.
+    let backing_base = tables_base + opts.tables;
     if backing_base + MIB2 > ram_top {
         fail("not enough RAM for the hypervisor's pools", 2);
     }
     // SAFETY: the two regions are disjoint RAM above the heap, used by nothing else.
-    let tables = TABLES.call_once(|| unsafe { Region::new(tables_base, TABLE_REGION_SIZE) });
+    let tables = TABLES.call_once(|| unsafe { Region::new(tables_base, opts.tables) });
     // SAFETY: as above.
     let backing =
         BACKING.call_once(|| unsafe { Region::new(backing_base, ram_top - backing_base) });
     log::info!(
-        "pools: heap {heap_base:#x}+{}M, tables {tables_base:#x}+{}M, guest memory \
+        "pools: heap {heap_base:#x}+{}M, tables {tables_base:#x}+{}K, guest memory \
          {backing_base:#x}..{ram_top:#x}",
         HEAP_SIZE >> 20,
-        TABLE_REGION_SIZE >> 20
+        opts.tables >> 10
     );
 
     calibrate::measure_zero(backing);

@@ -131,7 +131,15 @@ pub struct Options {
     pub chaos: bool,
     /// Seconds the `verify` workload runs (0 = one pass).
     pub duration_s: u64,
+    /// Bytes of the stage-2 table-page pool.
+    pub tables: u64,
 }
+
+/// Default size of the stage-2 table-page pool: 2048 pages, room for the tables of ~4 GiB of
+/// 4 KiB mappings.
+pub const DEFAULT_TABLES: u64 = 8 << 20;
+/// Smallest table pool: the 40-bit root (two concatenated pages) plus a couple of tables.
+const MIN_TABLES: u64 = 16 << 10;
 
 /// Default bytes per vCPU: 4096 pages, a couple of seconds on QEMU TCG for 4 vCPUs.
 pub const DEFAULT_MEM: u64 = 16 << 20;
@@ -170,8 +178,11 @@ pub fn help_text(cpus: usize) -> String {
          \x20 chaos=on|off       a spare CPU unmaps/collapses/splits/write-protects/migrates under the vCPUs\n\
          \x20                    (needs vcpus < CPUs; implies workload=verify)   default: off\n\
          \x20 duration=TIME      how long workload=verify runs: seconds, or 30s, 5m   default: 2s with chaos=on, else one pass\n\
+         \x20 tables=SIZE        stage-2 table-page pool (16K..=64M); when it runs dry a fault waits for\n\
+         \x20                    RCU to return retired tables, else stops that vCPU   default: {}M\n\
          \x20 help               print this and exit 0",
-        DEFAULT_MEM >> 20
+        DEFAULT_MEM >> 20,
+        DEFAULT_TABLES >> 20
     )
 }
 
@@ -209,6 +220,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         timeout_s: DEFAULT_TIMEOUT_S,
         chaos: false,
         duration_s: 0,
+        tables: DEFAULT_TABLES,
     };
     let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
     let mut help = false;
@@ -232,6 +244,13 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     return Err(bad(&format!("must be 1..={cpus} (CPUs in the DTB)")));
                 }
                 o.vcpus = n;
+            }
+            "tables" => {
+                let t = parse_size(value).ok_or_else(|| bad("expected e.g. 64K, 8M"))?;
+                if !(MIN_TABLES..=64 << 20).contains(&t) || t % crate::pool::PAGE != 0 {
+                    return Err(bad("must be a multiple of 4K from 16K to 64M"));
+                }
+                o.tables = t;
             }
             "mem" => {
                 let m = parse_size(value).ok_or_else(|| bad("expected e.g. 4M, 64M, 512K"))?;

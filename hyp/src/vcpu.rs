@@ -31,7 +31,7 @@ pub enum Action {
 }
 
 /// Why a vCPU was stopped (index stored in `VcpuResult::why`).
-pub const REASONS: [&str; 10] = [
+pub const REASONS: [&str; 11] = [
     "none",
     "the guest finished with a non-zero status",
     "unhandled trap from the guest",
@@ -42,6 +42,7 @@ pub const REASONS: [&str; 10] = [
     "unexpected interrupt",
     "unexpected fault status in a memslot",
     "a workload barrier timed out waiting for the other vCPUs",
+    "the stage-2 table pool ran dry (tables=) and RCU had nothing to return",
 ];
 const WHY_GUEST_STATUS: u32 = 1;
 const WHY_TRAP: u32 = 2;
@@ -53,6 +54,7 @@ const WHY_IRQ: u32 = 7;
 const WHY_FSC: u32 = 8;
 /// A barrier (phases.rs) waited past the run's timeout.
 pub const WHY_BARRIER: u32 = 9;
+const WHY_TABLES: u32 = 10;
 
 /// PSTATE for entering the guest or its exception vector: EL1h, D/A/I/F masked.
 fn el1h_masked() -> u64 {
@@ -233,11 +235,35 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
         Ok(Mapped::Spurious) => Counters::inc(&c.spurious),
         // Another CPU was mid-update: re-run the access, which faults again if still needed.
         Err(Error::Retry) => Counters::inc(&c.retries),
-        Err(Error::NoMemory) => return stop(cpu, WHY_OOM),
+        Err(Error::NoMemory) => return table_pool_dry(s2, cpu),
         Err(_) => return stop(cpu, WHY_MAP),
     }
     // Do NOT advance ELR: the faulting instruction re-executes against the new mapping.
     Action::Resume
+}
+
+/// The stage-2 table pool ran dry (nothing was published: `map` allocates before it breaks).
+/// Table pages retired by collapses and unmaps come back after a grace period, so wait for every
+/// pending one (`barrier`, outside any section); if that returned pages, re-run the access,
+/// otherwise stop this vCPU cleanly (the others go on) and say so.
+#[cold]
+fn table_pool_dry(s2: &crate::vm::S2, cpu: &PerCpu) -> Action {
+    let before = s2.stats().tables_reclaimed;
+    s2.barrier(cpu.index);
+    let returned = s2.stats().tables_reclaimed - before;
+    if returned > 0 {
+        log::warn!(
+            "vcpu {}: stage-2 table pool dry: waited for RCU, {returned} table pages came back",
+            cpu.index
+        );
+        Counters::inc(&cpu.counters.retries);
+        return Action::Resume;
+    }
+    log::error!(
+        "vcpu {}: stage-2 table pool dry and nothing waiting for a grace period: stopping this vCPU",
+        cpu.index
+    );
+    stop(cpu, WHY_TABLES)
 }
 
 /// Emulates an access to the guest's PL011: a store to DR prints a byte; loads read 0 (FR = 0
