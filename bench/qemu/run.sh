@@ -2,7 +2,7 @@
 # QEMU benchmark of the hypervisor: parallel vs. locked stage-2 fault handling.
 #
 #   bench/qemu/run.sh [--reps N] [--vcpus "1 2 4 8"] [--workloads "demand overlap pagetable"]
-#                     [--backings "4k 2m"] [--no-host] [--quick]
+#                     [--backings "4k 2m"] [--no-host] [--quick] [--plot PATH]
 #
 # Runs the matrix vCPUs x mode (parallel, locked) x workload x backing, N repetitions each
 # (default 7; the repetitions are interleaved, so host noise spreads over every cell), on a
@@ -10,7 +10,7 @@
 # Then it runs the host benchmark of the stage2 crate (bench/host.sh) unless --no-host.
 # Writes bench/out/qemu.csv (one row per run, every RESULT field), bench/out/qemu.json (medians,
 # min, max, parallel/locked ratios, calibration, machine), bench/out/qemu-report.md (the tables)
-# and docs/perf.svg (the plot); prints the tables.
+# and the plot (docs/perf.svg, or --plot PATH for a partial matrix); prints the tables.
 #
 # Sizes (chosen so the whole matrix, 336 boots, takes about 5 minutes on 2 host cores; the
 # slowest boot, locked demand at 8 vCPUs, about 2 s): demand mem=16M per vCPU (4096 pages
@@ -24,6 +24,7 @@ vcpus_list="1 2 4 8"
 workloads="demand overlap pagetable"
 backings="4k 2m"
 host_bench=1
+plot=docs/perf.svg
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift ;;
@@ -31,7 +32,8 @@ while [ $# -gt 0 ]; do
         --workloads) workloads=$2; shift ;;
         --backings) backings=$2; shift ;;
         --no-host) host_bench=0 ;;
-        --quick) reps=1; vcpus_list="1 4"; host_bench=0 ;;
+        --plot) plot=$2; shift ;;
+        --quick) reps=1; vcpus_list="1 4"; host_bench=0; plot=bench/out/perf-quick.svg ;;
         -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/qemu/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
@@ -119,4 +121,4 @@ if [ "$host_bench" = 1 ]; then
     fi
 fi
 
-python3 bench/qemu/report.py "$out/qemu-runs.txt" "$out/qemu-machine.txt" "$out" docs/perf.svg ${host_json:+"$host_json"}
+python3 bench/qemu/report.py "$out/qemu-runs.txt" "$out/qemu-machine.txt" "$out" "$plot" ${host_json:+"$host_json"}

@@ -156,7 +156,7 @@ impl Memslot {
             return Ok(self.chunk_or_alloc(ipa, cpu, data)? + (ipa - self.ipa) % CHUNK);
         }
         let fresh = pool::take(cpu, Kind::Data, data).ok_or(NoBacking::OutOfMemory)?;
-        pool::zero_page(fresh);
+        crate::phases::timed_zero(cpu.index, || pool::zero_page(fresh));
         match slot.compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 Counters::inc(&cpu.counters.pages_backed);
