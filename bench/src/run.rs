@@ -206,15 +206,20 @@ fn run_with<P: PagePool>(cell: Cell, pages: u64, cfg: Config, pool: &P) -> Sampl
         cell.threads as u64 * pages,
         "every fault served"
     );
-    // Invalid -> valid needs no invalidation; every walk that installed something publishes.
+    // Invalid -> valid needs no invalidation; every walk that stored something publishes: each
+    // install, plus a walk that installed a table and then lost the leaf's race (a retry).
     assert_eq!(
         sample.tlb.broadcast + sample.tlb.local,
         0,
         "TLBI on demand map"
     );
-    assert_eq!(
-        sample.tlb.publish, sample.installed,
-        "one publish per install"
+    assert!(
+        sample.tlb.publish >= sample.installed
+            && sample.tlb.publish <= sample.installed + sample.retries,
+        "one publish per install (+ one per retry that had stored a table): {} publishes, {} installs, {} retries",
+        sample.tlb.publish,
+        sample.installed,
+        sample.retries
     );
     {
         // Spot-check translations (not timed).
