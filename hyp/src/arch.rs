@@ -70,6 +70,39 @@ fn ipas2_operand(ipa: u64, level: u8) -> u64 {
     }
 }
 
+/// Zeroes the 4 KiB page at `pa` with unrolled 16-byte `stp xzr, xzr` stores (128 bytes per
+/// loop iteration). Under TCG this measured 0.80 µs per fresh page against 1.20 µs for
+/// `core::ptr::write_bytes` and 0.96 µs for a `dc zva` loop (notes/qemu-el2-facts.md), and it is
+/// on every demand fault.
+///
+/// # Safety
+/// `pa` must be 4 KiB aligned, mapped writable at EL2, and owned by the caller (no other CPU or
+/// reference may access the page while it is zeroed).
+pub unsafe fn zero_page(pa: u64) {
+    // SAFETY: the caller guarantees the page is ours and mapped; the loop writes exactly the 4096
+    // bytes from `pa` (32 iterations of 128 bytes) and clobbers only the two scratch registers.
+    unsafe {
+        asm!(
+            "add {end}, {p}, #4096",
+            "2:",
+            "stp xzr, xzr, [{p}, #0]",
+            "stp xzr, xzr, [{p}, #16]",
+            "stp xzr, xzr, [{p}, #32]",
+            "stp xzr, xzr, [{p}, #48]",
+            "stp xzr, xzr, [{p}, #64]",
+            "stp xzr, xzr, [{p}, #80]",
+            "stp xzr, xzr, [{p}, #96]",
+            "stp xzr, xzr, [{p}, #112]",
+            "add {p}, {p}, #128",
+            "cmp {p}, {end}",
+            "b.lo 2b",
+            p = inout(reg) pa => _,
+            end = out(reg) _,
+            options(nostack)
+        );
+    }
+}
+
 /// Stage-2 invalidation of one IPA, broadcast to every CPU in the inner-shareable domain.
 ///
 /// Break-before-make requires that after an entry is made invalid, the TLB entries for it are

@@ -140,8 +140,10 @@ impl Region {
 
 /// Zeroes one identity-mapped page.
 pub fn zero_page(pa: u64) {
-    // SAFETY: `pa` is a whole page of pool RAM that the caller exclusively owns right now.
-    unsafe { core::ptr::write_bytes(pa as *mut u8, 0, PAGE as usize) };
+    debug_assert_eq!(pa % PAGE, 0);
+    // SAFETY: `pa` is a whole, page-aligned page of pool RAM (identity-mapped writable at EL2)
+    // that the caller exclusively owns right now.
+    unsafe { crate::arch::zero_page(pa) };
 }
 
 /// Which of a CPU's two caches.
