@@ -2,12 +2,15 @@
 # QEMU benchmark of the hypervisor: parallel vs. locked stage-2 fault handling.
 #
 #   bench/qemu/run.sh [--reps N] [--vcpus "1 2 4 8"] [--workloads "demand overlap pagetable"]
-#                     [--backings "4k 2m"] [--no-host] [--quick] [--plot PATH]
+#                     [--backings "4k 2m"] [--no-host] [--quick] [--steps] [--plot PATH]
 #
 # Runs the matrix vCPUs x mode (parallel, locked) x workload x backing, N repetitions each
 # (default 7; the repetitions are interleaved, so host noise spreads over every cell), on a
 # release build, every boot with the same QEMU settings (-smp 8, -m 512M, -mem-prealloc).
 # Then it runs the host benchmark of the stage2 crate (bench/host.sh) unless --no-host.
+# --steps boots with steps=on (the fault path's step timers, for the breakdown in
+# docs/performance.md); not for the matrix: each timer is a CNTPCT read, which QEMU serves under
+# its global lock, and inside the MMU lock that makes locked mode convoy.
 # Writes bench/out/qemu.csv (one row per run, every RESULT field), bench/out/qemu.json (medians,
 # min, max, parallel/locked ratios, calibration, machine), bench/out/qemu-report.md (the tables)
 # and the plot (docs/perf.svg, or --plot PATH for a partial matrix); prints the tables.
@@ -25,6 +28,7 @@ workloads="demand overlap pagetable"
 backings="4k 2m"
 host_bench=1
 plot=docs/perf.svg
+steps=off
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift ;;
@@ -32,9 +36,10 @@ while [ $# -gt 0 ]; do
         --workloads) workloads=$2; shift ;;
         --backings) backings=$2; shift ;;
         --no-host) host_bench=0 ;;
+        --steps) steps=on ;;
         --plot) plot=$2; shift ;;
         --quick) reps=1; vcpus_list="1 4"; host_bench=0; plot=bench/out/perf-quick.svg ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/qemu/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -82,7 +87,7 @@ for rep in $(seq 1 "$reps"); do
                 for mode in parallel locked; do
                     n=$((n + 1))
                     mem=$(mem_for "$workload")
-                    opts="vcpus=$vcpus mode=$mode workload=$workload backing=$backing mem=$mem timeout=$((RUN_TIMEOUT - 20))"
+                    opts="vcpus=$vcpus mode=$mode workload=$workload backing=$backing mem=$mem timeout=$((RUN_TIMEOUT - 20)) steps=$steps"
                     log="$logs/$workload-$backing-$mode-$vcpus-r$rep.log"
                     t0=$SECONDS
                     set +e

@@ -183,6 +183,9 @@ extern "C" fn primary_main() -> ! {
         }
     }
     START.store(CNTPCT_EL0.get(), Ordering::Relaxed);
+    if vm.opts.steps {
+        phases::enable_step_timers();
+    }
     phases::init(
         cpus,
         CNTPCT_EL0.get() + vm.opts.timeout_s * CNTFRQ_EL0.get(),

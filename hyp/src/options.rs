@@ -133,6 +133,8 @@ pub struct Options {
     pub duration_s: u64,
     /// Bytes of the stage-2 table-page pool.
     pub tables: u64,
+    /// Time the fault path's steps (phases.rs): costs QEMU global-lock round trips per fault.
+    pub steps: bool,
 }
 
 /// Default size of the stage-2 table-page pool: 2048 pages, room for the tables of ~4 GiB of
@@ -180,6 +182,8 @@ pub fn help_text(cpus: usize) -> String {
          \x20 duration=TIME      how long workload=verify runs: seconds, or 30s, 5m   default: 2s with chaos=on, else one pass\n\
          \x20 tables=SIZE        stage-2 table-page pool (16K..=64M); when it runs dry a fault waits for\n\
          \x20                    RCU to return retired tables, else stops that vCPU   default: {}M\n\
+         \x20 steps=on|off       time the fault path's steps (zeroing, stage2 call); each timer reads\n\
+         \x20                    CNTPCT, which QEMU serves under its global lock   default: off\n\
          \x20 help               print this and exit 0",
         DEFAULT_MEM >> 20,
         DEFAULT_TABLES >> 20
@@ -221,6 +225,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         chaos: false,
         duration_s: 0,
         tables: DEFAULT_TABLES,
+        steps: false,
     };
     let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
     let mut help = false;
@@ -244,6 +249,13 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     return Err(bad(&format!("must be 1..={cpus} (CPUs in the DTB)")));
                 }
                 o.vcpus = n;
+            }
+            "steps" => {
+                o.steps = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
+                };
             }
             "tables" => {
                 let t = parse_size(value).ok_or_else(|| bad("expected e.g. 64K, 8M"))?;
