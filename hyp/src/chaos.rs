@@ -36,7 +36,6 @@ use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
 
 use crate::memslot::Memslot;
 use crate::options::{Mode, Selftest, Workload};
-use crate::pattern;
 use crate::percpu::{self, PerCpu};
 use crate::pool::{self, Kind, PAGE};
 use crate::vm::{Vm, S2};
@@ -491,31 +490,9 @@ pub fn verifies(vm: &Vm, id: usize) -> bool {
 }
 
 /// Recomputes the final `verify` pattern of vCPU `id` from the backing pages: (checksum, every
-/// word right, pages never backed).
+/// word right, pages never backed). The last pass of `verify` writes the `demand` pattern.
 fn check_backing(vm: &Vm, id: usize) -> (u64, bool, u64) {
-    let (base, size) = vm.region(id);
-    let mut sum = pattern::CHECKSUM_INIT;
-    let mut ok = true;
-    let mut missing = 0;
-    for page in 0..size / PAGE {
-        let index = ((base - vm.data.ipa) / PAGE + page) as usize;
-        let seed = pattern::page_seed(id as u64, page);
-        let backing = vm.data.backing(index);
-        if backing.is_none() {
-            missing += 1;
-        }
-        for w in 0..pattern::WORDS_PER_PAGE {
-            let value = match backing {
-                // SAFETY: a backing page of this VM (identity-mapped RAM); every vCPU and the
-                // pruner have stopped, so nothing writes it. Volatile: the guest wrote it.
-                Some(pa) => unsafe { core::ptr::read_volatile((pa + w * 8) as *const u64) },
-                None => 0,
-            };
-            ok &= value == pattern::word(seed, w);
-            sum = pattern::checksum_step(sum, value);
-        }
-    }
-    (sum, ok, missing)
+    crate::report::check_demand_pattern(vm, id)
 }
 
 /// Checks the `verify` vCPUs once everything stopped: each reported, zero lost writes, and its

@@ -42,6 +42,13 @@ fn check_vcpu(vm: &Vm, id: usize) -> (u64, bool, u64) {
     if let Some(r) = crate::phases::check_vcpu(vm, id) {
         return r;
     }
+    check_demand_pattern(vm, id)
+}
+
+/// Recomputes the `demand` pattern of vCPU `id` (also the last pass of `verify`) from the backing
+/// pages: (checksum, every word right, pages never backed). Call only once every vCPU (and the
+/// chaos pruner) has stopped.
+pub fn check_demand_pattern(vm: &Vm, id: usize) -> (u64, bool, u64) {
     let (base, size) = vm.region(id);
     let mut sum = pattern::CHECKSUM_INIT;
     let mut pattern_ok = true;
