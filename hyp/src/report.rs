@@ -289,6 +289,24 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         ticks_to_ns(cycles, freq) / 1_000_000,
         if crate::arch::has_ttl() { "yes" } else { "no" }
     );
+    // A mean far above the median is time the host took, not the handler: QEMU populating guest
+    // RAM on first touch (no -mem-prealloc; with transparent huge pages, a 2 MiB clear), or a
+    // vCPU thread losing its host CPU. Say so, so the mean is not read as the fault path's cost.
+    let (all_ticks, all_faults) = cpus.iter().fold((0u64, 0u64), |(t, n), c| {
+        (
+            t + c.counters.fault_ticks.load(Ordering::Relaxed),
+            n + c.counters.faults.load(Ordering::Relaxed),
+        )
+    });
+    let mean_ns = ticks_to_ns(all_ticks.checked_div(all_faults).unwrap_or(0), freq);
+    if median_ns > 0 && mean_ns > 10 * median_ns {
+        println!(
+            "note: mean fault time {mean_ns} ns is {}x the median: host time (QEMU populating guest \
+             RAM on first touch, or vCPU threads preempted), not the handler; for timing boot with \
+             QEMU_EXTRA=-mem-prealloc as bench/qemu/run.sh does",
+            mean_ns / median_ns
+        );
+    }
     // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
     let extra = crate::chaos::report(vm, &s, &mut failures);
     println!("");
