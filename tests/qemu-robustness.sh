@@ -10,43 +10,17 @@
 set -u
 cd "$(dirname "$0")/.."
 
-LOG_DIR=${LOG_DIR:-target/test-logs}
-mkdir -p "$LOG_DIR"
+SUITE=qemu-robustness
 RUN_TIMEOUT=${RUN_TIMEOUT:-90}
 CHAOS_S=${CHAOS_S:-3}
-passed=0
-failed=0
+. tests/lib.sh
+require_tools qemu-system-aarch64:qemu-system-arm
+build_hyp
 
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-finish() {
-    echo "qemu-robustness: $passed passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
-}
-
-if ! command -v qemu-system-aarch64 >/dev/null 2>&1; then
-    fail qemu "qemu-system-aarch64 missing: apt-get install qemu-system-arm (or run tests/qemu.sh as root)"
-    finish
-fi
-if ! cargo build --release -p hyp >"$LOG_DIR/robust-build.log" 2>&1; then
-    tail -n 20 "$LOG_DIR/robust-build.log"
-    fail build "cargo build --release -p hyp failed (see $LOG_DIR/robust-build.log)"
-    finish
-fi
-ELF=target/aarch64-unknown-none/release/hyp
-
-# run NAME SMP OPTIONS...: boot with a hard timeout; sets $out (the log file) and $code.
+# run NAME SMP OPTIONS...: boot with SMP CPUs and a hard timeout; sets $out (the log file), $code.
 run() {
     local name=$1 smp=$2; shift 2
-    out="$LOG_DIR/robust-$name.log"
-    SMP=$smp ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" "$@" </dev/null >"$out" 2>&1
-    code=$?
-}
-
-# field KEY: the value of KEY= on the RESULT line of $out (empty if absent).
-field() {
-    grep -a '^RESULT ' "$out" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | tr -d '\r'
+    SMP=$smp qemu_boot "$LOG_DIR/robust-$name.log" "$@"
 }
 
 firstfail() { grep -a '^FAIL' "$out" | head -n 1; }

@@ -8,50 +8,17 @@
 set -u
 cd "$(dirname "$0")/.."
 
-LOG_DIR=${LOG_DIR:-target/test-logs}
-mkdir -p "$LOG_DIR"
+SUITE=qemu
 MEM_PER_VCPU=${MEM_PER_VCPU:-4M}
 RUN_TIMEOUT=${RUN_TIMEOUT:-90}
-passed=0
-failed=0
-
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-
-# QEMU and gdb: install them when we can (root + apt-get), or say what is missing.
-need=()
-command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm)
-command -v gdb-multiarch >/dev/null 2>&1 || need+=(gdb-multiarch)
-if [ ${#need[@]} -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "qemu.sh: installing ${need[*]}"
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-    else
-        echo "qemu.sh: missing ${need[*]}: apt-get install ${need[*]}" >&2
-        echo "qemu: 0 passed, 1 failed"
-        exit 1
-    fi
-fi
-
-if ! cargo build --release -p hyp >"$LOG_DIR/qemu-build.log" 2>&1; then
-    tail -n 20 "$LOG_DIR/qemu-build.log"
-    fail build "cargo build --release -p hyp failed (see $LOG_DIR/qemu-build.log)"
-    echo "qemu: $passed passed, $failed failed"
-    exit 1
-fi
-ELF=target/aarch64-unknown-none/release/hyp
+. tests/lib.sh
+require_tools qemu-system-aarch64:qemu-system-arm gdb-multiarch:gdb-multiarch
+build_hyp
 
 # run NAME OPTIONS...: boot with a hard timeout; sets $out (the log file) and $code.
 run() {
     local name=$1; shift
-    out="$LOG_DIR/qemu-$name.log"
-    ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" "$@" </dev/null >"$out" 2>&1
-    code=$?
-}
-
-# field KEY: the value of KEY= on the RESULT line of $out (empty if absent).
-field() {
-    grep -a '^RESULT ' "$out" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | tr -d '\r'
+    qemu_boot "$LOG_DIR/qemu-$name.log" "$@"
 }
 
 # boot NAME VCPUS MODE: a normal run must exit 0 with a passing, consistent RESULT line.
@@ -166,5 +133,4 @@ gdb_case() {
 }
 gdb_case
 
-echo "qemu: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
