@@ -87,41 +87,51 @@ impl Default for PageMeta {
     }
 }
 
-impl<X: Tlb + ?Sized> Tlb for &X {
-    fn invalidate_ipa(&self, ipa: u64, level: u8) {
-        (**self).invalidate_ipa(ipa, level);
-    }
-    fn invalidate_range(&self, ipa: u64, size: u64) {
-        (**self).invalidate_range(ipa, size);
-    }
-    fn invalidate_vmid(&self) {
-        (**self).invalidate_vmid();
-    }
-    fn invalidate_ipa_local(&self, ipa: u64, level: u8) {
-        (**self).invalidate_ipa_local(ipa, level);
-    }
-    fn publish(&self) {
-        (**self).publish();
-    }
-}
+/// Implements [`Tlb`] and [`PagePool`] for a pointer type (`&X`, `Arc<X>`) by delegating every
+/// call to the pointee, so a `Stage2` can own a reference or a shared handle.
+macro_rules! delegate_arch {
+    ($ptr:ty, [$($bound:tt)*]) => {
+        impl<X: $crate::arch::Tlb + $($bound)*> $crate::arch::Tlb for $ptr {
+            fn invalidate_ipa(&self, ipa: u64, level: u8) {
+                (**self).invalidate_ipa(ipa, level);
+            }
+            fn invalidate_range(&self, ipa: u64, size: u64) {
+                (**self).invalidate_range(ipa, size);
+            }
+            fn invalidate_vmid(&self) {
+                (**self).invalidate_vmid();
+            }
+            fn invalidate_ipa_local(&self, ipa: u64, level: u8) {
+                (**self).invalidate_ipa_local(ipa, level);
+            }
+            fn publish(&self) {
+                (**self).publish();
+            }
+        }
 
-impl<X: PagePool + ?Sized> PagePool for &X {
-    fn alloc_table(&self, cpu: usize) -> Option<u64> {
-        (**self).alloc_table(cpu)
-    }
-    fn free_table(&self, cpu: usize, pa: u64) {
-        (**self).free_table(cpu, pa);
-    }
-    fn alloc_root(&self, pages: usize) -> Option<u64> {
-        (**self).alloc_root(pages)
-    }
-    fn free_root(&self, pa: u64, pages: usize) {
-        (**self).free_root(pa, pages);
-    }
-    fn table(&self, pa: u64) -> &Table {
-        (**self).table(pa)
-    }
-    fn meta(&self, pa: u64) -> &PageMeta {
-        (**self).meta(pa)
-    }
+        impl<X: $crate::arch::PagePool + $($bound)*> $crate::arch::PagePool for $ptr {
+            fn alloc_table(&self, cpu: usize) -> Option<u64> {
+                (**self).alloc_table(cpu)
+            }
+            fn free_table(&self, cpu: usize, pa: u64) {
+                (**self).free_table(cpu, pa);
+            }
+            fn alloc_root(&self, pages: usize) -> Option<u64> {
+                (**self).alloc_root(pages)
+            }
+            fn free_root(&self, pa: u64, pages: usize) {
+                (**self).free_root(pa, pages);
+            }
+            fn table(&self, pa: u64) -> &$crate::arch::Table {
+                (**self).table(pa)
+            }
+            fn meta(&self, pa: u64) -> &$crate::arch::PageMeta {
+                (**self).meta(pa)
+            }
+        }
+    };
 }
+#[cfg(feature = "testing")] // testing.rs delegates for `Arc<X>`
+pub(crate) use delegate_arch;
+
+delegate_arch!(&X, [?Sized]);

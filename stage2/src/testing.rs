@@ -195,27 +195,6 @@ impl PagePool for CountingPool {
     }
 }
 
-impl<X: PagePool + Send + ?Sized> PagePool for Arc<X> {
-    fn alloc_table(&self, cpu: usize) -> Option<u64> {
-        (**self).alloc_table(cpu)
-    }
-    fn free_table(&self, cpu: usize, pa: u64) {
-        (**self).free_table(cpu, pa);
-    }
-    fn alloc_root(&self, pages: usize) -> Option<u64> {
-        (**self).alloc_root(pages)
-    }
-    fn free_root(&self, pa: u64, pages: usize) {
-        (**self).free_root(pa, pages);
-    }
-    fn table(&self, pa: u64) -> &Table {
-        (**self).table(pa)
-    }
-    fn meta(&self, pa: u64) -> &PageMeta {
-        (**self).meta(pa)
-    }
-}
-
 /// One recorded TLB call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlbOp {
@@ -349,20 +328,5 @@ impl Tlb for RecordingTlb {
     }
 }
 
-impl<X: Tlb + Send + ?Sized> Tlb for Arc<X> {
-    fn invalidate_ipa(&self, ipa: u64, level: u8) {
-        (**self).invalidate_ipa(ipa, level);
-    }
-    fn invalidate_range(&self, ipa: u64, size: u64) {
-        (**self).invalidate_range(ipa, size);
-    }
-    fn invalidate_vmid(&self) {
-        (**self).invalidate_vmid();
-    }
-    fn invalidate_ipa_local(&self, ipa: u64, level: u8) {
-        (**self).invalidate_ipa_local(ipa, level);
-    }
-    fn publish(&self) {
-        (**self).publish();
-    }
-}
+// A `Stage2` shared between threads (and loom models) owns `Arc`s of the pool and TLB.
+crate::arch::delegate_arch!(Arc<X>, [Send + ?Sized]);
