@@ -161,10 +161,10 @@ extern "C" fn primary_main() -> ! {
         fail("not enough RAM for the hypervisor's pools", 2);
     }
     // SAFETY: the two regions are disjoint RAM above the heap, used by nothing else.
-    let tables = TABLES.call_once(|| unsafe { Region::new(tables_base, opts.tables) });
+    let tables = TABLES.call_once(|| unsafe { Region::new(tables_base, opts.tables, cpus) });
     // SAFETY: as above.
     let backing =
-        BACKING.call_once(|| unsafe { Region::new(backing_base, ram_top - backing_base) });
+        BACKING.call_once(|| unsafe { Region::new(backing_base, ram_top - backing_base, cpus) });
     log::info!(
         "pools: heap {heap_base:#x}+{}M, tables {tables_base:#x}+{}K, guest memory \
          {backing_base:#x}..{ram_top:#x}",

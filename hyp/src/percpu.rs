@@ -126,6 +126,13 @@ pub struct PerCpu {
     pub data_cache: UnsafeCell<PageStack>,
     /// Pages sitting in `table_cache`, mirrored for the leak check on another CPU.
     pub table_cached: AtomicUsize,
+    /// The table region's drain-request count this CPU last honoured (pool.rs).
+    pub table_drains_seen: AtomicU64,
+    /// The backing region's drain-request count this CPU last honoured (pool.rs).
+    pub data_drains_seen: AtomicU64,
+    /// CNTPCT when this CPU's table cache and the table region were first found empty while
+    /// other CPUs still cached table pages (0 = not dry); see `vcpu::table_pool_dry`.
+    pub table_dry_since: AtomicU64,
     /// The guest's current console line (emulated UART), touched only by this CPU.
     pub uart_line: UnsafeCell<Vec<u8>>,
 }
@@ -151,6 +158,9 @@ pub fn init(mpidrs: &[u64]) {
                 table_cache: UnsafeCell::new(PageStack::new()),
                 data_cache: UnsafeCell::new(PageStack::new()),
                 table_cached: AtomicUsize::new(0),
+                table_drains_seen: AtomicU64::new(0),
+                data_drains_seen: AtomicU64::new(0),
+                table_dry_since: AtomicU64::new(0),
                 uart_line: UnsafeCell::new(Vec::with_capacity(128)),
             })
             .collect()

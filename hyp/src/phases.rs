@@ -148,6 +148,8 @@ fn barrier(vm: &Vm, cpu: &PerCpu, n: u64) -> Option<u64> {
         let start = CNTPCT_EL0.get();
         let spin = SPIN_NS * freq / 1_000_000_000;
         while GENERATION.load(Ordering::Acquire) == generation {
+            // A vCPU whose table pool ran dry may be waiting for the pages this CPU caches.
+            crate::pool::honour_drain_requests(cpu, vm.tables, vm.backing);
             let now = CNTPCT_EL0.get();
             if now > DEADLINE.load(Ordering::Relaxed) {
                 return None;
@@ -288,9 +290,14 @@ fn map_policy(
     let ipa = a.ipa & !(crate::pool::PAGE - 1);
     let data = core::ptr::eq(slot, &vm.data);
     let logging = data && LOGGING.load(Ordering::Acquire);
+    // A fault on the guest's own stage-1 table walk counts as a write whatever WnR says: the
+    // walker may be setting an access flag or dirty state in the descriptor (Arm ARM D8.4,
+    // hardware updates of stage-1 descriptors; KVM's kvm_is_write_fault treats S1PTW the same).
+    // Relaxing a whole write-protected block for it would stop tracking its other 511 pages.
+    let write = a.write || a.s1ptw;
     match a.fault {
         FaultType::Permission => {
-            if logging && a.write && g.translate(ipa).is_some_and(|t| t.level < 3) {
+            if logging && write && g.translate(ipa).is_some_and(|t| t.level < 3) {
                 return g.map(ipa, pa, Size::Page4K, Attrs::normal_rwx());
             }
             g.relax_perms(ipa, Perms::RWX).map(|()| Mapped::Spurious)

@@ -95,6 +95,8 @@ pub fn run(vm: &Vm, id: usize) {
         vm.data.name
     );
     exceptions::run_guest(&f);
+    // Pages left in this CPU's caches are out of reach of the vCPUs still running.
+    pool::drain(percpu::this_cpu(), vm.tables, vm.backing);
 }
 
 fn stop(cpu: &PerCpu, why: u32) -> Action {
@@ -243,9 +245,11 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
 }
 
 /// The stage-2 table pool ran dry (nothing was published: `map` allocates before it breaks).
-/// Table pages retired by collapses and unmaps come back after a grace period, so wait for every
-/// pending one (`barrier`, outside any section); if that returned pages, re-run the access,
-/// otherwise stop this vCPU cleanly (the others go on) and say so.
+/// Table pages come back two ways: retired tables after a grace period (so wait for every pending
+/// one: `barrier`, outside any section), and pages other CPUs hold in their caches (so ask them
+/// to hand those back at their next trap: `request_drain`). If either can still give pages,
+/// re-run the access; stop this vCPU cleanly (the others go on) only when neither can, or when
+/// the other CPUs kept their pages for `DRY_PATIENCE_S` seconds.
 #[cold]
 fn table_pool_dry(s2: &crate::vm::S2, cpu: &PerCpu) -> Action {
     let before = s2.stats().tables_reclaimed;
@@ -259,12 +263,35 @@ fn table_pool_dry(s2: &crate::vm::S2, cpu: &PerCpu) -> Action {
         Counters::inc(&cpu.counters.retries);
         return Action::Resume;
     }
+    let elsewhere = pool::tables_cached_elsewhere(cpu);
+    if elsewhere > 0 {
+        let now = CNTPCT_EL0.get();
+        let since = cpu.table_dry_since.load(Ordering::Relaxed);
+        if since == 0 {
+            cpu.table_dry_since.store(now, Ordering::Relaxed);
+            log::warn!(
+                "vcpu {}: stage-2 table pool dry: asking the other CPUs for the {elsewhere} \
+                 table pages in their caches",
+                cpu.index
+            );
+        }
+        let patience = DRY_PATIENCE_S * aarch64_cpu::registers::CNTFRQ_EL0.get();
+        if since == 0 || now.wrapping_sub(since) < patience {
+            vm::get().tables.request_drain();
+            Counters::inc(&cpu.counters.retries);
+            return Action::Resume;
+        }
+    }
     log::error!(
-        "vcpu {}: stage-2 table pool dry and nothing waiting for a grace period: stopping this vCPU",
+        "vcpu {}: stage-2 table pool dry, nothing waiting for a grace period and {elsewhere} \
+         pages cached on other CPUs: stopping this vCPU",
         cpu.index
     );
     stop(cpu, WHY_TABLES)
 }
+
+/// How long a vCPU whose table pool ran dry waits for other CPUs to hand back cached pages.
+const DRY_PATIENCE_S: u64 = 2;
 
 /// Emulates an access to the guest's PL011: a store to DR prints a byte; loads read 0 (FR = 0
 /// says "transmit FIFO not full"). ISV = 1 gave us the register and size; ELR steps over it.
