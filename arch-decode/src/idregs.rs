@@ -1,6 +1,6 @@
 //! The ID registers the guest reads (trapped by HCR_EL2.TID3) and how each is sanitised: which
 //! encodings read as the hardware's value with some 4-bit fields overridden, and which read as
-//! zero. The feature policy behind the overrides is docs/robustness.md's ("Feature policy"):
+//! zero. The feature policy behind the overrides (the team's, summarised in docs/robustness.md):
 //! no feature the hypervisor traps or does not virtualise is advertised, and the physical address
 //! range is the IPA size the stage 2 implements.
 //!
