@@ -295,9 +295,12 @@ fn map_policy(
     let ipa = a.ipa & !(crate::pool::PAGE - 1);
     let data = core::ptr::eq(slot, &vm.data);
     let logging = data && LOGGING.load(Ordering::Acquire);
+    // A fault on a stage-1 table walk is a write for dirty tracking whatever WnR says: the walker
+    // may be setting AF or DBM in the table (FEAT_HAFDBS; KVM treats S1PTW the same way).
+    let write = a.write || a.s1ptw;
     match a.fault {
         FaultType::Permission => {
-            if logging && a.write && g.translate(ipa).is_some_and(|t| t.level < 3) {
+            if logging && write && g.translate(ipa).is_some_and(|t| t.level < 3) {
                 return g.map(ipa, pa, Size::Page4K, Attrs::normal_rwx());
             }
             g.relax_perms(ipa, Perms::RWX).map(|()| Mapped::Spurious)
