@@ -202,7 +202,7 @@ fn cases() -> [Case; CASES] {
             obs2: Some(0x600),
         },
         Case {
-            what: "backing=2m, logging: a load whose stage-1 walk sets AF in a write-protected block",
+            what: "dirty logging: a load whose stage-1 walk sets AF in a write-protected 2 MiB chunk",
             answer: "S1PTW = 1 counts as a write: the block is split, that page alone made writable: \
                      load ok, AF set (1) / 0 other pages of the chunk writable",
             obs1: 1,
