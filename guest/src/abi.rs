@@ -112,7 +112,7 @@ pub const QUERY_VCPUS: u64 = 1;
 /// HVC: `verify` result. x1 = passes, x2 = words that read back wrong (lost writes),
 /// x3 = words checked. Returns x0 = 0.
 pub const HVC_VERIFY: u64 = 0xC600_0010;
-/// HVC: one bad-guest case done. x1 = case number (1..=12), x2 = what the guest observed
+/// HVC: one bad-guest case done. x1 = case number (1..=21), x2 = what the guest observed
 /// (an ESR_EL1, an x0 answer, ...), x3 = a second observation (0 if none). Returns x0 = 0.
 pub const HVC_BADGUEST: u64 = 0xC600_0011;
 /// HVC: the guest is about to turn its stage-1 MMU on (x1 = 1) or has turned it off (x1 = 0):
@@ -128,3 +128,13 @@ pub const OVERCOMMIT_BASE: u64 = 0x10_0000_0000;
 pub const OVERCOMMIT_SIZE: u64 = 16 << 20;
 /// Pages of the overcommit memslot the hypervisor will back.
 pub const OVERCOMMIT_BUDGET: u64 = 64;
+/// HVC (bad-guest case 19): write-protect the 2 MiB chunk of the data memslot that holds IPA
+/// x1, under the exclusive guard, and turn "dirty logging" on (as `pagetable`'s update phase
+/// does). Returns x0 = leaves write-protected, or -1 if x1 is not in the data memslot.
+pub const HVC_WP_CHUNK: u64 = 0xC600_0014;
+/// HVC (bad-guest case 19): turn dirty logging off and count the 4 KiB pages in
+/// [x1, x1 + x2) that stage 2 maps writable (`translate`). Returns x0 = the count.
+pub const HVC_WP_COUNT: u64 = 0xC600_0015;
+/// Bad-guest case 21: the page the guest touches in streaming mode (image slot, unused by the
+/// image and the stacks, never touched before, right after `STORM_PAGE`).
+pub const SME_PAGE: u64 = STORM_PAGE + PAGE_SIZE;

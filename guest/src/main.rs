@@ -12,7 +12,9 @@ mod abi;
 #[allow(dead_code)] // `word` is the pattern of workloads checked by the hypervisor only.
 mod pattern;
 mod workloads;
-// Robustness: the bad-guest matrix and the lost-write-counting workload (docs/robustness.md).
+// Robustness: the bad-guest matrix (with its AArch32 EL0 snippets) and the lost-write-counting
+// workload (docs/robustness.md).
+mod aarch32;
 mod badguest;
 mod verify;
 

@@ -17,7 +17,7 @@ use crate::abi;
 use crate::chaos;
 use crate::decode::{Abort, FaultType};
 use crate::exceptions::Frame;
-use crate::memslot::Memslot;
+use crate::memslot::{Memslot, CHUNK};
 use crate::options::{Mode, Workload};
 use crate::percpu::PerCpu;
 use crate::pool::{self, PAGE};
@@ -54,6 +54,8 @@ pub fn call(vm: &Vm, cpu: &PerCpu, call: &Call) -> Option<u64> {
             call.arg(2),
             call.arg(3),
         )),
+        abi::HVC_WP_CHUNK => Some(write_protect_chunk(vm, cpu, call.arg(1))),
+        abi::HVC_WP_COUNT => Some(count_writable(vm, cpu, call.arg(1), call.arg(2))),
         abi::HVC_STAGE1 => {
             // HCR_EL2.DC makes the guest's stage 1 behave as off; a guest that wants its own
             // tables asks for it to be cleared first (and set again once its MMU is off).
@@ -93,8 +95,11 @@ struct Case {
 
 const ERR: fn(i32) -> u64 = |e| i64::from(e) as u64;
 
+/// Cases in the matrix.
+const CASES: usize = 21;
+
 /// The matrix. `obs2` of case 11 is the vCPU count (checked at run time).
-fn cases() -> [Case; 12] {
+fn cases() -> [Case; CASES] {
     [
         Case {
             what: "load / store to an IPA outside every memslot and device",
@@ -169,6 +174,63 @@ fn cases() -> [Case; 12] {
             obs1: abi::OVERCOMMIT_BUDGET,
             obs2: Some(0x9600_0050),
         },
+        Case {
+            what: "SMC32 PSCI_VERSION with junk in x0[63:32] / PSCI_FEATURES(CPU_OFF), junk in x1[63:32]",
+            answer: "W0 = 0x10001 (PSCI 1.1) / 0 (SMCCC: function id is W0, SMC32 ignores upper halves)",
+            obs1: 0x1_0001,
+            obs2: Some(0),
+        },
+        Case {
+            what: "SMC32 PSCI CPU_ON_32(vCPU 0, entry in RAM): clean / junk in every upper half",
+            answer: "W0 = -4 ALREADY_ON for both (the junk call is the clean call)",
+            obs1: 0xFFFF_FFFC,
+            obs2: Some(0xFFFF_FFFC),
+        },
+        Case {
+            what: "HVC #1 (non-zero immediate) with PSCI_VERSION / with HVC_QUERY",
+            answer: "-1 NOT_SUPPORTED for both (SMCCC: the immediate must be 0): W0 0xffffffff / x0 -1",
+            obs1: 0xFFFF_FFFF,
+            obs2: Some(u64::MAX),
+        },
+        Case {
+            what: "AArch32 EL0: 16-bit T32 STR to the UART data register, then adds #1, adds #2",
+            answer: "the store is emulated, PC += 2 (ESR.IL = 0): r2 = 3 / back by SVC: 0x44000000",
+            obs1: 3,
+            obs2: Some(0x4400_0000),
+        },
+        Case {
+            what: "AArch32 EL0: 16-bit STRB to the UART first in an ITTE EQ block (Z = 1), adds #4 after",
+            answer: "PC += 2 and ITSTATE advances: then-add runs, else-add not: r2 = 5 / SVC 0x44000000",
+            obs1: 5,
+            obs2: Some(0x4400_0000),
+        },
+        Case {
+            what: "AArch32 EL0: 16-bit T32 LDR from an IPA outside every memslot",
+            answer: "injected external abort at VBAR_EL1 + 0x600 (lower EL, AArch32): ESR_EL1 \
+                     0x92000010 (EC 0x24, ISV = 0 so IL = 1) / 0x600, ELR/SPSR at the load",
+            obs1: 0x9200_0010,
+            obs2: Some(0x600),
+        },
+        Case {
+            what: "dirty logging: a load whose stage-1 walk sets AF in a write-protected 2 MiB chunk",
+            answer: "S1PTW = 1 counts as a write: the block is split, that page alone made writable: \
+                     load ok, AF set (1) / 0 other pages of the chunk writable",
+            obs1: 1,
+            obs2: Some(0),
+        },
+        Case {
+            what: "MSR ICC_SGI1R_EL1 / MRS S3_0_C15_C0_0 (unknown system registers)",
+            answer: "injected UNDEF: ESR_EL1 0x02000000 (EC 0x00, IL = 1) for both",
+            obs1: 0x0200_0000,
+            obs2: Some(0x0200_0000),
+        },
+        Case {
+            what: "CPACR_EL1.SMEN on, smstart sm, then a store to a page not mapped yet",
+            answer: "SME trapped (CPTR_EL2.TSM): smstart gets UNDEF 0x02000000; the fault is served \
+                     and the store lands (1); the hypervisor lives",
+            obs1: 0x0200_0000,
+            obs2: Some(1),
+        },
     ]
 }
 
@@ -179,13 +241,13 @@ struct Seen {
     obs2: AtomicU64,
 }
 
-static SEEN: [Seen; 12] = [const {
+static SEEN: [Seen; CASES] = [const {
     Seen {
         reported: AtomicBool::new(false),
         obs1: AtomicU64::new(0),
         obs2: AtomicU64::new(0),
     }
-}; 12];
+}; CASES];
 
 fn case_ok(vm: &Vm, n: usize, c: &Case, obs1: u64, obs2: u64) -> bool {
     let want2 = if n == 11 {
@@ -213,6 +275,63 @@ fn badguest_call(vm: &Vm, cpu: &PerCpu, case: u64, obs1: u64, obs2: u64) -> u64 
         if ok { "expected" } else { "WRONG" }
     );
     0
+}
+
+/// Case 19: write-protects the 2 MiB chunk of the data memslot that holds `ipa`, under the
+/// exclusive guard with one range invalidation, and turns "dirty logging" on, as the
+/// `pagetable` workload's update phase does for its whole region (phases.rs). Returns the leaves
+/// write-protected, or NOT_SUPPORTED if the chunk is not inside the data memslot.
+fn write_protect_chunk(vm: &Vm, cpu: &PerCpu, ipa: u64) -> u64 {
+    let chunk = ipa & !(CHUNK - 1);
+    if !vm.data.contains(chunk) || !vm.data.contains(chunk + CHUNK - 1) {
+        return crate::psci::not_supported();
+    }
+    crate::phases::set_logging(true);
+    let s2 = vm.s2.get();
+    let g = s2.exclusive(cpu.index);
+    let r = g.write_protect(chunk, chunk + CHUNK);
+    drop(g);
+    s2.reclaim(cpu.index);
+    match r {
+        Ok(done) => {
+            log::info!(
+                "vcpu {}: write-protected chunk {chunk:#x} ({} leaves), logging on",
+                cpu.index,
+                done.leaves
+            );
+            done.leaves
+        }
+        Err(e) => {
+            log::error!(
+                "vcpu {}: write-protect of {chunk:#x} failed: {e:?}",
+                cpu.index
+            );
+            crate::psci::not_supported()
+        }
+    }
+}
+
+/// Case 19: turns dirty logging off and counts the 4 KiB pages of [start, start + len) (at most
+/// one chunk, inside the data memslot) that stage 2 maps writable now. NOT_SUPPORTED for a bad
+/// range.
+fn count_writable(vm: &Vm, cpu: &PerCpu, start: u64, len: u64) -> u64 {
+    crate::phases::set_logging(false);
+    let end = start.saturating_add(len);
+    if len == 0 || len > CHUNK || !vm.data.contains(start) || !vm.data.contains(end - 1) {
+        return crate::psci::not_supported();
+    }
+    let s2 = vm.s2.get();
+    let g = match vm.opts.mode {
+        Mode::Parallel => s2.shared(cpu.index),
+        Mode::Locked => s2.exclusive(cpu.index),
+    };
+    let writable = (start & !(PAGE - 1)..end)
+        .step_by(PAGE as usize)
+        .filter(|&ipa| g.translate(ipa).is_some_and(|t| t.attrs.perms.write))
+        .count() as u64;
+    drop(g);
+    s2.reclaim(cpu.index);
+    writable
 }
 
 /// The overcommit memslot of case 12 and the pages of it backed so far.
@@ -351,7 +470,7 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
         OVERCOMMIT_USED.load(Ordering::Relaxed)
     );
     format!(
-        " badguest_cases=12 badguest_ok={passed} oom_backed={} oom_failed_cleanly={refused}",
+        " badguest_cases={CASES} badguest_ok={passed} oom_backed={} oom_failed_cleanly={refused}",
         OVERCOMMIT_USED.load(Ordering::Relaxed)
     )
 }

@@ -199,6 +199,13 @@ fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
     s2.reclaim(cpu.index);
 }
 
+/// Turns "dirty logging" on or off outside `pagetable`'s barriers: bad-guest case 19
+/// write-protects one chunk of the data memslot and needs the fault path's logging policy
+/// (badguest.rs).
+pub fn set_logging(on: bool) {
+    LOGGING.store(on, Ordering::Release);
+}
+
 /// Collapses the 2 MiB chunk at `ipa` into one block (in shared mode, or under the exclusive
 /// guard in locked mode), retrying while other CPUs own entries in it. Returns 0 if collapsed,
 /// 1 if the chunk was never backed, 2 if the table refused.
