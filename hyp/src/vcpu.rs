@@ -354,6 +354,10 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str) -> Action {
     if let Some(action) = crate::phases::call(vm::get(), cpu, frame) {
         return action;
     }
+    // The guest fuzzer's call (fuzz.rs): run parameters, its counts, whether fuzzers still run.
+    if let Some(action) = crate::fuzz::call(vm::get(), cpu, frame) {
+        return action;
+    }
     // The robustness calls (badguest.rs): run parameters, verify results, bad-guest cases.
     if let Some(v) = crate::badguest::call(vm::get(), cpu, frame, function) {
         frame.x[0] = v;
