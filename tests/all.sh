@@ -46,6 +46,7 @@ RUSTFLAGS="--cfg loom" run stage2-loom cargo test -p stage2 --features testing -
 run qemu bash tests/qemu.sh
 run qemu-robustness bash tests/qemu-robustness.sh
 run qemu-workloads bash tests/qemu-workloads.sh
+run qemu-fuzz bash tests/qemu-fuzz.sh
 
 echo
 if [ ${#failed_steps[@]} -gt 0 ]; then
