@@ -210,7 +210,8 @@ pub fn configure_this_cpu(vm: &Vm) {
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     // FP/SIMD is the guest's to use (the compiler emits it for plain struct copies): CPACR_EL1
     // resets to trapping it at EL1, which a guest without a vector for it cannot survive. The
-    // trap path saves and restores q0-q31, FPSR and FPCR, so nothing of the guest's is lost.
+    // hypervisor is soft-float and never touches FP/SIMD state, so the guest's stays in the
+    // registers across every trap (exceptions.rs).
     CPACR_EL1.write(CPACR_EL1::FPEN::TrapNothing);
     // The guest's EL1 starts with its MMU and caches off, little-endian, no alignment checks.
     SCTLR_EL1.modify(
