@@ -39,6 +39,7 @@ mod phases;
 mod pool;
 mod psci;
 mod report;
+mod sysreg_ext;
 mod tables;
 mod tlb;
 mod uart;
