@@ -255,3 +255,22 @@ pub fn clean_invalidate_dcache(start: usize, len: usize) {
     }
     dsb_sy();
 }
+
+/// Translates `va` through the guest's stage 1 as an EL1 read (`AT S1E1R`) and returns the
+/// resulting PAR_EL1, leaving the guest's own PAR_EL1 as it was.
+///
+/// Used to find the IPA of a stage-2 abort where HPFAR_EL2 is UNKNOWN (arch_decode::abort):
+/// the EL1&0 regime's registers are the guest's, live in the CPU, so the walk is the guest's.
+/// PAR_EL1 belongs to the guest (it may be between its own AT and the read of the result), so
+/// it is saved and restored. The `isb` after the AT is required before reading PAR_EL1: an AT
+/// result is only guaranteed visible to a later MRS after a context synchronization event.
+pub fn at_s1e1r(va: u64) -> u64 {
+    use aarch64_cpu::registers::{Readable, Writeable, PAR_EL1};
+    let saved = PAR_EL1.get();
+    // SAFETY: AT only writes PAR_EL1 (restored below) and may fill TLBs for the guest's VMID;
+    // it touches no memory of the hypervisor's. A fault on the walk is reported in PAR_EL1.
+    unsafe { asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack, preserves_flags)) };
+    let par = PAR_EL1.get();
+    PAR_EL1.set(saved);
+    par
+}

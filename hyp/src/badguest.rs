@@ -11,6 +11,8 @@ use smccc::psci::{PSCI_CPU_ON_32, PSCI_CPU_ON_64};
 use spin::Once;
 use stage2::{Attrs, Size};
 
+use arch_decode::smccc::Call;
+
 use crate::abi;
 use crate::chaos;
 use crate::decode::{Abort, FaultType};
@@ -28,27 +30,34 @@ pub fn is_bad_vcpu(vm: &Vm, id: usize) -> bool {
     vm.opts.workload == crate::options::Workload::Badguest && id + 1 == vm.opts.vcpus
 }
 
-/// Serves a robustness HVC; None if `function` is not one of them.
-pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, function: u64) -> Option<u64> {
-    match function {
-        abi::HVC_QUERY => Some(match frame.x[1] {
+/// Serves a robustness HVC or PSCI CPU_ON; None if `call` is not one of them. `call` carries
+/// the SMCCC function ID (W0) and arguments (truncated for SMC32/HVC32).
+pub fn call(vm: &Vm, cpu: &PerCpu, call: &Call) -> Option<u64> {
+    match call.function_u64() {
+        abi::HVC_QUERY => Some(match call.arg(1) {
             abi::QUERY_VERIFY_TICKS => vm.opts.duration_s * CNTFRQ_EL0.get(),
             abi::QUERY_VCPUS => vm.opts.vcpus as u64,
             _ => crate::psci::not_supported(),
         }),
         abi::HVC_VERIFY => {
             let v = &chaos::verify_results()[cpu.index];
-            v.passes.store(frame.x[1], Ordering::Relaxed);
-            v.lost.store(frame.x[2], Ordering::Relaxed);
-            v.words.store(frame.x[3], Ordering::Relaxed);
+            v.passes.store(call.arg(1), Ordering::Relaxed);
+            v.lost.store(call.arg(2), Ordering::Relaxed);
+            v.words.store(call.arg(3), Ordering::Relaxed);
             v.reported.store(true, Ordering::Release);
             Some(0)
         }
-        abi::HVC_BADGUEST => Some(badguest_call(vm, cpu, frame.x[1], frame.x[2], frame.x[3])),
+        abi::HVC_BADGUEST => Some(badguest_call(
+            vm,
+            cpu,
+            call.arg(1),
+            call.arg(2),
+            call.arg(3),
+        )),
         abi::HVC_STAGE1 => {
             // HCR_EL2.DC makes the guest's stage 1 behave as off; a guest that wants its own
             // tables asks for it to be cleared first (and set again once its MMU is off).
-            if frame.x[1] == 1 {
+            if call.arg(1) == 1 {
                 HCR_EL2.modify(HCR_EL2::DC::CLEAR);
             } else {
                 HCR_EL2.modify(HCR_EL2::DC::SET);
@@ -56,8 +65,9 @@ pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, function: u64) -> Option<u
             crate::arch::guest_invalidate_tlb_local();
             Some(0)
         }
-        f if f == u64::from(PSCI_CPU_ON_64) || f == u64::from(PSCI_CPU_ON_32) => {
-            let (target, entry) = (frame.x[1], frame.x[2]);
+        _ if call.function == PSCI_CPU_ON_64 || call.function == PSCI_CPU_ON_32 => {
+            // CPU_ON_32's target and entry point are W1 and W2 (`call` truncated them).
+            let (target, entry) = (call.arg(1), call.arg(2));
             let answer =
                 crate::psci::guest_cpu_on(target, entry, vm.opts.vcpus, vm.slot(entry).is_some());
             log::warn!(
@@ -249,8 +259,7 @@ pub fn overcommit_fault(
     let Some(pa) = pa else {
         drop(guard);
         OVERCOMMIT_REFUSED.fetch_add(1, Ordering::Relaxed);
-        return Some(crate::vcpu::inject_external_abort(
-            vm,
+        return Some(crate::vcpu::inject_abort(
             cpu,
             frame,
             a,
@@ -265,8 +274,7 @@ pub fn overcommit_fault(
         Ok(_) | Err(stage2::Error::Retry) => Some(Action::Resume),
         Err(e) => {
             log::error!("vcpu {}: overcommit map {ipa:#x} failed: {e:?}", cpu.index);
-            Some(crate::vcpu::inject_external_abort(
-                vm,
+            Some(crate::vcpu::inject_abort(
                 cpu,
                 frame,
                 a,

@@ -1,7 +1,14 @@
 //! Turns the syndrome registers of a trap from the guest (ESR_EL2, FAR_EL2, HPFAR_EL2) into a
-//! typed `Exit`. Nothing here has side effects; the handlers in vcpu.rs act on the result.
+//! typed `Exit`: every exception class a guest can cause gets a variant. The field decoding is
+//! the host-tested `arch_decode` crate; this file only reads the registers (and, where the Arm
+//! ARM leaves HPFAR_EL2 UNKNOWN, translates FAR_EL2 with AT S1E1R). The handlers in vcpu.rs act
+//! on the result.
 
 use aarch64_cpu::registers::{Readable, ESR_EL2, FAR_EL2, HPFAR_EL2};
+use arch_decode::abort::{self as abort_rules, FaultKind};
+use arch_decode::esr::{self, ec};
+
+pub use arch_decode::esr::{Access, SysReg};
 
 use crate::exceptions::kind;
 
@@ -14,30 +21,15 @@ pub enum FaultType {
     AccessFlag,
     /// Valid entry that forbids the access.
     Permission,
-    /// Anything else (external abort, alignment, TLB conflict, ...): the raw FSC.
+    /// Anything else (external abort, address size, alignment, TLB conflict, ...): the raw FSC.
     Other(u8),
 }
 
-/// How a single-register load/store accessed memory (valid when ESR.ISV = 1). Every field the
-/// syndrome gives is decoded, whether or not today's handlers need it.
-#[allow(dead_code)]
-#[derive(Clone, Copy, Debug)]
-pub struct Access {
-    /// Access size in bytes (SAS).
-    pub size: u8,
-    /// The transfer register (SRT); 31 = XZR/WZR.
-    pub reg: u8,
-    /// A load sign-extends (SSE).
-    pub sign_extend: bool,
-    /// The register is 64-bit (SF).
-    pub sixty_four: bool,
-}
-
 /// A stage-2 data or instruction abort from the guest.
-#[allow(dead_code)] // `level` and `s1ptw` are decoded for logs, gdb and future handlers.
+#[allow(dead_code)] // `level` and `cache_maintenance` are decoded for logs, gdb and handlers.
 #[derive(Clone, Copy, Debug)]
 pub struct Abort {
-    /// The faulting IPA: page from HPFAR_EL2, offset from FAR_EL2.
+    /// The faulting IPA: from HPFAR_EL2 where it is valid, else FAR_EL2 translated by AT S1E1R.
     pub ipa: u64,
     /// The faulting virtual address (FAR_EL2); meaningless if `far_valid` is false.
     pub far: u64,
@@ -45,6 +37,8 @@ pub struct Abort {
     pub far_valid: bool,
     /// Caused by a write (WnR); always false for instruction aborts.
     pub write: bool,
+    /// A cache maintenance or address translation instruction (CM).
+    pub cache_maintenance: bool,
     /// Fault class.
     pub fault: FaultType,
     /// Table level the fault was reported at (FSC bits [1:0]).
@@ -64,73 +58,91 @@ pub enum Exit {
     DataAbort(Abort),
     /// EC 0x20: instruction abort from a lower EL.
     InstructionAbort(Abort),
-    /// EC 0x16: HVC from AArch64 (ELR already points past it).
-    Hvc,
-    /// EC 0x17: SMC from AArch64, trapped by HCR_EL2.TSC (ELR points at it).
-    Smc,
-    /// A physical IRQ/FIQ/SError routed to EL2.
-    Interrupt(u64),
-    /// Anything else: the raw ESR.
+    /// An abort whose IPA had to come from FAR_EL2, but the guest's stage 1 no longer
+    /// translates it (it changed its tables since): re-run the access, as KVM does.
+    AbortRetry,
+    /// EC 0x16: HVC from AArch64 (ELR already points past it), with its immediate.
+    Hvc(u16),
+    /// EC 0x17: SMC from AArch64, trapped by HCR_EL2.TSC (ELR points at it), with its immediate.
+    Smc(u16),
+    /// EC 0x18: a trapped MSR/MRS/System instruction.
+    SysReg(SysReg),
+    /// EC 0x01: a trapped WFI/WFE.
+    Wfx,
+    /// EC 0x1D: SME trapped by CPTR_EL2.TSM.
+    Sme,
+    /// EC 0x19: SVE trapped by CPTR_EL2.TZ.
+    Sve,
+    /// EC 0x07: FP/AdvSIMD trapped by CPTR_EL2.TFP.
+    Fp,
+    /// A physical IRQ taken to EL2 while the guest ran (HCR_EL2.IMO).
+    Irq,
+    /// A physical FIQ taken to EL2 while the guest ran (HCR_EL2.FMO).
+    Fiq,
+    /// A physical SError taken to EL2 while the guest ran (HCR_EL2.AMO).
+    SError,
+    /// Any other class (EC 0x00, AArch32 coprocessor traps, PAC, HVC32/SMC32, ...): the raw ESR.
+    /// None of them has a handler; each gets an UNDEF.
     Other(u64),
 }
 
-/// Exception class: data abort from a lower EL.
-pub const EC_DABT_LOW: u64 = 0x24;
-/// Exception class: instruction abort from a lower EL.
-pub const EC_IABT_LOW: u64 = 0x20;
-const EC_HVC64: u64 = 0x16;
-const EC_SMC64: u64 = 0x17;
-
 fn fault_type(fsc: u8) -> FaultType {
-    match fsc >> 2 {
-        0b0001 => FaultType::Translation,
-        0b0010 => FaultType::AccessFlag,
-        0b0011 => FaultType::Permission,
+    match abort_rules::fault_kind(fsc) {
+        FaultKind::Translation => FaultType::Translation,
+        FaultKind::AccessFlag => FaultType::AccessFlag,
+        FaultKind::Permission => FaultType::Permission,
         _ => FaultType::Other(fsc),
     }
 }
 
-/// IPA of a stage-2 abort: HPFAR_EL2.FIPA holds IPA[51:12] in bits [43:4]; the page offset
-/// comes from FAR_EL2. (HPFAR is valid for stage-2 translation, access-flag and permission
-/// faults, the ones this hypervisor resolves.)
-pub fn fault_ipa(hpfar: u64, far: u64) -> u64 {
-    ((hpfar & 0x0000_0FFF_FFFF_FFF0) << 8) | (far & 0xFFF)
-}
-
-fn abort(esr: u64, data: bool) -> Abort {
-    let iss = esr & 0x1FF_FFFF;
-    let fsc = (iss & 0x3F) as u8;
+/// Decodes an abort; None if the IPA had to be found from FAR_EL2 and the guest's stage 1 no
+/// longer translates it.
+fn abort(esr: u64, data: bool) -> Option<Abort> {
+    let iss = esr::abort(esr, data);
     let far = FAR_EL2.get();
-    let isv = data && iss & (1 << 24) != 0;
-    Abort {
-        ipa: fault_ipa(HPFAR_EL2.get(), far),
+    // HPFAR_EL2 only where the Arm ARM defines it (arch_decode::abort::hpfar_valid); otherwise
+    // the guest's stage 1 says which IPA FAR_EL2 maps. Without a valid FAR there is nothing to
+    // translate: HPFAR is the best there is (and such faults are external aborts, which are
+    // injected whatever the IPA).
+    let ipa = if abort_rules::hpfar_valid(iss.fsc, iss.s1ptw) || iss.far_not_valid {
+        abort_rules::ipa_from_hpfar(HPFAR_EL2.get(), far)
+    } else {
+        abort_rules::ipa_from_par(crate::arch::at_s1e1r(far), far)?
+    };
+    Some(Abort {
+        ipa,
         far,
-        far_valid: iss & (1 << 10) == 0,
-        write: data && iss & (1 << 6) != 0,
-        fault: fault_type(fsc),
-        level: fsc & 0b11,
-        access: isv.then(|| Access {
-            size: 1 << ((iss >> 22) & 0b11),
-            reg: ((iss >> 16) & 0x1F) as u8,
-            sign_extend: iss & (1 << 21) != 0,
-            sixty_four: iss & (1 << 15) != 0,
-        }),
-        s1ptw: iss & (1 << 7) != 0,
+        far_valid: !iss.far_not_valid,
+        write: iss.write,
+        cache_maintenance: iss.cache_maintenance,
+        fault: fault_type(iss.fsc),
+        level: abort_rules::fault_level(iss.fsc),
+        access: iss.access,
+        s1ptw: iss.s1ptw,
         esr,
-    }
+    })
 }
 
 /// Decodes the current trap. `vector` is the `exceptions::kind` it came through.
 pub fn decode(vector: u64) -> Exit {
-    if vector != kind::LOWER_SYNC {
-        return Exit::Interrupt(vector);
+    match vector {
+        // Synchronous, from a lower EL (AArch64 EL1 / any EL0; 12 would be an AArch32 EL1).
+        kind::LOWER_SYNC | 12 => {}
+        9 | 13 => return Exit::Irq,
+        10 | 14 => return Exit::Fiq,
+        _ => return Exit::SError,
     }
     let esr = ESR_EL2.get();
-    match ESR_EL2.read(ESR_EL2::EC) {
-        EC_DABT_LOW => Exit::DataAbort(abort(esr, true)),
-        EC_IABT_LOW => Exit::InstructionAbort(abort(esr, false)),
-        EC_HVC64 => Exit::Hvc,
-        EC_SMC64 => Exit::Smc,
+    match esr::class(esr) {
+        ec::DABT_LOW => abort(esr, true).map_or(Exit::AbortRetry, Exit::DataAbort),
+        ec::IABT_LOW => abort(esr, false).map_or(Exit::AbortRetry, Exit::InstructionAbort),
+        ec::HVC64 => Exit::Hvc(esr::imm16(esr)),
+        ec::SMC64 => Exit::Smc(esr::imm16(esr)),
+        ec::SYS64 => Exit::SysReg(esr::sysreg(esr)),
+        ec::WFX => Exit::Wfx,
+        ec::SME => Exit::Sme,
+        ec::SVE => Exit::Sve,
+        ec::FP_ASIMD => Exit::Fp,
         _ => Exit::Other(esr),
     }
 }

@@ -72,6 +72,94 @@ pub struct Counters {
     pub fault_ticks: AtomicU64,
     /// Longest hyp-side fault time in ticks.
     pub fault_ticks_max: AtomicU64,
+    /// HVC/SMC calls answered NOT_SUPPORTED (unknown function or non-zero immediate).
+    pub calls_unsupported: AtomicU64,
+    /// Exits by class (`Trap`), for the report's `traps_<class>` fields.
+    pub traps: [AtomicU64; Trap::COUNT],
+}
+
+/// The class of a guest exit, as counted in `Counters::traps` and reported as `traps_<name>`
+/// (docs/hypervisor.md, "The report").
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Trap {
+    /// A stage-2 abort in a memslot (mapped, retried or spurious).
+    AbortMemslot,
+    /// An access to the emulated UART.
+    AbortMmio,
+    /// An abort answered with an injected synchronous external abort.
+    AbortInjected,
+    /// An abort re-run because FAR_EL2 no longer translated (AT S1E1R failed).
+    AbortRetry,
+    /// HVC calls (any immediate).
+    Hvc,
+    /// Trapped SMC calls (any immediate).
+    Smc,
+    /// Trapped system register accesses answered by emulation (ID registers, set/way ops).
+    SysregEmulated,
+    /// Trapped system register accesses answered with an UNDEF.
+    SysregUndef,
+    /// Trapped SME instructions/registers (EC 0x1D): UNDEF.
+    SmeUndef,
+    /// Trapped SVE (EC 0x19): UNDEF.
+    SveUndef,
+    /// Trapped FP/AdvSIMD (EC 0x07): UNDEF.
+    FpUndef,
+    /// Every other exception class: UNDEF.
+    OtherUndef,
+    /// Trapped WFI/WFE: completed as a NOP.
+    Wfx,
+    /// Physical IRQs taken while the guest ran.
+    Irq,
+    /// Physical FIQs taken while the guest ran.
+    Fiq,
+    /// Physical SErrors taken while the guest ran (a virtual SError is injected).
+    Serror,
+}
+
+impl Trap {
+    /// Every class, in report order.
+    pub const ALL: [Trap; 16] = [
+        Trap::AbortMemslot,
+        Trap::AbortMmio,
+        Trap::AbortInjected,
+        Trap::AbortRetry,
+        Trap::Hvc,
+        Trap::Smc,
+        Trap::SysregEmulated,
+        Trap::SysregUndef,
+        Trap::SmeUndef,
+        Trap::SveUndef,
+        Trap::FpUndef,
+        Trap::OtherUndef,
+        Trap::Wfx,
+        Trap::Irq,
+        Trap::Fiq,
+        Trap::Serror,
+    ];
+    /// Number of classes.
+    pub const COUNT: usize = Self::ALL.len();
+
+    /// The name in `traps_<name>=N`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Trap::AbortMemslot => "abort_memslot",
+            Trap::AbortMmio => "abort_mmio",
+            Trap::AbortInjected => "abort_injected",
+            Trap::AbortRetry => "abort_retry",
+            Trap::Hvc => "hvc",
+            Trap::Smc => "smc",
+            Trap::SysregEmulated => "sysreg_emulated",
+            Trap::SysregUndef => "sysreg_undef",
+            Trap::SmeUndef => "sme_undef",
+            Trap::SveUndef => "sve_undef",
+            Trap::FpUndef => "fp_undef",
+            Trap::OtherUndef => "other_undef",
+            Trap::Wfx => "wfx",
+            Trap::Irq => "irq",
+            Trap::Fiq => "fiq",
+            Trap::Serror => "serror",
+        }
+    }
 }
 
 impl Counters {
@@ -79,6 +167,24 @@ impl Counters {
     pub fn inc(counter: &AtomicU64) {
         counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     }
+
+    /// Adds one to a counter of this CPU and returns the new value (for sampled logging).
+    pub fn bump(counter: &AtomicU64) -> u64 {
+        let n = counter.load(Ordering::Relaxed) + 1;
+        counter.store(n, Ordering::Relaxed);
+        n
+    }
+
+    /// Counts one exit of class `t`; returns the new count (for sampled logging).
+    pub fn trap(&self, t: Trap) -> u64 {
+        Self::bump(&self.traps[t as usize])
+    }
+}
+
+/// Whether the `n`-th event of a kind should be logged: the first 4, then every power of two,
+/// so a guest that traps millions of times (the fuzzer) costs ~20 log lines per class.
+pub fn log_sampled(n: u64) -> bool {
+    n <= 4 || n.is_power_of_two()
 }
 
 /// The vCPU's outcome, as the reporter reads it.

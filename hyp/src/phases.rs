@@ -13,6 +13,7 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use arch_decode::smccc::Call;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
@@ -95,10 +96,11 @@ fn add(c: &AtomicU64, n: u64) {
 }
 
 /// The workload calls (barrier, null, calibration, phase, collapse); None for other calls.
-pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame) -> Option<Action> {
+/// `call` is the decoded SMCCC call (function ID from W0); the answer goes to `frame`'s x0.
+pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, call: &Call) -> Option<Action> {
     let t = times(cpu.index);
-    let (a1, a2, a3, a4) = (frame.x[1], frame.x[2], frame.x[3], frame.x[4]);
-    let ret = match frame.x[0] {
+    let (a1, a2, a3, a4) = (call.arg(1), call.arg(2), call.arg(3), call.arg(4));
+    let ret = match call.function_u64() {
         abi::HVC_NULL => 0,
         abi::HVC_BARRIER => match barrier(vm, cpu, a1) {
             Some(release) => release,

@@ -68,17 +68,17 @@ const SUPPORTED: [u32; 6] = [
     psci::PSCI_FEATURES,
 ];
 
-/// Serves a guest PSCI call (function id in x0, first argument in x1).
-pub fn guest_call(function: u64, arg1: u64) -> GuestPsci {
-    let Ok(function) = u32::try_from(function) else {
-        return GuestPsci::NotSupported;
-    };
+/// Serves a guest PSCI call: `function` is the SMCCC function ID (W0), `arg1` the first
+/// argument as SMCCC passes it (already truncated to W1 for an SMC32/HVC32 call;
+/// arch_decode::smccc::Call).
+pub fn guest_call(function: u32, arg1: u64) -> GuestPsci {
     match function {
         psci::PSCI_VERSION => GuestPsci::Return(GUEST_PSCI_VERSION),
         psci::PSCI_CPU_OFF => GuestPsci::CpuOff,
         psci::PSCI_SYSTEM_OFF => GuestPsci::SystemOff,
         psci::PSCI_FEATURES => {
-            let supported = u32::try_from(arg1).is_ok_and(|f| SUPPORTED.contains(&f));
+            // PSCI_FEATURES is an SMC32 call: its argument is a function ID in W1.
+            let supported = SUPPORTED.contains(&(arg1 as u32));
             GuestPsci::Return(if supported { 0 } else { not_supported() })
         }
         _ => GuestPsci::NotSupported,
@@ -87,7 +87,7 @@ pub fn guest_call(function: u64, arg1: u64) -> GuestPsci {
 
 /// SMCCC NOT_SUPPORTED (-1) as a register value.
 pub fn not_supported() -> u64 {
-    i64::from(psci::error::NOT_SUPPORTED) as u64
+    arch_decode::smccc::NOT_SUPPORTED
 }
 
 /// Guest PSCI CPU_ON (`function` is CPU_ON_32 or CPU_ON_64). Every vCPU is started by the

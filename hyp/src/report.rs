@@ -10,7 +10,7 @@ use core::sync::atomic::Ordering;
 use crate::idle::Waiter;
 use crate::options::Selftest;
 use crate::pattern;
-use crate::percpu::{self, status, PerCpu, HIST_BUCKETS};
+use crate::percpu::{self, status, PerCpu, Trap, HIST_BUCKETS};
 use crate::pool::PAGE;
 use crate::vm::Vm;
 use crate::{exit, println, tables, vcpu};
@@ -307,6 +307,20 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
             mean_ns / median_ns
         );
     }
+    // Exits by class, summed over the vCPUs: `traps_<class>=N` (docs/hypervisor.md).
+    let mut trap_fields = String::new();
+    let mut trap_line = String::from("exits by class (all vCPUs):");
+    for t in Trap::ALL {
+        let n: u64 = cpus
+            .iter()
+            .map(|c| load(&c.counters.traps[t as usize]))
+            .sum();
+        trap_fields.push_str(&format!(" traps_{}={n}", t.name()));
+        if n != 0 {
+            trap_line.push_str(&format!(" {}={n}", t.name()));
+        }
+    }
+    println!("{trap_line}");
     // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
     let mut extra = crate::chaos::report(vm, &s, &mut failures);
     // workload=fuzz: the fuzzer's tables, pass checks and RESULT fields (fuzz.rs).
@@ -326,7 +340,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         "RESULT status={} mode={} vcpus={} workload={} mem={}K pages={} faults={faults} \
          retries={retries} spurious={spurious} bbm={} tlbi={} tlbi_elided={} tables_alloc={} \
          tables_freed={} leaked={leaked_s} checksum={} cycles={cycles} fault_ns_median={median_ns} \
-         fault_ns_p99={p99_ns} refills={refills} backing_races={races} injected={injected}{workload_fields}{extra}",
+         fault_ns_p99={p99_ns} refills={refills} backing_races={races} injected={injected}{trap_fields}{workload_fields}{extra}",
         if pass { "pass" } else { "fail" },
         o.mode.name(),
         o.vcpus,

@@ -5,22 +5,23 @@
 //! agreed by compare-exchange, table pages come from this CPU's cache, counters are this CPU's,
 //! and the stage2 crate's shared guard is a lock-free RCU read-side section. Nothing on it logs.
 
-use aarch64_cpu::registers::{
-    Readable, Writeable, CNTPCT_EL0, ELR_EL1, ESR_EL1, FAR_EL1, SPSR_EL1, SPSR_EL2, VBAR_EL1,
-};
+use aarch64_cpu::registers::{Readable, Writeable, CNTPCT_EL0, SPSR_EL2};
+use arch_decode::esr::load_result;
+use arch_decode::smccc::{self, Call};
 use core::sync::atomic::Ordering;
 use stage2::{Error, Mapped};
 use tock_registers::registers::InMemoryRegister;
 
 use crate::abi;
-use crate::decode::{decode, Abort, Exit, FaultType};
+use crate::decode::{decode, Abort, Access, Exit, FaultType, SysReg};
 use crate::exceptions::{self, Frame};
 use crate::memslot::NoBacking;
 use crate::options::{Mode, Selftest};
-use crate::percpu::{self, status, Counters, PerCpu};
+use crate::percpu::{self, log_sampled, status, Counters, PerCpu, Trap};
 use crate::pool::{self, PAGE};
 use crate::psci::{self, GuestPsci};
 use crate::vm::{self, Vm};
+use crate::{idregs, inject, irq};
 
 /// What the trap return path does.
 pub enum Action {
@@ -31,30 +32,27 @@ pub enum Action {
 }
 
 /// Why a vCPU was stopped (index stored in `VcpuResult::why`).
-pub const REASONS: [&str; 11] = [
+/// (Guest traps are never a reason: each gets an answer, see `handle_exit`.)
+pub const REASONS: [&str; 9] = [
     "none",
     "the guest finished with a non-zero status",
-    "unhandled trap from the guest",
-    "external abort but the guest has no vector table (VBAR_EL1 unset)",
+    "a memslot lookup failed inside the fault path",
     "out of memory backing guest RAM",
     "stage-2 map failed",
     "the guest turned its vCPU off before reporting",
-    "unexpected interrupt",
     "unexpected fault status in a memslot",
     "a workload barrier timed out waiting for the other vCPUs",
     "the stage-2 table pool ran dry (tables=) and RCU had nothing to return",
 ];
 const WHY_GUEST_STATUS: u32 = 1;
 const WHY_TRAP: u32 = 2;
-const WHY_NO_VBAR: u32 = 3;
-const WHY_OOM: u32 = 4;
-const WHY_MAP: u32 = 5;
-const WHY_OFF_EARLY: u32 = 6;
-const WHY_IRQ: u32 = 7;
-const WHY_FSC: u32 = 8;
+const WHY_OOM: u32 = 3;
+const WHY_MAP: u32 = 4;
+const WHY_OFF_EARLY: u32 = 5;
+const WHY_FSC: u32 = 6;
 /// A barrier (phases.rs) waited past the run's timeout.
-pub const WHY_BARRIER: u32 = 9;
-const WHY_TABLES: u32 = 10;
+pub const WHY_BARRIER: u32 = 7;
+const WHY_TABLES: u32 = 8;
 
 /// PSTATE for entering the guest or its exception vector: EL1h, D/A/I/F masked.
 fn el1h_masked() -> u64 {
@@ -109,39 +107,170 @@ fn finish_ok(cpu: &PerCpu) -> Action {
 }
 
 /// Entry from the vectors for every trap from the guest. `entry_ticks` is CNTPCT at entry.
+///
+/// Every exception class gets an answer and none stops the vCPU (docs/robustness.md has the
+/// table): aborts are mapped, emulated or answered with an injected external abort; HVC/SMC
+/// are served per SMCCC; ID-register reads are emulated; every other trapped instruction or
+/// register access gets an injected UNDEF; physical interrupts are acknowledged and the guest
+/// resumes.
 pub fn handle_exit(frame: &mut Frame, kind: u64, entry_ticks: u64) -> Action {
     let cpu = percpu::this_cpu();
     let vm = vm::get();
     match decode(kind) {
         Exit::DataAbort(a) => handle_abort(vm, cpu, frame, &a, true, entry_ticks),
         Exit::InstructionAbort(a) => handle_abort(vm, cpu, frame, &a, false, entry_ticks),
-        Exit::Hvc => {
+        Exit::AbortRetry => {
+            // The guest changed its stage 1 since the fault: re-running the access faults
+            // again (with a FAR that translates) or succeeds.
+            cpu.counters.trap(Trap::AbortRetry);
+            Action::Resume
+        }
+        Exit::Hvc(imm) => {
             Counters::inc(&cpu.counters.hvc);
-            handle_call(cpu, frame, "HVC")
+            cpu.counters.trap(Trap::Hvc);
+            handle_call(cpu, frame, "HVC", imm)
         }
-        Exit::Smc => {
+        Exit::Smc(imm) => {
             Counters::inc(&cpu.counters.smc);
+            cpu.counters.trap(Trap::Smc);
             // A trapped SMC leaves ELR_EL2 at the SMC itself: step over it.
-            frame.elr += 4;
-            handle_call(cpu, frame, "SMC")
+            inject::skip_instruction(frame);
+            handle_call(cpu, frame, "SMC", imm)
         }
-        Exit::Interrupt(k) => {
-            log::error!(
-                "vcpu {}: unexpected exception vector {k} from the guest",
-                cpu.index
-            );
-            stop(cpu, WHY_IRQ)
+        Exit::SysReg(r) => handle_sysreg(cpu, frame, &r),
+        Exit::Wfx => {
+            // WFI/WFE may complete at any time (Arm ARM "Wait for Interrupt"): a NOP is a
+            // correct implementation. (HCR_EL2.TWI/TWE are clear, so this is not expected.)
+            cpu.counters.trap(Trap::Wfx);
+            inject::skip_instruction(frame);
+            Action::Resume
         }
+        Exit::Sme => undef(
+            cpu,
+            frame,
+            Trap::SmeUndef,
+            "SME instruction or register (EC 0x1D)",
+        ),
+        Exit::Sve => undef(cpu, frame, Trap::SveUndef, "SVE instruction (EC 0x19)"),
+        Exit::Fp => undef(
+            cpu,
+            frame,
+            Trap::FpUndef,
+            "FP/AdvSIMD instruction (EC 0x07)",
+        ),
         Exit::Other(esr) => {
-            log::error!(
-                "vcpu {}: unhandled trap ESR_EL2={esr:#x} (EC {:#x}) at ELR {:#x}",
-                cpu.index,
-                esr >> 26,
-                frame.elr
-            );
-            stop(cpu, WHY_TRAP)
+            let n = cpu.counters.trap(Trap::OtherUndef);
+            if log_sampled(n) {
+                log::warn!(
+                    "vcpu {}: trap ESR_EL2={esr:#x} (EC {:#x}) at ELR {:#x} has no handler: \
+                     injected UNDEF ({n} so far)",
+                    cpu.index,
+                    esr >> 26,
+                    frame.elr
+                );
+            }
+            inject::undef(frame);
+            Action::Resume
+        }
+        Exit::Irq => interrupt(cpu, irq::Group::One, Trap::Irq, "IRQ"),
+        Exit::Fiq => interrupt(cpu, irq::Group::Zero, Trap::Fiq, "FIQ"),
+        Exit::SError => {
+            let n = cpu.counters.trap(Trap::Serror);
+            if log_sampled(n) {
+                log::warn!(
+                    "vcpu {}: physical SError while the guest ran (ELR {:#x}): injected a \
+                     virtual SError ({n} so far)",
+                    cpu.index,
+                    frame.elr
+                );
+            }
+            inject::virtual_serror();
+            Action::Resume
         }
     }
+}
+
+/// Injects an UNDEF for a trapped instruction of class `t`, with a sampled log line.
+fn undef(cpu: &PerCpu, frame: &mut Frame, t: Trap, what: &str) -> Action {
+    let n = cpu.counters.trap(t);
+    if log_sampled(n) {
+        log::warn!(
+            "vcpu {}: {what} at ELR {:#x}: not offered, injected UNDEF ({n} so far)",
+            cpu.index,
+            frame.elr
+        );
+    }
+    inject::undef(frame);
+    Action::Resume
+}
+
+/// A physical IRQ/FIQ taken while the guest ran: acknowledge and end it if one is pending at the
+/// GIC (irq.rs), log, resume the guest.
+fn interrupt(cpu: &PerCpu, group: irq::Group, t: Trap, what: &str) -> Action {
+    let n = cpu.counters.trap(t);
+    let intid = irq::acknowledge(group);
+    if log_sampled(n) {
+        match intid {
+            Some(id) => log::info!(
+                "vcpu {}: {what} exit: acknowledged INTID {id} ({n} so far); guest resumes",
+                cpu.index
+            ),
+            None => log::info!(
+                "vcpu {}: {what} exit: nothing pending (spurious) ({n} so far); guest resumes",
+                cpu.index
+            ),
+        }
+    }
+    Action::Resume
+}
+
+/// Data cache maintenance by set/way (DC ISW, DC CSW, DC CISW: op0 1, op1 0, CRn 7, CRm 6/10/14,
+/// op2 2), trapped by HCR_EL2.TSW.
+fn is_set_way(r: &SysReg) -> bool {
+    matches!(r.encoding(), (1, 0, 7, 6 | 10 | 14, 2))
+}
+
+/// A trapped MSR/MRS/System instruction (EC 0x18).
+fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
+    if idregs::is_id_register(r) && r.read {
+        frame.set_reg(r.rt, idregs::read(r.crm, r.op2));
+        cpu.counters.trap(Trap::SysregEmulated);
+        inject::skip_instruction(frame);
+        return Action::Resume;
+    }
+    if is_set_way(r) {
+        // Set/way operations act on this PE's caches only and cannot make memory coherent with
+        // other observers (Arm ARM "Performing cache maintenance instructions"); the guest's
+        // memory is Normal write-back and coherent already, so completing them as a NOP loses
+        // nothing.
+        cpu.counters.trap(Trap::SysregEmulated);
+        inject::skip_instruction(frame);
+        return Action::Resume;
+    }
+    // A write to an ID register, or anything without a handler: UNDEF, as an unimplemented
+    // register is (Arm ARM "Reserved encodings in the System instruction space").
+    let n = cpu.counters.trap(Trap::SysregUndef);
+    if log_sampled(n) {
+        log::warn!(
+            "vcpu {}: {} S{}_{}_C{}_C{}_{} (x{}) at ELR {:#x}: not offered, injected UNDEF \
+             ({n} so far)",
+            cpu.index,
+            if r.read { "MRS" } else { "MSR/SYS" },
+            r.op0,
+            r.op1,
+            r.crn,
+            r.crm,
+            r.op2,
+            r.rt,
+            frame.elr
+        );
+    }
+    inject::undef(frame);
+    Action::Resume
+}
+
+fn in_uart(ipa: u64) -> bool {
+    (abi::UART_BASE..abi::UART_BASE + abi::UART_SIZE).contains(&ipa)
 }
 
 fn handle_abort(
@@ -152,27 +281,47 @@ fn handle_abort(
     data: bool,
     entry_ticks: u64,
 ) -> Action {
+    // A synchronous external abort from the memory system is the guest's, whatever the IPA:
+    // forward it (KVM does the same when the host's RAS code does not claim it).
+    if let FaultType::Other(fsc) = a.fault {
+        if arch_decode::abort::fault_kind(fsc) == arch_decode::abort::FaultKind::External {
+            return inject_abort(cpu, frame, a, data, "took a synchronous external abort");
+        }
+    }
     if vm.slot(a.ipa).is_some() {
+        cpu.counters.trap(Trap::AbortMemslot);
         let action = handle_stage2_fault(vm, cpu, a);
         percpu::record_fault_time(cpu, CNTPCT_EL0.get().wrapping_sub(entry_ticks));
         return action;
     }
-    if data && a.ipa >= abi::UART_BASE && a.ipa < abi::UART_BASE + abi::UART_SIZE {
-        if let Some(access) = a.access {
-            emulate_uart(cpu, frame, a, access);
-            return Action::Resume;
+    if data && in_uart(a.ipa) {
+        match a.access {
+            // Only an access that lies wholly inside the window is the UART's: one that runs
+            // past its end gets what its second half gets, and nothing is mapped there.
+            Some(access) if a.ipa + u64::from(access.size) <= abi::UART_BASE + abi::UART_SIZE => {
+                cpu.counters.trap(Trap::AbortMmio);
+                emulate_uart(cpu, frame, a, access);
+                return Action::Resume;
+            }
+            Some(_) => {
+                return inject_abort(cpu, frame, a, data, "straddles the end of the UART window")
+            }
+            None => {
+                return inject_abort(
+                    cpu,
+                    frame,
+                    a,
+                    data,
+                    "cannot be emulated (no syndrome: ISV = 0)",
+                )
+            }
         }
     }
     // Bad-guest case 12: the overcommit memslot, backed only up to its budget (badguest.rs).
     if let Some(action) = crate::badguest::overcommit_fault(vm, cpu, frame, a, data) {
         return action;
     }
-    let why = if data && a.ipa >= abi::UART_BASE && a.ipa < abi::UART_BASE + abi::UART_SIZE {
-        "cannot be emulated (no syndrome: ISV = 0)"
-    } else {
-        "is outside guest memory"
-    };
-    inject_external_abort(vm, cpu, frame, a, data, why)
+    inject_abort(cpu, frame, a, data, "is outside guest memory")
 }
 
 /// The stage-2 fault path: memslot -> backing page -> `stage2` map -> ERET re-runs the access.
@@ -266,9 +415,24 @@ fn table_pool_dry(s2: &crate::vm::S2, cpu: &PerCpu) -> Action {
     stop(cpu, WHY_TABLES)
 }
 
-/// Emulates an access to the guest's PL011: a store to DR prints a byte; loads read 0 (FR = 0
-/// says "transmit FIFO not full"). ISV = 1 gave us the register and size; ELR steps over it.
-fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: crate::decode::Access) {
+/// The emulated PL011's registers as the guest reads them: FR (0x18) = TXFE | RXFE (transmit
+/// FIFO empty, so never full; nothing to receive), everything else 0.
+fn uart_register(offset: u64) -> u32 {
+    const FR: u64 = 0x18;
+    const FR_TXFE: u32 = 1 << 7;
+    const FR_RXFE: u32 = 1 << 4;
+    if offset == FR {
+        FR_TXFE | FR_RXFE
+    } else {
+        0
+    }
+}
+
+/// Emulates an access to the guest's PL011 (wholly inside its window): a store to DR prints a
+/// byte; a load returns the registers' bytes at the access's offset and size, zero- or
+/// sign-extended into Wt/Xt as the syndrome (SAS, SSE, SF) says. The PC then steps over the
+/// instruction by its length (ESR.IL) and, in a T32 IT block, ITSTATE advances.
+fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) {
     Counters::inc(&cpu.counters.mmio);
     let offset = a.ipa - abi::UART_BASE;
     if a.write {
@@ -286,72 +450,61 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: crate::decod
             }
         }
     } else {
-        frame.set_reg(access.reg, 0);
+        // Little-endian bytes of the 32-bit registers from `offset` on.
+        let data = (0..u64::from(access.size)).fold(0u64, |v, i| {
+            let at = offset + i;
+            let byte = (uart_register(at & !3) >> ((at & 3) * 8)) & 0xFF;
+            v | u64::from(byte) << (8 * i)
+        });
+        frame.set_reg(access.reg, load_result(&access, data));
     }
-    frame.elr += 4;
+    inject::skip_instruction(frame);
 }
 
-/// Injects a synchronous external abort for an access outside every memslot and device, as the
-/// Arm ARM's exception entry to EL1 would: ESR/FAR/ELR/SPSR_EL1, then PSTATE = EL1h masked and
-/// PC = VBAR_EL1 + the vector for "synchronous, from where the guest was".
-pub fn inject_external_abort(
-    vm: &Vm,
-    cpu: &PerCpu,
-    frame: &mut Frame,
-    a: &Abort,
-    data: bool,
-    why: &str,
-) -> Action {
-    let vbar = VBAR_EL1.get();
-    if vbar == 0 || !vm.image.contains(vbar) {
-        log::error!(
-            "vcpu {}: {} abort at IPA {:#x} (ELR {:#x}) outside guest memory and no guest \
-             vector table: stopping this vCPU",
-            cpu.index,
-            if data { "data" } else { "instruction" },
-            a.ipa,
-            frame.elr
-        );
-        return stop(cpu, WHY_NO_VBAR);
-    }
-    // SPSR.M[3:0]: 0b0101 = EL1h, 0b0100 = EL1t, 0b0000 = EL0t.
-    let (same_el, offset) = match frame.spsr & 0xF {
-        0b0101 => (true, 0x200),
-        0b0100 => (true, 0x000),
-        _ => (false, 0x400),
-    };
-    // EC: data abort 0x24 (lower EL) / 0x25 (same EL); instruction abort 0x20 / 0x21.
-    let ec: u64 = match (data, same_el) {
-        (true, false) => 0x24,
-        (true, true) => 0x25,
-        (false, false) => 0x20,
-        (false, true) => 0x21,
-    };
-    let il = 1 << 25; // a 32-bit instruction
-    let wnr = if data && a.write { 1 << 6 } else { 0 };
-    let fnv = if a.far_valid { 0 } else { 1 << 10 };
-    let fsc_external = 0b01_0000; // synchronous external abort, not on a table walk
-    ESR_EL1.set(ec << 26 | il | fnv | wnr | fsc_external);
-    FAR_EL1.set(a.far);
-    ELR_EL1.set(frame.elr);
-    SPSR_EL1.set(frame.spsr);
-    frame.spsr = el1h_masked();
-    frame.elr = vbar + offset;
-    Counters::inc(&cpu.counters.injected);
-    log::info!(
-        "vcpu {}: {} at IPA {:#x} {why}: injected a synchronous external abort",
-        cpu.index,
-        if data { "access" } else { "fetch" },
-        a.ipa
+/// Answers an abort with an injected synchronous external abort (inject.rs) at FAR_EL2, counts
+/// it and logs it (sampled). Used for accesses outside every memslot and device, accesses the
+/// UART cannot emulate, and memory that cannot be backed (badguest.rs).
+pub fn inject_abort(cpu: &PerCpu, frame: &mut Frame, a: &Abort, data: bool, why: &str) -> Action {
+    inject::sync_external_abort(
+        frame,
+        data,
+        a.write,
+        a.cache_maintenance,
+        a.far_valid.then_some(a.far),
     );
+    Counters::inc(&cpu.counters.injected);
+    let n = cpu.counters.trap(Trap::AbortInjected);
+    if log_sampled(n) {
+        log::info!(
+            "vcpu {}: {} at IPA {:#x} {why}: injected a synchronous external abort ({n} so far)",
+            cpu.index,
+            if data { "access" } else { "fetch" },
+            a.ipa
+        );
+    }
     Action::Resume
 }
 
-/// HVC and trapped SMC: the guest ABI (abi.rs) and PSCI. x0 = function id.
-fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str) -> Action {
-    let function = frame.x[0];
+/// HVC and trapped SMC: the guest ABI (abi.rs) and PSCI, per SMCCC (DEN0028): the function ID
+/// is W0 and an SMC32/HVC32 call's arguments are W1..W7 (arch_decode::smccc). A non-zero
+/// immediate is not an SMCCC call (SMCCC 2.x: the immediate is 0): NOT_SUPPORTED.
+fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Action {
+    if imm != 0 {
+        if log_sampled(Counters::bump(&cpu.counters.calls_unsupported)) {
+            log::warn!(
+                "vcpu {}: {conduit} #{imm:#x} (non-zero immediate): NOT_SUPPORTED",
+                cpu.index
+            );
+        }
+        frame.x[0] = smccc::NOT_SUPPORTED;
+        return Action::Resume;
+    }
+    let mut regs = [0; 8];
+    regs.copy_from_slice(&frame.x[..8]);
+    let call = Call::new(&regs);
+    let function = call.function;
     // The workload calls: barriers, calibration, phase reports, collapse (phases.rs).
-    if let Some(action) = crate::phases::call(vm::get(), cpu, frame) {
+    if let Some(action) = crate::phases::call(vm::get(), cpu, frame, &call) {
         return action;
     }
     // The guest fuzzer's call (fuzz.rs): run parameters, its counts, whether fuzzers still run.
@@ -359,33 +512,33 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str) -> Action {
         return action;
     }
     // The robustness calls (badguest.rs): run parameters, verify results, bad-guest cases.
-    if let Some(v) = crate::badguest::call(vm::get(), cpu, frame, function) {
+    if let Some(v) = crate::badguest::call(vm::get(), cpu, &call) {
         frame.x[0] = v;
         return Action::Resume;
     }
-    match function {
+    match call.function_u64() {
         abi::HVC_REPORT => {
             let r = &cpu.result;
-            r.checksum.store(frame.x[1], Ordering::Relaxed);
-            r.cycles.store(frame.x[2], Ordering::Relaxed);
-            r.pages.store(frame.x[3], Ordering::Relaxed);
+            r.checksum.store(call.arg(1), Ordering::Relaxed);
+            r.cycles.store(call.arg(2), Ordering::Relaxed);
+            r.pages.store(call.arg(3), Ordering::Relaxed);
             r.reported.store(1, Ordering::Release);
             frame.x[0] = 0;
             Action::Resume
         }
         abi::HVC_FINISH => {
-            if frame.x[1] == 0 {
+            if call.arg(1) == 0 {
                 finish_ok(cpu)
             } else {
                 log::error!(
                     "vcpu {}: guest finished with status {}",
                     cpu.index,
-                    frame.x[1]
+                    call.arg(1)
                 );
                 stop(cpu, WHY_GUEST_STATUS)
             }
         }
-        _ => match psci::guest_call(function, frame.x[1]) {
+        _ => match psci::guest_call(function, call.arg(1)) {
             GuestPsci::Return(v) => {
                 frame.x[0] = v;
                 Action::Resume
@@ -398,11 +551,13 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str) -> Action {
                 }
             }
             GuestPsci::NotSupported => {
-                log::warn!(
-                    "vcpu {}: unsupported {conduit} function {function:#x}: NOT_SUPPORTED",
-                    cpu.index
-                );
-                frame.x[0] = psci::not_supported();
+                if log_sampled(Counters::bump(&cpu.counters.calls_unsupported)) {
+                    log::warn!(
+                        "vcpu {}: unsupported {conduit} function {function:#x}: NOT_SUPPORTED",
+                        cpu.index
+                    );
+                }
+                frame.x[0] = smccc::NOT_SUPPORTED;
                 Action::Resume
             }
         },

@@ -254,7 +254,10 @@ pub fn configure_this_cpu(vm: &Vm) {
             + HCR_EL2::FB::SET
             + HCR_EL2::BSU::InnerShareable
             // Set/way cache maintenance traps (meaningless for a guest).
-            + HCR_EL2::TSW::SET,
+            + HCR_EL2::TSW::SET
+            // ID registers trap (EC 0x18) and read as sanitised values (idregs.rs): PARange =
+            // the 40-bit IPA space, no feature the hypervisor traps (docs/robustness.md).
+            + HCR_EL2::TID3::SET,
     );
     VTCR_EL2.write(
         // Bit 31 is RES1.
