@@ -16,7 +16,7 @@ use spin::Once;
 use crate::abi;
 use crate::exceptions::Frame;
 use crate::options::Workload;
-use crate::percpu::{self, status, PerCpu};
+use crate::percpu::{self, status, PerCpu, Trap};
 use crate::vcpu::Action;
 use crate::vm::Vm;
 
@@ -263,21 +263,12 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
         });
         crate::println!("{line}");
     }
-    crate::println!("the hypervisor's exits on the fuzzing vCPUs (per-CPU counters):");
+    crate::println!("the hypervisor's exits on the fuzzing vCPUs, by trap class (percpu.rs):");
     let cpus = percpu::all();
-    for (name, f) in [
-        (
-            "stage-2 faults",
-            (|c: &PerCpu| get(&c.counters.faults)) as fn(&PerCpu) -> u64,
-        ),
-        ("emulated MMIO", |c: &PerCpu| get(&c.counters.mmio)),
-        ("HVC", |c: &PerCpu| get(&c.counters.hvc)),
-        ("SMC", |c: &PerCpu| get(&c.counters.smc)),
-        ("injected external aborts", |c: &PerCpu| {
-            get(&c.counters.injected)
-        }),
-    ] {
-        let (line, _) = row(String::from(name), 34, &|id| f(&cpus[id]));
+    for t in Trap::ALL {
+        let (line, _) = row(String::from(t.name()), 34, &|id| {
+            get(&cpus[id].counters.traps[t as usize])
+        });
         crate::println!("{line}");
     }
     format!(

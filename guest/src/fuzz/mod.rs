@@ -26,7 +26,7 @@ use crate::abi;
 use gen::Code;
 use rng::Rng;
 use target::Layout;
-use vectors::State;
+use vectors::{Recorder, State};
 
 macro_rules! say {
     ($($arg:tt)*) => {{
@@ -67,17 +67,18 @@ pub fn workload(id: u64, base: u64, size: u64, vcpus: u64) -> ! {
     );
     let enabled: heapless_classes::List = heapless_classes::List::from_mask(classes);
     let mut state = State::new();
-    vectors::install(&mut state);
+    let rec = vectors::install(&raw mut state);
     let mut counts = [0u64; abi::FUZZ_CLASSES];
     let progress = if ops >= 100_000 { ops / 10 } else { u64::MAX };
     for i in 0..ops {
         let class = enabled.pick(&mut f.rng);
-        f.op(&mut state, i, class);
+        f.op(rec, i, class);
         counts[class as usize] += 1;
         if (i + 1) % progress == 0 {
             say!("vcpu {id}: fuzz: {} of {ops} ops", i + 1);
         }
     }
+    let state = rec.snapshot();
     for (ec, &n) in state.ec.iter().enumerate() {
         if n != 0 {
             fuzz_call(abi::FUZZ_COUNT, abi::FUZZ_TABLE_EC, ec as u64, n);
@@ -236,7 +237,7 @@ impl Fuzzer {
     }
 
     /// Runs operation number `i` of class `class`.
-    fn op(&mut self, st: &mut State, i: u64, class: u64) {
+    fn op(&mut self, rec: Recorder, i: u64, class: u64) {
         let mut code = Code::new();
         let mut regs = [0u64; 8];
         for r in regs.iter_mut().take(6) {
@@ -274,15 +275,21 @@ impl Fuzzer {
                     gen::sme(&mut self.rng, &mut code)
                 };
                 code.word(gen::RET);
-                let undef = st.ec[EC_UNKNOWN as usize] + st.ec[EC_SVE as usize];
+                let undef = rec.ec(EC_UNKNOWN) + rec.ec(EC_SVE);
                 vectors::call_el1(self.load(&code), &regs);
-                let undef = st.ec[EC_UNKNOWN as usize] + st.ec[EC_SVE as usize] - undef;
+                let undef = rec.ec(EC_UNKNOWN) + rec.ec(EC_SVE) - undef;
                 if class == abi::FUZZ_CLASS_SME && undef != n {
-                    let d = format_args!("{undef} of {n} SME instructions UNDEFed");
+                    let d = format_args!(
+                        "{undef} of {n} SME instructions UNDEFed, code {:08x?}",
+                        &words(&code)[..code.len / 4]
+                    );
                     self.violation(abi::FUZZ_VIOLATION_SME, i, class, d);
                 } else if class == abi::FUZZ_CLASS_SVE && undef != if self.sve { 0 } else { n } {
                     let sve = self.sve;
-                    let d = format_args!("{undef} of {n} UNDEFed, SVE offered: {sve}");
+                    let d = format_args!(
+                        "{undef} of {n} UNDEFed, SVE offered: {sve}, code {:08x?}",
+                        &words(&code)[..code.len / 4]
+                    );
                     self.violation(abi::FUZZ_VIOLATION_SVE, i, class, d);
                 }
             }
@@ -293,7 +300,7 @@ impl Fuzzer {
                     self.violation(abi::FUZZ_VIOLATION_FPSTATE, i, class, d);
                 }
             }
-            _ => self.el0(st, i, class, &mut code, &mut regs),
+            _ => self.el0(rec, i, class, &mut code, &mut regs),
         }
     }
 
@@ -307,7 +314,7 @@ impl Fuzzer {
     }
 
     /// An excursion to EL0 (class el0a64 / el0a32 / el0t32) and its oracles.
-    fn el0(&mut self, st: &mut State, i: u64, class: u64, code: &mut Code, regs: &mut [u64; 8]) {
+    fn el0(&mut self, rec: Recorder, i: u64, class: u64, code: &mut Code, regs: &mut [u64; 8]) {
         let aarch32 = class != abi::FUZZ_CLASS_EL0_A64;
         let t = self.target(aarch32);
         regs[0] = t.addr;
@@ -338,6 +345,7 @@ impl Fuzzer {
         }
         let pc = self.load(code);
         vectors::enter_el0(pc, spsr | u64::from(nzcv) << 28, regs, self.el0_sp);
+        let st = rec.snapshot();
         let from_a32 = st.spsr & SPSR_NRW != 0;
         let vector_ok = match st.vector {
             vectors::VEC_LOWER_A64 => !from_a32,
@@ -371,6 +379,15 @@ impl Fuzzer {
             self.violation(abi::FUZZ_VIOLATION_EL0_RETURN, i, class, d);
         }
     }
+}
+
+/// A snippet's A64 instruction words (for violation reports).
+fn words(code: &Code) -> [u32; gen::CODE_MAX / 4] {
+    let mut w = [0; gen::CODE_MAX / 4];
+    for (i, c) in code.bytes[..code.len].chunks(4).enumerate() {
+        w[i] = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    }
+    w
 }
 
 /// CPACR_EL1: FP/SIMD, SVE and SME not trapped at EL1 or EL0 (Arm ARM D19 "CPACR_EL1": FPEN,

@@ -236,18 +236,42 @@ unsafe extern "C" {
     fn fuzz_el0_enter(pc: u64, spsr: u64, regs: *const [u64; 8], sp: u64);
 }
 
+/// The `State` the vectors write behind the compiler's back (from an exception, not through any
+/// Rust reference): the fuzzer only ever reads it with volatile reads through this handle, so no
+/// value is cached across a snippet call or an excursion.
+#[derive(Clone, Copy)]
+pub struct Recorder(*const State);
+
+impl Recorder {
+    /// A copy of everything recorded so far.
+    pub fn snapshot(self) -> State {
+        // SAFETY: the pointer is the fuzzer's `State`, alive for the rest of the vCPU's life
+        // (`install`); the vectors write it only while an exception is being taken, never
+        // concurrently with this read (one vCPU, exceptions are synchronous here).
+        unsafe { core::ptr::read_volatile(self.0) }
+    }
+
+    /// Exceptions recorded with ESR_EL1.EC = `ec`.
+    pub fn ec(self, ec: u64) -> u64 {
+        // SAFETY: as in `snapshot`; `ec` < 64 indexes inside the array.
+        unsafe { core::ptr::read_volatile(&raw const (*self.0).ec[(ec & 63) as usize]) }
+    }
+}
+
 /// Points VBAR_EL1 at the fuzzer's vectors and TPIDR_EL1 at `state`, which must outlive every
-/// later exception (the fuzzer's stack frame that never returns).
-pub fn install(state: &mut State) {
+/// later exception (the fuzzer's stack frame that never returns) and must not be used directly
+/// afterwards: read it through the returned `Recorder`.
+pub fn install(state: *mut State) -> Recorder {
     // SAFETY: fuzz_vectors is a 2 KiB-aligned vector table in our image; TPIDR_EL1 is read only
     // by those vectors, which write the `State` it points at. The ISB makes both take effect
     // before the next exception.
     unsafe {
         asm!("msr tpidr_el1, {s}", "msr vbar_el1, {v}", "isb",
-             s = in(reg) state as *mut State as u64,
+             s = in(reg) state as u64,
              v = in(reg) &raw const fuzz_vectors as u64,
              options(nostack));
     }
+    Recorder(state)
 }
 
 /// Makes `len` bytes of freshly written instructions at `addr` executable (Arm ARM D7.5.2
