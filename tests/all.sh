@@ -2,7 +2,8 @@
 # Every test the project has, in the order a failure is cheapest to find:
 #   lint (fmt, clippy) -> stage2 host tests (unit, ops, proptest model, real-thread stress)
 #   -> arch-decode host tests (ESR/HPFAR/SMCCC/exception-entry/ID-register decode)
-#   -> loom models -> QEMU runs of the hypervisor (tests/qemu.sh, incl. the gdb test).
+#   -> loom models -> no FP/SIMD/SVE/SME instruction in the hypervisor (tests/no-fp.sh)
+#   -> QEMU runs of the hypervisor (tests/qemu.sh, incl. the gdb test).
 # Prints one line per step and ends with "all: N passed, M failed" (N/M count test cases).
 # Exit status is non-zero if anything failed.
 set -u
@@ -26,10 +27,11 @@ run() {
         local status=FAILED
         failed_steps+=("$name")
     fi
-    # Count cases from cargo's "test result:" lines and tests/qemu.sh's closing line.
+    # Count cases from cargo's "test result:" lines and the closing line of tests/qemu*.sh and
+    # tests/no-fp.sh.
     local p f
-    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^qemu[a-z-]*: [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-    f=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed|^qemu[a-z-]*: [0-9]+ passed, [0-9]+ failed)' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^(qemu[a-z-]*|no-fp): [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed|^(qemu[a-z-]*|no-fp): [0-9]+ passed, [0-9]+ failed)' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
     if [ "$status" = FAILED ] && [ "$f" -eq 0 ]; then f=1; fi
     passed=$((passed + p))
     failed=$((failed + f))
@@ -46,9 +48,11 @@ run stage2-tests cargo test -p stage2 --target "$HOST"
 run arch-decode-tests cargo test -p arch-decode --target "$HOST"
 RUSTFLAGS="--cfg loom" run stage2-loom cargo test -p stage2 --features testing --target "$HOST" \
     --target-dir target/loom --release --test loom
+run no-fp bash tests/no-fp.sh
 run qemu bash tests/qemu.sh
 run qemu-robustness bash tests/qemu-robustness.sh
 run qemu-workloads bash tests/qemu-workloads.sh
+run qemu-fuzz bash tests/qemu-fuzz.sh
 
 echo
 if [ ${#failed_steps[@]} -gt 0 ]; then

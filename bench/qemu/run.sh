@@ -58,7 +58,7 @@ mem_for() { case "$1" in demand|random) echo 16M ;; *) echo 64M ;; esac; }
 
 echo "bench/qemu: building the release hypervisor" >&2
 cargo build --release -p hyp >&2
-ELF=target/aarch64-unknown-none/release/hyp
+ELF=target/aarch64-unknown-none-softfloat/release/hyp
 command -v qemu-system-aarch64 >/dev/null || { echo "bench/qemu: qemu-system-aarch64 missing (apt-get install qemu-system-arm)" >&2; exit 127; }
 
 # The machine, for the report.

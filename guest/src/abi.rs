@@ -138,3 +138,82 @@ pub const HVC_WP_COUNT: u64 = 0xC600_0015;
 /// Bad-guest case 21: the page the guest touches in streaming mode (image slot, unused by the
 /// image and the stacks, never touched before, right after `STORM_PAGE`).
 pub const SME_PAGE: u64 = STORM_PAGE + PAGE_SIZE;
+
+// --- The guest fuzzer (`workload=fuzz`, docs/robustness.md "Guest fuzzer"). vCPU 0 runs `verify`
+// while every other vCPU runs a seeded random stream of what a guest can do to reach the
+// hypervisor (guest/src/fuzz/); with one vCPU, that vCPU fuzzes.
+
+/// Workload `fuzz`.
+pub const WORKLOAD_FUZZ: u64 = 12;
+/// HVC: the fuzzer's call. x1 = `FUZZ_*` sub-call, arguments in x2..x4.
+pub const HVC_FUZZ: u64 = 0xC600_0016;
+/// `HVC_FUZZ` sub-call: run parameters. Returns x0 = seed (`seed=`), x1 = operations per fuzzing
+/// vCPU (`ops=`), x2 = this vCPU's role (`FUZZ_ROLE_*`), x3 = the op classes to run (bit
+/// `FUZZ_CLASS_*` set = on).
+pub const FUZZ_PARAMS: u64 = 0;
+/// `HVC_FUZZ` sub-call: one count. x2 = table (`FUZZ_TABLE_*`), x3 = index, x4 = count. Returns 0.
+pub const FUZZ_COUNT: u64 = 1;
+/// `HVC_FUZZ` sub-call: this fuzzing vCPU is done (sent after its counts). x2 = operations done,
+/// x3 = oracle violations (`FUZZ_TABLE_VIOLATION` summed). Returns 0.
+pub const FUZZ_DONE: u64 = 2;
+/// `HVC_FUZZ` sub-call: how many fuzzing vCPUs are still running (neither done nor stopped).
+/// The verifying vCPU polls it to run for as long as the fuzzers do.
+pub const FUZZ_RUNNING: u64 = 3;
+/// `FUZZ_PARAMS` role: run `verify` until `FUZZ_RUNNING` answers 0.
+pub const FUZZ_ROLE_VERIFY: u64 = 0;
+/// `FUZZ_PARAMS` role: fuzz.
+pub const FUZZ_ROLE_FUZZ: u64 = 1;
+/// `FUZZ_COUNT` table: exceptions the fuzzer's own vectors took, index = ESR_EL1.EC (0..64).
+pub const FUZZ_TABLE_EC: u64 = 0;
+/// `FUZZ_COUNT` table: operations run, index = `FUZZ_CLASS_*`.
+pub const FUZZ_TABLE_CLASS: u64 = 1;
+/// `FUZZ_COUNT` table: oracle violations, index = `FUZZ_VIOLATION_*`.
+pub const FUZZ_TABLE_VIOLATION: u64 = 2;
+/// Op class: MRS/MSR to a random system-register encoding (op0 2 or 3), built at run time.
+pub const FUZZ_CLASS_SYSREG: u64 = 0;
+/// Op class: HVC with a random function id, arguments and immediate.
+pub const FUZZ_CLASS_HVC: u64 = 1;
+/// Op class: SMC (trapped by HCR_EL2.TSC) with a random function id, arguments and immediate.
+pub const FUZZ_CLASS_SMC: u64 = 2;
+/// Op class: a load/store/pair/exclusive/atomic/DC ZVA/SIMD access at EL1 to a random IPA.
+pub const FUZZ_CLASS_MEM: u64 = 3;
+/// Op class: a drop to AArch64 EL0 running one random op, back by SVC.
+pub const FUZZ_CLASS_EL0_A64: u64 = 4;
+/// Op class: a drop to AArch32 EL0 in A32 running one random op, back by SVC.
+pub const FUZZ_CLASS_EL0_A32: u64 = 5;
+/// Op class: a drop to AArch32 EL0 in T32 (half of them inside an IT block), back by SVC.
+pub const FUZZ_CLASS_EL0_T32: u64 = 6;
+/// Op class: SVE instructions (allowed: must not UNDEF when ID_AA64PFR0_EL1.SVE says present).
+pub const FUZZ_CLASS_SVE: u64 = 7;
+/// Op class: SME instructions and registers (trapped: every one must UNDEF).
+pub const FUZZ_CLASS_SME: u64 = 8;
+/// Op class: values in V/Z registers must survive exits (HVC, MMIO, an injected abort).
+pub const FUZZ_CLASS_FPSTATE: u64 = 9;
+/// Number of op classes.
+pub const FUZZ_CLASSES: usize = 10;
+/// Op class names (option `classes=`, report), indexed by `FUZZ_CLASS_*`.
+pub const FUZZ_CLASS_NAMES: [&str; FUZZ_CLASSES] = [
+    "sysreg", "hvc", "smc", "mem", "el0a64", "el0a32", "el0t32", "sve", "sme", "fpstate",
+];
+/// Violation: an EL0 excursion came back by SVC from the wrong place or with its marker
+/// registers wrong (an emulated access skipped the wrong length or ITSTATE was not advanced).
+pub const FUZZ_VIOLATION_EL0_RETURN: u64 = 0;
+/// Violation: an exception from AArch32 EL0 arrived at the lower-EL AArch64 vector, or the reverse.
+pub const FUZZ_VIOLATION_VECTOR: u64 = 1;
+/// Violation: an SME instruction or register access did not UNDEF.
+pub const FUZZ_VIOLATION_SME: u64 = 2;
+/// Violation: an SVE instruction UNDEFed (or trapped) although ID_AA64PFR0_EL1 offers SVE, or
+/// ran although it does not.
+pub const FUZZ_VIOLATION_SVE: u64 = 3;
+/// Violation: a V or Z register lost its value across exits to the hypervisor.
+pub const FUZZ_VIOLATION_FPSTATE: u64 = 4;
+/// Number of violation kinds.
+pub const FUZZ_VIOLATIONS: usize = 5;
+/// Violation names (report), indexed by `FUZZ_VIOLATION_*`.
+pub const FUZZ_VIOLATION_NAMES: [&str; FUZZ_VIOLATIONS] = [
+    "el0-return",
+    "wrong-vector",
+    "sme-not-undef",
+    "sve-undef",
+    "fpstate-lost",
+];

@@ -17,6 +17,8 @@ mod workloads;
 mod aarch32;
 mod badguest;
 mod verify;
+// The guest fuzzer (workload=fuzz, docs/robustness.md "Guest fuzzer").
+mod fuzz;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
@@ -185,6 +187,7 @@ extern "C" fn guest_main(
     match workload {
         abi::WORKLOAD_VERIFY => verify::workload(id, base, size),
         abi::WORKLOAD_BADGUEST => badguest::workload(id, base, size),
+        abi::WORKLOAD_FUZZ => fuzz::workload(id, base, size, vcpus),
         _ => {}
     }
     workloads::calibrate(id);

@@ -474,10 +474,13 @@ fn compact(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, span: usize) {
     }
 }
 
-/// Whether this run's guest results are checked here (`verify`, `badguest`) instead of by the
+/// Whether this run's guest results are checked here (`verify`, `badguest`, `fuzz`) instead of by the
 /// generic per-workload checksum in report.rs.
 pub fn checks_itself(vm: &Vm) -> bool {
-    matches!(vm.opts.workload, Workload::Verify | Workload::Badguest)
+    matches!(
+        vm.opts.workload,
+        Workload::Verify | Workload::Badguest | Workload::Fuzz
+    )
 }
 
 /// Whether vCPU `id` runs `verify` in this run.
@@ -485,6 +488,7 @@ pub fn verifies(vm: &Vm, id: usize) -> bool {
     match vm.opts.workload {
         Workload::Verify => true,
         Workload::Badguest => !crate::badguest::is_bad_vcpu(vm, id),
+        Workload::Fuzz => !crate::fuzz::fuzzes(vm, id),
         _ => false,
     }
 }

@@ -3,10 +3,18 @@
 //! A vCPU runs on its CPU's EL2 stack: `enter_guest` pushes the hypervisor's callee-saved
 //! registers and ERETs; every trap from the guest pushes a `Frame` right below them, calls
 //! `vcpu::handle_exit`, and either restores the frame and ERETs (resume) or pops it and returns
-//! from `enter_guest` (the vCPU is done). The frame holds the full guest context: x0-x30,
-//! SP_EL1, ELR_EL2, SPSR_EL2, q0-q31, FPSR, FPCR (the hypervisor's Rust code may use SIMD
-//! registers, so they are guest state to preserve). EL1 system registers are not touched by the
-//! hypervisor except deliberately (abort injection), so they stay live in the CPU.
+//! from `enter_guest` (the vCPU is done). The frame holds the guest context the hypervisor's own
+//! code can clobber: x0-x30, SP_EL1, ELR_EL2, SPSR_EL2.
+//!
+//! The guest's FP/SIMD/SVE state (v0-v31 or z0-z31, p0-p15, FFR, FPSR, FPCR) is **not** in the
+//! frame: it stays in the registers for the whole life of the vCPU. That holds because each
+//! physical CPU runs exactly one vCPU (nothing else ever loads its own FP state there) and the
+//! hypervisor never executes an FP/SIMD/SVE instruction: it is built for
+//! `aarch64-unknown-none-softfloat`, so the compiler emits none, and the assembly here uses none
+//! except `guest_fp_reset` (FPCR/FPSR := 0 once before the first entry). `tests/no-fp.sh`
+//! disassembles the hypervisor and fails if that ever changes. SME state cannot be live either:
+//! CPTR_EL2.TSM traps it (vm.rs). EL1 system registers are likewise not touched by the hypervisor
+//! except deliberately (abort injection), so they stay live in the CPU.
 
 use aarch64_cpu::registers::{Writeable, VBAR_EL2};
 use core::arch::global_asm;
@@ -25,19 +33,15 @@ pub struct Frame {
     pub elr: u64,
     /// The guest's PSTATE (SPSR_EL2).
     pub spsr: u64,
-    /// q0..q31.
-    pub q: [u128; 32],
-    /// FPSR.
-    pub fpsr: u64,
-    /// FPCR.
-    pub fpcr: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Frame>() == 800);
+// The assembly below hard-codes these offsets; the size keeps SP 16-byte aligned (AAPCS64 and
+// SCTLR_EL2.SA) while a frame is on the stack.
+const _: () = assert!(core::mem::size_of::<Frame>() == 272);
+const _: () = assert!(core::mem::size_of::<Frame>().is_multiple_of(16));
 const _: () = assert!(core::mem::offset_of!(Frame, sp_el1) == 248);
 const _: () = assert!(core::mem::offset_of!(Frame, elr) == 256);
-const _: () = assert!(core::mem::offset_of!(Frame, q) == 272);
-const _: () = assert!(core::mem::offset_of!(Frame, fpsr) == 784);
+const _: () = assert!(core::mem::offset_of!(Frame, spsr) == 264);
 
 impl Frame {
     /// An all-zero frame.
@@ -47,9 +51,6 @@ impl Frame {
             sp_el1: 0,
             elr: 0,
             spsr: 0,
-            q: [0; 32],
-            fpsr: 0,
-            fpcr: 0,
         }
     }
 
@@ -126,36 +127,10 @@ hyp_vectors:
     stp     x2, x3, [sp, #256]
     .endm
 
-    // x2 = base of the q-register area
-    .macro QREGS op
-    \op     q0, q1, [x2, #0]
-    \op     q2, q3, [x2, #32]
-    \op     q4, q5, [x2, #64]
-    \op     q6, q7, [x2, #96]
-    \op     q8, q9, [x2, #128]
-    \op     q10, q11, [x2, #160]
-    \op     q12, q13, [x2, #192]
-    \op     q14, q15, [x2, #224]
-    \op     q16, q17, [x2, #256]
-    \op     q18, q19, [x2, #288]
-    \op     q20, q21, [x2, #320]
-    \op     q22, q23, [x2, #352]
-    \op     q24, q25, [x2, #384]
-    \op     q26, q27, [x2, #416]
-    \op     q28, q29, [x2, #448]
-    \op     q30, q31, [x2, #480]
-    .endm
-
     .text
     // An exception from the guest. sp = the new frame, x0 = vector kind, guest x0/x1 saved.
 __hyp_trap_lower:
     SAVE_GPRS
-    add     x2, sp, #272
-    QREGS   stp
-    mrs     x3, fpsr
-    mrs     x4, fpcr
-    add     x5, x2, #512
-    stp     x3, x4, [x5]
     // The trap's entry time, for the hyp-side fault latency.
     mrs     x2, cntpct_el0
     mov     x1, x0
@@ -163,12 +138,6 @@ __hyp_trap_lower:
     bl      hyp_handle_lower
     cbnz    x0, __hyp_leave_guest
     // Resume the guest from the (possibly edited) frame.
-    add     x2, sp, #272
-    add     x5, x2, #512
-    ldp     x3, x4, [x5]
-    msr     fpsr, x3
-    msr     fpcr, x4
-    QREGS   ldp
     ldp     x2, x3, [sp, #256]
     msr     elr_el2, x2
     msr     spsr_el2, x3
@@ -195,17 +164,13 @@ __hyp_trap_lower:
     // The vCPU is done: drop the frame and return from enter_guest.
 __hyp_leave_guest:
     add     sp, sp, #{frame}
-    ldp     d8, d9, [sp, #0]
-    ldp     d10, d11, [sp, #16]
-    ldp     d12, d13, [sp, #32]
-    ldp     d14, d15, [sp, #48]
-    ldp     x19, x20, [sp, #64]
-    ldp     x21, x22, [sp, #80]
-    ldp     x23, x24, [sp, #96]
-    ldp     x25, x26, [sp, #112]
-    ldp     x27, x28, [sp, #128]
-    ldp     x29, x30, [sp, #144]
-    add     sp, sp, #160
+    ldp     x19, x20, [sp, #0]
+    ldp     x21, x22, [sp, #16]
+    ldp     x23, x24, [sp, #32]
+    ldp     x25, x26, [sp, #48]
+    ldp     x27, x28, [sp, #64]
+    ldp     x29, x30, [sp, #80]
+    add     sp, sp, #96
     ret
 
     // An exception taken at EL2 itself: a hypervisor bug (or semihosting without -semihosting).
@@ -218,26 +183,21 @@ __hyp_trap_current:
     b       5b
 
     // enter_guest(x0 = initial frame): save our callee-saved registers and ERET into the guest.
+    //
+    // AAPCS64 also makes d8-d15 callee-saved, but they are not saved here: no code in the
+    // hypervisor can hold a value in them (soft-float Rust never names an FP/SIMD register and
+    // this file's assembly uses none), so no caller of enter_guest relies on them, and between
+    // entry and return they hold the guest's v8-v15, which must stay untouched.
     .global enter_guest
 enter_guest:
-    sub     sp, sp, #160
-    stp     d8, d9, [sp, #0]
-    stp     d10, d11, [sp, #16]
-    stp     d12, d13, [sp, #32]
-    stp     d14, d15, [sp, #48]
-    stp     x19, x20, [sp, #64]
-    stp     x21, x22, [sp, #80]
-    stp     x23, x24, [sp, #96]
-    stp     x25, x26, [sp, #112]
-    stp     x27, x28, [sp, #128]
-    stp     x29, x30, [sp, #144]
+    sub     sp, sp, #96
+    stp     x19, x20, [sp, #0]
+    stp     x21, x22, [sp, #16]
+    stp     x23, x24, [sp, #32]
+    stp     x25, x26, [sp, #48]
+    stp     x27, x28, [sp, #64]
+    stp     x29, x30, [sp, #80]
     mov     x1, x0
-    add     x2, x1, #272
-    add     x5, x2, #512
-    ldp     x3, x4, [x5]
-    msr     fpsr, x3
-    msr     fpcr, x4
-    QREGS   ldp
     ldp     x2, x3, [x1, #256]
     msr     elr_el2, x2
     msr     spsr_el2, x3
@@ -260,6 +220,21 @@ enter_guest:
     ldr     x30, [x1, #240]
     ldp     x0, x1, [x1, #0]
     eret
+
+    // guest_fp_reset(): FPCR := 0, FPSR := 0, the guest's floating-point control and status
+    // before its first instruction (round to nearest, no trapped exceptions, no default NaN or
+    // flush-to-zero, no cumulative flags), so it does not inherit whatever firmware or reset
+    // left. The one deliberate FP-state access in the hypervisor (the allow-list of
+    // tests/no-fp.sh names this symbol). MSR FPCR/FPSR is a system-register write, not an FP
+    // data-processing instruction; it traps to EL2 only with CPTR_EL2.TFP = 1 (and to EL3 with
+    // CPTR_EL3.TFP = 1), and vm.rs configure_this_cpu writes TFP = 0 before any vCPU runs. It is
+    // legal in and out of streaming mode. Encoded by name (FPCR = S3_3_C4_C4_0,
+    // FPSR = S3_3_C4_C4_1) so it assembles for a target without the fp-armv8 feature.
+    .global guest_fp_reset
+guest_fp_reset:
+    msr     s3_3_c4_c4_0, xzr
+    msr     s3_3_c4_c4_1, xzr
+    ret
 "#,
     frame = const core::mem::size_of::<Frame>(),
 );
@@ -267,6 +242,7 @@ enter_guest:
 unsafe extern "C" {
     static hyp_vectors: u8;
     fn enter_guest(frame: *const Frame);
+    fn guest_fp_reset();
 }
 
 /// Points this CPU's VBAR_EL2 at our vectors. Every CPU, first thing after its MMU is on.
@@ -276,7 +252,14 @@ pub fn install() {
 }
 
 /// Runs the guest from `initial` on this CPU until its vCPU is done.
+///
+/// The guest's FP/SIMD state starts with FPCR = FPSR = 0 (`guest_fp_reset`); its vector
+/// registers hold whatever the CPU holds (architecturally UNKNOWN out of reset, as for a real CPU).
+/// CPTR_EL2 must already allow FP/SIMD (vm::configure_this_cpu ran on this CPU).
 pub fn run_guest(initial: &Frame) {
+    // SAFETY: `guest_fp_reset` writes only FPCR and FPSR, which no hypervisor code reads
+    // (soft-float); CPTR_EL2.TFP = 0 on this CPU, so the writes do not trap.
+    unsafe { guest_fp_reset() };
     // SAFETY: `enter_guest` saves every callee-saved register the AAPCS64 requires, runs the
     // guest (which cannot touch EL2 state), and returns here through __hyp_leave_guest with
     // them restored and SP back where it was. `initial` is only read.

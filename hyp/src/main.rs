@@ -26,6 +26,7 @@ mod exceptions;
 mod exit;
 #[path = "../../guest/src/workloads/expect.rs"]
 mod expect;
+mod fuzz;
 mod guest_image;
 mod idle;
 mod idregs;
@@ -41,6 +42,7 @@ mod phases;
 mod pool;
 mod psci;
 mod report;
+mod sysreg_ext;
 mod tables;
 mod tlb;
 mod uart;
@@ -180,6 +182,8 @@ extern "C" fn primary_main() -> ! {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
+    // workload=fuzz: fix and log the seed before any vCPU asks for it.
+    fuzz::init(vm);
     if vm.opts.chaos {
         if let Err(msg) = chaos::prepare(vm) {
             fail(&msg, 2);

@@ -41,17 +41,21 @@ pub enum Workload {
     Verify,
     /// The bad-guest matrix: the last vCPU runs every bad case, the others `verify`.
     Badguest,
+    /// The guest fuzzer: every vCPU but vCPU 0 runs `ops=` random operations seeded by `seed=`,
+    /// vCPU 0 runs `verify` meanwhile (hyp/src/fuzz.rs, guest/src/fuzz/).
+    Fuzz,
 }
 
 impl Workload {
     /// Every workload, for parsing and `help`.
-    pub const ALL: [Workload; 6] = [
+    pub const ALL: [Workload; 7] = [
         Workload::Demand,
         Workload::Overlap,
         Workload::Random,
         Workload::Pagetable,
         Workload::Verify,
         Workload::Badguest,
+        Workload::Fuzz,
     ];
 
     /// The option value.
@@ -63,6 +67,7 @@ impl Workload {
             Workload::Pagetable => "pagetable",
             Workload::Verify => "verify",
             Workload::Badguest => "badguest",
+            Workload::Fuzz => "fuzz",
         }
     }
 
@@ -75,6 +80,7 @@ impl Workload {
             Workload::Pagetable => crate::abi::WORKLOAD_PAGETABLE,
             Workload::Verify => crate::abi::WORKLOAD_VERIFY,
             Workload::Badguest => crate::abi::WORKLOAD_BADGUEST,
+            Workload::Fuzz => crate::abi::WORKLOAD_FUZZ,
         }
     }
 }
@@ -135,6 +141,12 @@ pub struct Options {
     pub tables: u64,
     /// Time the fault path's steps (phases.rs): costs QEMU global-lock round trips per fault.
     pub steps: bool,
+    /// workload=fuzz: the seed of every vCPU's stream (None: chosen at boot from CNTPCT).
+    pub seed: Option<u64>,
+    /// workload=fuzz: operations per fuzzing vCPU.
+    pub ops: u64,
+    /// workload=fuzz: the op classes to run, bit `abi::FUZZ_CLASS_*` set = on.
+    pub classes: u64,
 }
 
 /// Default size of the stage-2 table-page pool: 2048 pages, room for the tables of ~4 GiB of
@@ -147,6 +159,15 @@ const MIN_TABLES: u64 = 16 << 10;
 pub const DEFAULT_MEM: u64 = 16 << 20;
 /// Default vCPU timeout.
 pub const DEFAULT_TIMEOUT_S: u64 = 60;
+/// Default `ops=` (workload=fuzz): the CI form, well under a second per vCPU.
+pub const DEFAULT_FUZZ_OPS: u64 = 10_000;
+/// Largest `ops=`.
+const MAX_FUZZ_OPS: u64 = 10_000_000_000;
+/// Smallest `mem=` for workload=fuzz: a code page, an EL0 stack page and scratch pages.
+const MIN_FUZZ_MEM: u64 = 64 << 10;
+/// Every op class.
+pub const ALL_FUZZ_CLASSES: u64 = (1 << crate::abi::FUZZ_CLASSES) - 1;
+
 /// Default `duration=` under `chaos=on`: a few seconds, the CI form.
 pub const DEFAULT_CHAOS_DURATION_S: u64 = 2;
 
@@ -160,6 +181,7 @@ pub enum Parsed {
 
 /// The `help` text: every option, its values and its default.
 pub fn help_text(cpus: usize) -> String {
+    let classes = crate::abi::FUZZ_CLASS_NAMES.join(",");
     let workloads: String = Workload::ALL
         .iter()
         .map(|w| w.name())
@@ -184,6 +206,12 @@ pub fn help_text(cpus: usize) -> String {
          \x20                    RCU to return retired tables, else stops that vCPU   default: {}M\n\
          \x20 steps=on|off       time the fault path's steps (zeroing, stage2 call); each timer reads\n\
          \x20                    CNTPCT, which QEMU serves under its global lock   default: off\n\
+         \x20 seed=N             workload=fuzz: seed of the random streams (decimal or 0x hex); the report\n\
+         \x20                    prints it so a run can be replayed   default: from the counter at boot\n\
+         \x20 ops=N              workload=fuzz: operations per fuzzing vCPU, 1..=10^10, suffix k (10^3)\n\
+         \x20                    or m (10^6)   default: {DEFAULT_FUZZ_OPS}\n\
+         \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
+         \x20                    {classes}, or all   default: all\n\
          \x20 help               print this and exit 0",
         DEFAULT_MEM >> 20,
         DEFAULT_TABLES >> 20
@@ -200,6 +228,45 @@ fn parse_size(v: &str) -> Option<u64> {
     };
     let n: u64 = digits.parse().ok()?;
     n.checked_mul(1 << shift)
+}
+
+/// Parses `seed=`: decimal, or hexadecimal with a 0x prefix.
+fn parse_seed(v: &str) -> Option<u64> {
+    match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => v.parse().ok(),
+    }
+}
+
+/// Parses `ops=`: decimal with an optional k (10^3) or m (10^6) suffix.
+fn parse_count(v: &str) -> Option<u64> {
+    let (digits, mul) = match v.as_bytes().last()? {
+        b'k' | b'K' => (&v[..v.len() - 1], 1_000),
+        b'm' | b'M' => (&v[..v.len() - 1], 1_000_000),
+        _ => (v, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+/// Parses `classes=`: `all`, or names from `abi::FUZZ_CLASS_NAMES` separated by commas.
+fn parse_classes(v: &str) -> Result<u64, String> {
+    if v == "all" {
+        return Ok(ALL_FUZZ_CLASSES);
+    }
+    let mut mask = 0;
+    for name in v.split(',') {
+        let i = crate::abi::FUZZ_CLASS_NAMES
+            .iter()
+            .position(|&n| n == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown op class '{name}' (classes are {}, or all)",
+                    crate::abi::FUZZ_CLASS_NAMES.join(",")
+                )
+            })?;
+        mask |= 1 << i;
+    }
+    Ok(mask)
 }
 
 /// Parses `TIME`: seconds, or a number with suffix `s` or `m` (minutes, for soak runs).
@@ -226,6 +293,9 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         duration_s: 0,
         tables: DEFAULT_TABLES,
         steps: false,
+        seed: None,
+        ops: DEFAULT_FUZZ_OPS,
+        classes: ALL_FUZZ_CLASSES,
     };
     let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
     let mut help = false;
@@ -316,6 +386,16 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 o.duration_s =
                     parse_duration(value).ok_or_else(|| bad("expected e.g. 30, 30s, 5m"))?;
             }
+            "seed" => {
+                o.seed = Some(parse_seed(value).ok_or_else(|| bad("expected e.g. 42, 0x2a"))?);
+            }
+            "ops" => {
+                o.ops = parse_count(value).ok_or_else(|| bad("expected e.g. 10000, 10k, 1m"))?;
+                if !(1..=MAX_FUZZ_OPS).contains(&o.ops) {
+                    return Err(bad("must be 1..=10^10"));
+                }
+            }
+            "classes" => o.classes = parse_classes(value).map_err(|why| bad(&why))?,
             _ => return Err(format!("unknown option '{key}' (try 'help')")),
         }
     }
@@ -349,6 +429,17 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 "chaos=on uses 4k backing (its page migration breaks 2 MiB chunks); drop backing=2m",
             ));
         }
+    }
+    for key in ["seed", "ops", "classes"] {
+        if seen.contains(&key) && o.workload != Workload::Fuzz {
+            return Err(format!("{key}= applies to workload=fuzz only"));
+        }
+    }
+    if o.workload == Workload::Fuzz && o.mem < MIN_FUZZ_MEM {
+        return Err(format!(
+            "workload=fuzz needs mem>={}K (a code page, an EL0 stack page and scratch pages)",
+            MIN_FUZZ_MEM >> 10
+        ));
     }
     // 2 MiB chunks (backing=2m, and pagetable, whose adjust phase collapses them into blocks)
     // need whole chunks per region.

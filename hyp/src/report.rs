@@ -322,7 +322,9 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     }
     println!("{trap_line}");
     // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
-    let extra = crate::chaos::report(vm, &s, &mut failures);
+    let mut extra = crate::chaos::report(vm, &s, &mut failures);
+    // workload=fuzz: the fuzzer's tables, pass checks and RESULT fields (fuzz.rs).
+    extra.push_str(&crate::fuzz::report(vm, &mut failures));
     println!("");
 
     // Workload timing, calibration and phase checks (phases.rs).

@@ -534,6 +534,10 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Acti
     if let Some(action) = crate::phases::call(vm::get(), cpu, frame, &call) {
         return action;
     }
+    // The guest fuzzer's call (fuzz.rs): run parameters, its counts, whether fuzzers still run.
+    if let Some(action) = crate::fuzz::call(vm::get(), cpu, frame) {
+        return action;
+    }
     // The robustness calls (badguest.rs): run parameters, verify results, bad-guest cases.
     if let Some(v) = crate::badguest::call(vm::get(), cpu, &call) {
         frame.x[0] = v;

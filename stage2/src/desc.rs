@@ -34,8 +34,41 @@ const SW_MASK: u64 = 0b1111 << SW_SHIFT;
 
 /// Stage-2 MemAttr[3:0] with HCR_EL2.FWB = 0: outer and inner Write-Back cacheable.
 const MEMATTR_NORMAL_WB: u64 = 0b1111;
-/// Stage-2 MemAttr[3:0] with HCR_EL2.FWB = 0: Device-nGnRE.
+/// Stage-2 MemAttr[3:0] with HCR_EL2.FWB = 1: MemAttr[3] RES0, MemAttr[2] = 1 and
+/// MemAttr[1:0] = 0b10, "Normal Write-Back" whatever stage 1 says.
+const MEMATTR_FWB_FORCE_WB: u64 = 0b0110;
+/// Stage-2 MemAttr[3:0] for Device-nGnRE; the same with either HCR_EL2.FWB value (FWB = 0:
+/// MemAttr[3:2] = 0b00 is Device; FWB = 1: MemAttr[2] = 0 is Device), [1:0] = 0b01 is nGnRE.
 const MEMATTR_DEVICE_NGNRE: u64 = 0b0001;
+
+/// How a leaf's MemAttr[3:0] (descriptor bits [5:2]) encodes its memory type. The meaning of
+/// the field depends on HCR_EL2.FWB, so the table must be written for the value the hypervisor
+/// programs (Arm ARM D8.6.5 and D8.6.6, "Stage 2 memory type and Cacheability attributes when
+/// FWB is disabled / enabled").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum MemAttrEncoding {
+    /// HCR_EL2.FWB = 0: stage 2 is combined with stage 1 and the stricter type wins, so guest
+    /// RAM is MemAttr = 0b1111 (outer and inner Write-Back) and a guest whose stage 1 says
+    /// Non-cacheable (or whose caches are off without HCR_EL2.DC) accesses memory uncached.
+    #[default]
+    Combined,
+    /// HCR_EL2.FWB = 1 (FEAT_S2FWB): guest RAM is MemAttr = 0b0110, which forces Normal
+    /// Write-Back whatever stage 1 says, so the guest's accesses are always coherent with the
+    /// hypervisor's cacheable view and no cache maintenance is needed for it.
+    ForcedWriteBack,
+}
+
+impl MemAttrEncoding {
+    /// MemAttr[3:0] for `mem` in this encoding.
+    #[must_use]
+    pub const fn memattr(self, mem: MemType) -> u64 {
+        match (self, mem) {
+            (MemAttrEncoding::Combined, MemType::NormalWb) => MEMATTR_NORMAL_WB,
+            (MemAttrEncoding::ForcedWriteBack, MemType::NormalWb) => MEMATTR_FWB_FORCE_WB,
+            (_, MemType::Device) => MEMATTR_DEVICE_NGNRE,
+        }
+    }
+}
 
 /// `log2` of the span one entry at `level` maps: 39, 30, 21, 12 for levels 0..3.
 #[must_use]
@@ -206,11 +239,8 @@ impl Attrs {
         }
     }
 
-    fn bits(self) -> u64 {
-        let memattr = match self.mem {
-            MemType::NormalWb => MEMATTR_NORMAL_WB,
-            MemType::Device => MEMATTR_DEVICE_NGNRE,
-        };
+    fn bits(self, enc: MemAttrEncoding) -> u64 {
+        let memattr = enc.memattr(self.mem);
         let mut bits = (memattr << MEMATTR_SHIFT) | SH_INNER | AF;
         bits |= perm_bits(self.perms);
         bits |= (u64::from(self.sw) << SW_SHIFT) & SW_MASK;
@@ -260,9 +290,10 @@ impl Pte {
         Pte((pa & OA_MASK) | TYPE_TABLE_OR_PAGE | VALID)
     }
 
-    /// A leaf (page at level 3, block at levels 1-2) mapping `pa` with `attrs`.
+    /// A leaf (page at level 3, block at levels 1-2) mapping `pa` with `attrs`, its memory type
+    /// encoded for `enc` (the HCR_EL2.FWB value the table is used with).
     #[must_use]
-    pub fn leaf(pa: u64, level: u8, attrs: Attrs) -> Pte {
+    pub fn leaf(pa: u64, level: u8, attrs: Attrs, enc: MemAttrEncoding) -> Pte {
         debug_assert!(
             pa & (level_size(level) - 1) == 0,
             "leaf output not aligned to its size"
@@ -272,7 +303,7 @@ impl Pte {
         } else {
             0
         };
-        Pte((pa & OA_MASK) | attrs.bits() | ty | VALID)
+        Pte((pa & OA_MASK) | attrs.bits(enc) | ty | VALID)
     }
 
     /// Bit 0: the hardware walker uses this entry.
@@ -311,24 +342,30 @@ impl Pte {
         self.0 & OA_MASK
     }
 
-    /// The attributes of a valid leaf.
+    /// The attributes of a valid leaf written with encoding `enc`.
     #[must_use]
-    pub fn attrs(self) -> Attrs {
-        let mem = if (self.0 & MEMATTR_MASK) >> MEMATTR_SHIFT == MEMATTR_NORMAL_WB {
+    pub fn attrs(self, enc: MemAttrEncoding) -> Attrs {
+        let mem = if (self.0 & MEMATTR_MASK) >> MEMATTR_SHIFT == enc.memattr(MemType::NormalWb) {
             MemType::NormalWb
         } else {
             MemType::Device
         };
         Attrs {
             mem,
-            perms: Perms {
-                read: self.0 & S2AP_R != 0,
-                write: self.0 & S2AP_W != 0,
-                exec: self.0 & XN == 0,
-            },
+            perms: self.perms(),
             // The mask keeps four bits, so the cast cannot truncate.
             #[allow(clippy::cast_possible_truncation)]
             sw: ((self.0 & SW_MASK) >> SW_SHIFT) as u8,
+        }
+    }
+
+    /// The permissions of a valid leaf (S2AP and XN; independent of the MemAttr encoding).
+    #[must_use]
+    pub const fn perms(self) -> Perms {
+        Perms {
+            read: self.0 & S2AP_R != 0,
+            write: self.0 & S2AP_W != 0,
+            exec: self.0 & XN == 0,
         }
     }
 
@@ -350,23 +387,54 @@ impl Pte {
 mod tests {
     use super::*;
 
+    /// HCR_EL2.FWB = 0, the encoding of every test that is not about FWB.
+    const C: MemAttrEncoding = MemAttrEncoding::Combined;
+    /// HCR_EL2.FWB = 1.
+    const F: MemAttrEncoding = MemAttrEncoding::ForcedWriteBack;
+
     #[test]
     fn page_descriptor_matches_arm_arm_layout() {
         // The value the QEMU notes recorded as working for guest RAM: PA | 0x7FF would be
         // "valid page, MemAttr 0b1111, S2AP RW, SH inner, AF" (bits 0-10 all set).
-        let p = Pte::leaf(0x4000_1000, 3, Attrs::normal_rwx());
+        let p = Pte::leaf(0x4000_1000, 3, Attrs::normal_rwx(), C);
         assert_eq!(p.0, 0x4000_1000 | 0x7FF);
         assert!(p.is_valid() && p.is_leaf(3) && !p.is_table(3));
         assert_eq!(p.addr(), 0x4000_1000);
-        assert_eq!(p.attrs(), Attrs::normal_rwx());
+        assert_eq!(p.attrs(C), Attrs::normal_rwx());
+    }
+
+    #[test]
+    fn fwb_normal_memory_forces_write_back_and_device_is_unchanged() {
+        // Arm ARM D8.6.6 (FWB enabled): MemAttr[3] RES0, MemAttr[2] = 1 and [1:0] = 0b10 is
+        // "Normal Write-Back" whatever stage 1 says; bits [5:2] = 0b0110.
+        let p = Pte::leaf(0x4000_1000, 3, Attrs::normal_rwx(), F);
+        assert_eq!((p.0 >> 2) & 0xF, 0b0110);
+        assert_eq!(p.0 & (1 << 5), 0, "MemAttr[3] is RES0 with FWB");
+        // Every other bit is the FWB = 0 descriptor's.
+        let c = Pte::leaf(0x4000_1000, 3, Attrs::normal_rwx(), C);
+        assert_eq!(p.0 & !(0xF << 2), c.0 & !(0xF << 2));
+        assert_eq!(p.attrs(F), Attrs::normal_rwx());
+        // Read with the other encoding, 0b0110 is not write-back (FWB = 0: outer Non-cacheable,
+        // inner Write-Through): the encoding must match HCR_EL2.FWB.
+        assert_eq!(p.attrs(C).mem, MemType::Device);
+        assert_eq!(c.attrs(F).mem, MemType::Device);
+        // Device-nGnRE is 0b0001 in both encodings.
+        let d = Pte::leaf(0x0900_0000, 3, Attrs::device_rw(), F);
+        assert_eq!((d.0 >> 2) & 0xF, 0b0001);
+        assert_eq!(d, Pte::leaf(0x0900_0000, 3, Attrs::device_rw(), C));
+        assert_eq!(d.attrs(F), Attrs::device_rw());
+        // Permission changes keep the encoding.
+        let ro = p.with_perms(Perms::R);
+        assert_eq!(ro.attrs(F), Attrs::normal(Perms::R));
+        assert_eq!(ro.perms(), Perms::R);
     }
 
     #[test]
     fn block_descriptor_has_type_bit_clear() {
-        let b = Pte::leaf(0x4020_0000, 2, Attrs::normal_rwx());
+        let b = Pte::leaf(0x4020_0000, 2, Attrs::normal_rwx(), C);
         assert_eq!(b.0 & 0b11, 0b01, "a block is valid with bit 1 clear");
         assert!(b.is_leaf(2) && !b.is_table(2));
-        let g = Pte::leaf(0x4000_0000, 1, Attrs::normal_rwx());
+        let g = Pte::leaf(0x4000_0000, 1, Attrs::normal_rwx(), C);
         assert_eq!(g.0 & 0b11, 0b01);
     }
 
@@ -391,15 +459,15 @@ mod tests {
 
     #[test]
     fn permission_bits() {
-        let ro = Pte::leaf(0x1000, 3, Attrs::normal(Perms::R));
+        let ro = Pte::leaf(0x1000, 3, Attrs::normal(Perms::R), C);
         assert_eq!(ro.0 & (1 << 6), 1 << 6, "S2AP[0] read");
         assert_eq!(ro.0 & (1 << 7), 0, "S2AP[1] write clear");
         assert_eq!(ro.0 & (1 << 54), 1 << 54, "XN[1] set: not executable");
         assert_eq!(ro.0 & (1 << 53), 0, "XN[0] never set");
         let rw = ro.with_perms(Perms::RWX);
-        assert_eq!(rw, Pte::leaf(0x1000, 3, Attrs::normal_rwx()));
+        assert_eq!(rw, Pte::leaf(0x1000, 3, Attrs::normal_rwx(), C));
         assert!(ro.same_but_perms(rw));
-        assert!(!ro.same_but_perms(Pte::leaf(0x2000, 3, Attrs::normal(Perms::R))));
+        assert!(!ro.same_but_perms(Pte::leaf(0x2000, 3, Attrs::normal(Perms::R), C)));
     }
 
     #[test]
@@ -411,11 +479,12 @@ mod tests {
                 sw: 0b1010,
                 ..Attrs::device_rw()
             },
+            C,
         );
         assert_eq!((d.0 >> 2) & 0xF, 0b0001, "Device-nGnRE");
         assert_eq!((d.0 >> 55) & 0xF, 0b1010);
         assert_eq!(
-            d.attrs(),
+            d.attrs(C),
             Attrs {
                 sw: 0b1010,
                 ..Attrs::device_rw()

@@ -36,7 +36,7 @@ use alloc::vec::Vec;
 use core::marker::PhantomData;
 
 pub use arch::{PageMeta, PagePool, Table, Tlb};
-pub use desc::{Attrs, MemType, Perms, Pte, Size};
+pub use desc::{Attrs, MemAttrEncoding, MemType, Perms, Pte, Size};
 pub use geometry::Geometry;
 pub use stats::Stats;
 
@@ -102,6 +102,9 @@ pub struct Config {
     pub start_level: Option<u8>,
     /// CPUs (or host threads) that will walk the table; CPU ids are `0..cpus`.
     pub cpus: usize,
+    /// How leaves encode their memory type: must match the HCR_EL2.FWB value the table is used
+    /// with (`ForcedWriteBack` for FWB = 1). Default `Combined` (FWB = 0).
+    pub memattr: MemAttrEncoding,
 }
 
 impl Config {
@@ -112,6 +115,7 @@ impl Config {
             ipa_bits,
             start_level: None,
             cpus,
+            memattr: MemAttrEncoding::Combined,
         }
     }
 }
@@ -120,6 +124,7 @@ impl Config {
 pub struct Stage2<P: PagePool, T: Tlb> {
     geom: Geometry,
     root: u64,
+    memattr: MemAttrEncoding,
     pool: P,
     tlb: T,
     rcu: Rcu,
@@ -142,6 +147,7 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
         Ok(Stage2 {
             geom,
             root,
+            memattr: cfg.memattr,
             pool,
             tlb,
             rcu: Rcu::new(cfg.cpus),
@@ -152,6 +158,11 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
     /// PA of the root, for VTTBR_EL2.BADDR.
     pub fn root(&self) -> u64 {
         self.root
+    }
+
+    /// The memory-type encoding of the leaves (`Config::memattr`).
+    pub fn memattr(&self) -> MemAttrEncoding {
+        self.memattr
     }
 
     /// The geometry, for VTCR_EL2.
@@ -306,7 +317,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             return Some(Translation {
                 pa: old.addr() + (ipa & (size - 1)),
                 level: w.level(),
-                attrs: old.attrs(),
+                attrs: old.attrs(self.s2.memattr),
             });
         }
         None

@@ -33,7 +33,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         {
             return Err(Error::BadAddress);
         }
-        let new = Pte::leaf(pa, target, attrs);
+        let new = Pte::leaf(pa, target, attrs, self.s2.memattr);
         let mut stored = false;
         let result = self.map_walk(ipa, target, new, &mut stored);
         // Also when the walk failed after installing a table or splitting a block: those stores

@@ -111,8 +111,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 !old.is_locked(),
                 "LOCKED stage-2 entry seen under the exclusive MMU lock"
             );
-            if old.is_leaf(w.level()) && old.attrs().perms.write {
-                let perms = old.attrs().perms;
+            if old.is_leaf(w.level()) && old.perms().write {
+                let perms = old.perms();
                 w.store(old.with_perms(Perms {
                     write: false,
                     ..perms

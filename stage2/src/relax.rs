@@ -34,7 +34,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             if !old.is_valid() {
                 break Err(Error::Retry);
             }
-            let new = old.with_perms(old.attrs().perms.union(perms));
+            let new = old.with_perms(old.perms().union(perms));
             if new == old {
                 break Ok(()); // another vCPU relaxed it already
             }

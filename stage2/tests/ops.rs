@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
-use stage2::{Attrs, Config, Error, Mapped, PagePool, Perms, Pte, Size, Stage2};
+use stage2::{Attrs, Config, Error, Mapped, MemAttrEncoding, PagePool, Perms, Pte, Size, Stage2};
 
 type S2 = Stage2<Arc<CountingPool>, Arc<RecordingTlb>>;
 
@@ -443,4 +443,49 @@ fn forty_bit_geometry_uses_concatenated_root() {
     check_counts(&s2);
     s2.destroy(0).unwrap();
     assert_eq!(pool.in_use(), 0);
+}
+
+#[test]
+fn fwb_encoding_is_written_kept_and_read_back() {
+    // With HCR_EL2.FWB = 1 the hypervisor builds the table with `ForcedWriteBack`: guest RAM
+    // leaves carry MemAttr = 0b0110 (forced Normal Write-Back, Arm ARM D8.6.6), device leaves
+    // 0b0001; write-protect and relax change only permissions, never the encoding.
+    let pool = Arc::new(CountingPool::new(64));
+    let tlb = Arc::new(RecordingTlb::new(pool.clone()));
+    let mut cfg = Config::new(32, 1);
+    cfg.start_level = Some(1);
+    cfg.memattr = MemAttrEncoding::ForcedWriteBack;
+    let s2 = Stage2::new(cfg, pool.clone(), tlb.clone()).unwrap();
+    tlb.attach(s2.root(), s2.geometry());
+    assert_eq!(s2.memattr(), MemAttrEncoding::ForcedWriteBack);
+    let memattr = |ipa: u64, level: u8| (tlb.entry_at(ipa, level).unwrap() >> 2) & 0xF;
+    {
+        let g = s2.shared(0);
+        g.map(0x1000, RAM, Size::Page4K, Attrs::normal_rwx())
+            .unwrap();
+        g.map(0x0020_0000, RAM + MB2, Size::Block2M, Attrs::normal_rwx())
+            .unwrap();
+        g.map(0x2000, 0x0900_0000, Size::Page4K, Attrs::device_rw())
+            .unwrap();
+        assert_eq!(memattr(0x1000, 3), 0b0110);
+        assert_eq!(memattr(0x0020_0000, 2), 0b0110);
+        assert_eq!(memattr(0x2000, 3), 0b0001);
+        assert_eq!(g.translate(0x1000).unwrap().attrs, Attrs::normal_rwx());
+        assert_eq!(g.translate(0x0020_1000).unwrap().attrs, Attrs::normal_rwx());
+        assert_eq!(g.translate(0x2000).unwrap().attrs, Attrs::device_rw());
+    }
+    {
+        let g = s2.exclusive(0);
+        g.write_protect(0, 0x0040_0000).unwrap();
+        assert_eq!(memattr(0x1000, 3), 0b0110);
+        assert_eq!(memattr(0x0020_0000, 2), 0b0110);
+        assert_eq!(g.translate(0x1000).unwrap().attrs, Attrs::normal(Perms::RX));
+    }
+    {
+        let g = s2.shared(0);
+        g.relax_perms(0x1000, Perms::W).unwrap();
+        assert_eq!(memattr(0x1000, 3), 0b0110);
+        assert_eq!(g.translate(0x1000).unwrap().attrs, Attrs::normal_rwx());
+    }
+    finish(s2, &pool);
 }
