@@ -11,6 +11,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 /// a translation-table-level hint. Set once by `detect_features` on CPU0 before any TLBI.
 static HAS_TTL: AtomicBool = AtomicBool::new(false);
 
+/// Whether FEAT_S2FWB is implemented (ID_AA64MMFR2_EL1.FWB != 0) and therefore used: every CPU
+/// sets HCR_EL2.FWB and the stage-2 table encodes guest RAM as forced Write-Back (vm.rs). Set
+/// once by `detect_features` on CPU0 before the VM is built; read-only afterwards.
+static HAS_FWB: AtomicBool = AtomicBool::new(false);
+
 /// Reads the ID registers this file depends on. Call once, on CPU0, after the MMU is on.
 pub fn detect_features() {
     use aarch64_cpu::registers::{Readable, ID_AA64MMFR2_EL1};
@@ -18,11 +23,20 @@ pub fn detect_features() {
         ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::TTL) != 0,
         Ordering::Relaxed,
     );
+    HAS_FWB.store(
+        ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::FWB) != 0,
+        Ordering::Relaxed,
+    );
 }
 
 /// Whether TLBI IPA operations carry a level hint (for the report).
 pub fn has_ttl() -> bool {
     HAS_TTL.load(Ordering::Relaxed)
+}
+
+/// Whether stage 2 forces guest RAM to Write-Back (FEAT_S2FWB, HCR_EL2.FWB = 1).
+pub fn has_fwb() -> bool {
+    HAS_FWB.load(Ordering::Relaxed)
 }
 
 /// ISB: a system register write (VBAR, SCTLR, TTBR, HCR, ...) takes effect for the
@@ -214,6 +228,33 @@ pub fn guest_invalidate_tlb_local() {
     }
 }
 
+/// Cold start of this CPU for the guest, once before its first entry (vm.rs configure_this_cpu,
+/// after VTTBR_EL2 and HCR_EL2 are written):
+/// 1. `isb`: the VTTBR_EL2 write is in effect, so the TLBI below uses the guest's VMID (a TLBI
+///    "for the current VMID" reads VTTBR_EL2 indirectly; a direct write is only guaranteed
+///    visible to it after a context synchronization event).
+/// 2. `tlbi vmalls12e1`: the TLB contents out of reset are UNKNOWN and may hold entries tagged
+///    with the guest's VMID (stage 1, stage 2 or combined) that no break-before-make of ours
+///    ever invalidated; drop them. Local: only this CPU runs this vCPU, and each CPU does it.
+/// 3. `ic iallu`: likewise nothing of an earlier life of this CPU may be fetched as guest code;
+///    the guest image was cleaned to the point of unification before this CPU started
+///    (guest_image.rs), so a refill reads the loaded code.
+/// 4. `dsb nsh`: both complete on this CPU, 5. `isb`: before any later instruction (the ERET).
+pub fn guest_cold_start_local() {
+    // SAFETY: invalidating this CPU's TLB entries for the current VMID and its I-cache is always
+    // safe: at worst it forces walks and refetches.
+    unsafe {
+        asm!(
+            "isb",
+            "tlbi vmalls12e1",
+            "ic iallu",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
 /// Invalidates every EL2 stage-1 TLB entry on this CPU. Required before turning the EL2 MMU on:
 /// the TLB contents out of reset are UNKNOWN. The leading `dsb sy` completes the page-table
 /// writes; the trailing `dsb sy; isb` complete the invalidation before the SCTLR write.
@@ -224,6 +265,69 @@ pub fn el2_invalidate_tlb_local() {
             "dsb sy",
             "tlbi alle2",
             "dsb sy",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Memory the hypervisor wrote for the guest ([pa, pa + len): a zeroed backing page or 2 MiB
+/// chunk, a copied page, the loaded image) must be what the guest reads, even if the guest's
+/// access is not cacheable: its stage 1 is off with HCR_EL2.DC = 0, or its stage 1 says
+/// Non-cacheable. Such an access goes to memory past our caches.
+/// - With FEAT_S2FWB (HCR_EL2.FWB = 1, `has_fwb`): stage 2 forces every guest access to RAM to
+///   Write-Back, coherent with our cacheable writes: nothing to do, and nothing is spent on the
+///   fault path.
+/// - Without: clean and invalidate to the point of coherency (`clean_invalidate_dcache`, which
+///   ends with `dsb sy`, so the maintenance completes before the page is published to stage 2).
+///   The clean puts our writes in memory; the invalidate leaves no line that a later read of ours
+///   (a migration copy) would take instead of what the guest then writes uncached.
+pub fn guest_memory_written(pa: u64, len: u64) {
+    if !has_fwb() {
+        clean_invalidate_dcache(pa as usize, len as usize);
+    }
+}
+
+/// Before the hypervisor reads guest memory the guest may have written with non-cacheable
+/// accesses (a migration's source page): without FEAT_S2FWB, invalidate (clean and invalidate:
+/// our own lines for it are clean, as every write of ours was cleaned by
+/// `guest_memory_written`, so the clean writes nothing back) to the point of coherency, so the
+/// read misses and fetches what is in memory. With FWB the guest's writes went through the cache.
+pub fn guest_memory_before_read(pa: u64, len: u64) {
+    if !has_fwb() {
+        clean_invalidate_dcache(pa as usize, len as usize);
+    }
+}
+
+/// Memory the hypervisor wrote that the guest may execute ([start, start + len): the loaded
+/// image, a migrated page): clean each data cache line to the point of unification (DC CVAU),
+/// where instruction fetches look, then `dsb ish` so the cleans complete before the I-cache
+/// invalidation (`icache_invalidate_all_broadcast`) that must follow. Instruction fetches do not
+/// snoop the data cache, with or without FWB (Arm ARM, "Synchronization and coherency issues
+/// between data and instruction accesses": DC CVAU, DSB, IC, DSB, ISB).
+pub fn clean_dcache_to_pou(start: u64, len: u64) {
+    let line = dcache_line() as u64;
+    let mut addr = start & !(line - 1);
+    while addr < start + len {
+        // SAFETY: DC CVAU on a mapped, cacheable address writes a dirty line back to the point
+        // of unification; the data stays the same, so no Rust object changes.
+        unsafe { asm!("dc cvau, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    // SAFETY: a barrier: completes the cleans above, changes no state.
+    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
+/// After `clean_dcache_to_pou` of code the guest may run: `ic ialluis` drops every instruction
+/// cache line on every CPU of the inner-shareable domain (a line may hold what the page held
+/// before; by-address IC IVAU would need the guest's VA and an unaliased I-cache), `dsb ish`
+/// completes that everywhere, `isb` discards anything this CPU already fetched.
+pub fn icache_invalidate_all_broadcast() {
+    // SAFETY: instruction cache invalidation and barriers; at worst instructions are refetched.
+    unsafe {
+        asm!(
+            "ic ialluis",
+            "dsb ish",
             "isb",
             options(nostack, preserves_flags)
         );

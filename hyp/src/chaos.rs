@@ -34,6 +34,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
 
+use crate::arch;
 use crate::memslot::Memslot;
 use crate::options::{Mode, Selftest, Workload};
 use crate::percpu::{self, PerCpu};
@@ -138,7 +139,7 @@ pub fn prepare(vm: &Vm) -> Result<(), String> {
         };
         for i in 0..SPAN_PAGES {
             let pa = chunk + i as u64 * PAGE;
-            pool::zero_page(pa);
+            pool::zero_guest_page(pa);
             data.swap_backing(s * SPAN_PAGES + i, 0, pa)
                 .map_err(|_| String::from("chaos: data slot already backed"))?;
         }
@@ -170,13 +171,19 @@ impl Rng {
     }
 }
 
-/// Copies one 4 KiB page.
+/// Copies one 4 KiB guest page for a migration, with the cache maintenance a real CPU needs
+/// (arch.rs): the source may hold what the guest wrote uncached (`guest_memory_before_read`), the
+/// copy must reach memory for an uncached guest read (`guest_memory_written`), and it may be code
+/// the guest runs (`clean_dcache_to_pou`; the caller invalidates the I-cache once per operation).
 fn copy_page(from: u64, to: u64) {
+    arch::guest_memory_before_read(from, PAGE);
     // SAFETY: both are whole pages of the backing region (identity-mapped RAM). `to` is a fresh
     // page only the caller owns; `from` is a backing page that no guest can write any more (its
     // stage-2 entry was removed and the invalidation completed, under the exclusive guard the
     // caller holds) and that no other hypervisor path frees. They never overlap.
     unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to as *mut u8, PAGE as usize) };
+    arch::guest_memory_written(to, PAGE);
+    arch::clean_dcache_to_pou(to, PAGE);
 }
 
 /// The pruner: runs on its own CPU until `stop`. Never returns an error to anyone: a failed
@@ -412,9 +419,12 @@ fn migrate(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, page: usize) {
     // 2. Copy, 3. repoint the memslot: the next fault on the IPA maps the new page.
     if vm.opts.selftest == Some(Selftest::NoCopy) {
         // selftest=nocopy: a broken migration that must be caught as lost writes.
-        pool::zero_page(fresh);
+        pool::zero_guest_page(fresh);
     } else {
         copy_page(old, fresh);
+        // No CPU may fetch instructions of what `fresh` held before (it is not mapped yet: the
+        // next fault maps it, after this completed).
+        arch::icache_invalidate_all_broadcast();
     }
     let swapped = data.swap_backing(page, old, fresh);
     drop(g);
@@ -455,13 +465,15 @@ fn compact(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, span: usize) {
         let new = chunk + i as u64 * PAGE;
         let cur = data.backing(first + i).unwrap_or(0);
         if cur == 0 {
-            pool::zero_page(new);
+            pool::zero_guest_page(new);
         } else {
             copy_page(cur, new);
         }
         ok &= data.swap_backing(first + i, cur, new).is_ok();
         *slot_old = cur;
     }
+    // As in `migrate`: nothing stale of the chunk may be fetched as guest code.
+    arch::icache_invalidate_all_broadcast();
     drop(g);
     for pa in old.into_iter().filter(|&pa| pa != 0) {
         vm.backing.free(pa, 1);

@@ -1,9 +1,11 @@
 //! The embedded guest ELF (built by hyp/build.rs) and a minimal ELF64 loader that copies its
-//! PT_LOAD segments into the image memslot's backing pages before any vCPU runs.
+//! PT_LOAD segments into the image memslot's backing pages before any vCPU runs, then makes them
+//! what the guest's first data and instruction fetches see (arch.rs cache maintenance).
 
 use alloc::format;
 use alloc::string::String;
 
+use crate::arch;
 use crate::memslot::Memslot;
 use crate::percpu::PerCpu;
 use crate::pool::{Region, PAGE};
@@ -102,6 +104,12 @@ pub fn load(slot: &Memslot, limit: u64, cpu: &PerCpu, data: &Region) -> Result<u
                         src.len(),
                     );
                 }
+                // The guest starts with its MMU and caches off: without FWB its fetches and
+                // loads read memory, so the copy must be there (clean to the point of
+                // coherency). Its instruction fetches never look in the data cache: clean to
+                // the point of unification in any case.
+                arch::guest_memory_written(pa, PAGE);
+                arch::clean_dcache_to_pou(pa, PAGE);
             }
             ipa += PAGE;
         }
@@ -110,5 +118,10 @@ pub fn load(slot: &Memslot, limit: u64, cpu: &PerCpu, data: &Region) -> Result<u
     if loaded == 0 {
         return Err("guest image has no PT_LOAD segment".into());
     }
+    // No CPU may run a stale instruction-cache line for the image's pages (they may have held
+    // other code or data before): invalidate every I-cache after the cleans above completed.
+    // CPUs not started yet also invalidate their own before their first entry
+    // (arch::guest_cold_start_local).
+    arch::icache_invalidate_all_broadcast();
     Ok(entry)
 }

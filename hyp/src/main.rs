@@ -117,6 +117,17 @@ extern "C" fn primary_main() -> ! {
     console::init(platform.uart as usize);
     psci::init(platform.psci_smc);
     arch::detect_features();
+    if arch::has_fwb() {
+        log::info!(
+            "coherency: FEAT_S2FWB present: HCR_EL2.FWB=1, guest RAM forced Write-Back by stage 2 \
+             (MemAttr 0b0110); no cache maintenance for guest memory on the fault path"
+        );
+    } else {
+        log::info!(
+            "coherency: no FEAT_S2FWB: HCR_EL2.FWB=0; the image, zeroed and migrated guest pages \
+             are cleaned to the point of coherency"
+        );
+    }
     let cpus = platform.mpidrs.len();
     let Some(&(ram_base, ram_size)) = platform
         .ram

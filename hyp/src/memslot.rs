@@ -101,7 +101,7 @@ impl Memslot {
         };
         Counters::inc(&cpu.counters.data_refills);
         for i in 0..PAGES_PER_CHUNK as u64 {
-            pool::zero_page(pa + i * PAGE);
+            pool::zero_guest_page(pa + i * PAGE);
         }
         let backed = &cpu.counters.pages_backed;
         backed.store(
@@ -156,7 +156,7 @@ impl Memslot {
             return Ok(self.chunk_or_alloc(ipa, cpu, data)? + (ipa - self.ipa) % CHUNK);
         }
         let fresh = pool::take(cpu, Kind::Data, data).ok_or(NoBacking::OutOfMemory)?;
-        crate::phases::timed_zero(cpu.index, || pool::zero_page(fresh));
+        crate::phases::timed_zero(cpu.index, || pool::zero_guest_page(fresh));
         match slot.compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 Counters::inc(&cpu.counters.pages_backed);

@@ -175,6 +175,15 @@ pub fn zero_page(pa: u64) {
     unsafe { crate::arch::zero_page(pa) };
 }
 
+/// Zeroes one identity-mapped page that will back guest memory, and makes the zeroes what a
+/// non-cacheable guest access reads (`arch::guest_memory_written`: nothing with FEAT_S2FWB, a
+/// clean to the point of coherency without). Table pages use `zero_page`: stage-2 walks are
+/// cacheable (VTCR_EL2.IRGN0/ORGN0), coherent with our writes.
+pub fn zero_guest_page(pa: u64) {
+    zero_page(pa);
+    crate::arch::guest_memory_written(pa, PAGE);
+}
+
 /// Which of a CPU's two caches.
 #[derive(Clone, Copy)]
 pub enum Kind {

@@ -285,9 +285,10 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     let wall_ms = ticks_to_ns(CNTPCT_EL0.get().wrapping_sub(start_ticks), freq) / 1_000_000;
     println!(
         "fault time: median {median_ns} ns, p99 {p99_ns} ns; guest time (slowest vCPU) {} ms; \
-         run {wall_ms} ms; injected aborts {injected}; FEAT_TTL {}",
+         run {wall_ms} ms; injected aborts {injected}; FEAT_TTL {}; FEAT_S2FWB {}",
         ticks_to_ns(cycles, freq) / 1_000_000,
-        if crate::arch::has_ttl() { "yes" } else { "no" }
+        if crate::arch::has_ttl() { "yes" } else { "no" },
+        if crate::arch::has_fwb() { "yes" } else { "no" }
     );
     // A mean far above the median is time the host took, not the handler: QEMU populating guest
     // RAM on first touch (no -mem-prealloc; with transparent huge pages, a 2 MiB clear), or a

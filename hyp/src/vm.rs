@@ -10,7 +10,7 @@ use alloc::format;
 use alloc::string::String;
 use core::cell::UnsafeCell;
 use spin::Once;
-use stage2::{Config, Stage2};
+use stage2::{Config, MemAttrEncoding, Stage2};
 
 use crate::abi;
 use crate::memslot::Memslot;
@@ -126,8 +126,15 @@ pub fn create(
 
     let pool = HypPool::new(tables);
     let table_pages_before = pool.pages_in_use();
-    let s2 = Stage2::new(Config::new(IPA_BITS, cpus), pool, HypTlb)
-        .map_err(|e| format!("stage2::Stage2::new failed: {e:?}"))?;
+    let mut cfg = Config::new(IPA_BITS, cpus);
+    // The leaves' MemAttr must be encoded for the HCR_EL2.FWB value configure_this_cpu writes.
+    cfg.memattr = if arch::has_fwb() {
+        MemAttrEncoding::ForcedWriteBack
+    } else {
+        MemAttrEncoding::Combined
+    };
+    let s2 =
+        Stage2::new(cfg, pool, HypTlb).map_err(|e| format!("stage2::Stage2::new failed: {e:?}"))?;
     Ok(VM.call_once(|| Vm {
         opts,
         image,
@@ -257,7 +264,16 @@ pub fn configure_this_cpu(vm: &Vm) {
             + HCR_EL2::TSW::SET
             // ID registers trap (EC 0x18) and read as sanitised values (idregs.rs): PARange =
             // the 40-bit IPA space, no feature the hypervisor traps (docs/robustness.md).
-            + HCR_EL2::TID3::SET,
+            + HCR_EL2::TID3::SET
+            // FEAT_S2FWB: stage 2 forces guest RAM to Normal Write-Back whatever the guest's
+            // stage 1 says (the table is encoded for it, see `create`), so a guest with caches
+            // off or a Non-cacheable mapping still sees what the hypervisor wrote through its
+            // cache. Without it, arch::guest_memory_written cleans such memory to PoC instead.
+            + if arch::has_fwb() {
+                HCR_EL2::FWB::Enabled
+            } else {
+                HCR_EL2::FWB::Disabled
+            },
     );
     VTCR_EL2.write(
         // Bit 31 is RES1.
@@ -278,6 +294,10 @@ pub fn configure_this_cpu(vm: &Vm) {
             + VTCR_EL2::VS::Bits8,
     );
     VTTBR_EL2.write(VTTBR_EL2::VMID.val(VMID) + VTTBR_EL2::BADDR.val(s2.root() >> 1));
+    // Out of reset this CPU's TLB and I-cache hold UNKNOWN entries: drop any for the guest's VMID
+    // and any instruction line before the guest's first entry (after the VTTBR_EL2 write, whose
+    // VMID the TLBI uses).
+    arch::guest_cold_start_local();
     // The guest reads CNTVCT = CNTPCT (no offset) and may use the physical counter/timer.
     CNTVOFF_EL2.set(0);
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
@@ -295,7 +315,8 @@ pub fn configure_this_cpu(vm: &Vm) {
             + SCTLR_EL1::EE::LittleEndian
             + SCTLR_EL1::E0E::LittleEndian,
     );
-    // No guest vector table until the guest installs one (abort injection checks this).
+    // The guest's vectors are its own business: an exception the hypervisor injects before the
+    // guest sets VBAR_EL1 goes to the reset value's offsets (inject.rs), as it would on hardware.
     VBAR_EL1.set(0);
     arch::isb();
 }
