@@ -187,7 +187,9 @@ def main():
     reps = max((s['pages_per_s']['n'] for s in cells.values() if s['pages_per_s']), default=0)
     p(f"Medians of {reps} runs (min..max). pages/s = pages touched in the timed phases / the "
       "slowest vCPU's time from the start barrier; hyp fault = median hypervisor time per "
-      "stage-2 fault (trap entry to ERET, lock wait included). Ratio = parallel / locked.")
+      "stage-2 fault (from after the vector code saved the guest's context to the end of the "
+      "handler, before the restore; lock wait included; a histogram bucket's lower edge). "
+      "Ratio = parallel / locked.")
     p("")
     for metric, title, scale, digits in (
         ("pages_per_s", "Throughput, pages/s", 1.0, 0),
