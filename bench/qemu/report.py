@@ -71,6 +71,10 @@ def cell_text(s, scale=1.0, digits=0):
     return f"{fmt(s['median'] * scale, digits)} ({fmt(s['min'] * scale, digits)}..{fmt(s['max'] * scale, digits)})"
 
 
+def duration(secs):
+    return f"{secs:.0f} s" if secs < 120 else f"{secs / 60:.1f} minutes"
+
+
 def spread(s):
     """`(min..max of N runs)`, or `(1 run)`."""
     if s["n"] == 1:
@@ -255,9 +259,9 @@ def main():
         p(host_error)
         p("")
     total_secs = sum(num(r, "secs") or 0 for r in rows)
-    took = f"{len(rows)} boots, {total_secs / 60:.1f} minutes of QEMU time"
+    took = f"{len(rows)} boots, {duration(total_secs)} of QEMU time"
     if machine.get("matrix_secs"):
-        took += f"; the matrix took {float(machine['matrix_secs']) / 60:.1f} minutes from the first boot to the last"
+        took += f"; the matrix took {duration(float(machine['matrix_secs']))} from the first boot to the last"
     p(took + ".")
 
     report = "\n".join(lines) + "\n"
@@ -455,8 +459,12 @@ def plot(path, cells, machine):
                             elinewidth=1, label=mode)
                 for q in pts:
                     if q[4] != n_all:
-                        ax.annotate(f"n={q[4]}", (q[0], q[1]), textcoords="offset points", xytext=(4, 4),
-                                    fontsize=7, color=st["color"])
+                        # Left of points in the right half, so the label stays inside the panel.
+                        right = q[0] > (len(vcpus) - 1) / 2
+                        ax.annotate(f"n={q[4]}", (q[0], q[1]), textcoords="offset points",
+                                    xytext=(-5 if right else 5, 4), ha="right" if right else "left",
+                                    fontsize=7.5, color=st["color"],
+                                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
             ax.set_yscale("log")
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.yaxis.set_major_formatter(FuncFormatter(human))
