@@ -12,15 +12,19 @@
 # docs/performance.md); not for the matrix: each timer is a CNTPCT read, which QEMU serves under
 # its global lock, and inside the MMU lock that makes locked mode convoy.
 # Writes bench/out/qemu.csv (one row per run, every RESULT field), bench/out/qemu.json (medians,
-# min, max, parallel/locked ratios, calibration, machine), bench/out/qemu-report.md (the tables)
-# and the plot (docs/perf.svg, or --plot PATH for a partial matrix); prints the tables.
+# min, max, parallel/locked ratios, calibration, machine), bench/out/qemu-report.md (the tables
+# and the goal checks) and the plot (docs/perf.svg, or --plot PATH for a partial matrix; the
+# format follows the extension, .svg or .png); prints the tables. The plot needs matplotlib
+# (Debian: python3-matplotlib, installed with apt-get when run as root).
+# Exit status: 0 when every boot passed; 1 when some failed (listed, left out of the medians;
+# no plot at all when every boot failed) or the host benchmark failed; 2 on a bad argument.
 #
-# Sizes (chosen so the whole matrix, 336 boots, takes about 5 minutes on 2 host cores; the
-# slowest boot, locked demand at 8 vCPUs, about 2 s): demand mem=16M per vCPU (4096 pages
-# each, 128 MiB at 8 vCPUs), overlap and pagetable one shared region of mem=64M (16384 pages,
-# 32 chunks of 2 MiB).
+# Sizes: demand mem=16M per vCPU (4096 pages each, 128 MiB at 8 vCPUs), overlap and pagetable
+# one shared region of mem=64M (16384 pages, 32 chunks of 2 MiB): tens of thousands of faults
+# per boot. Duration on 2 host cores: see docs/performance.md ("QEMU benchmark").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+start0=$SECONDS
 
 reps=7
 vcpus_list="1 2 4 8"
@@ -39,7 +43,7 @@ while [ $# -gt 0 ]; do
         --steps) steps=on ;;
         --plot) plot=$2; shift ;;
         --quick) reps=1; vcpus_list="1 4"; host_bench=0; plot=bench/out/perf-quick.svg ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/qemu/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -55,6 +59,34 @@ logs=$out/qemu-logs
 mkdir -p "$logs"
 
 mem_for() { case "$1" in demand|random) echo 16M ;; *) echo 64M ;; esac; }
+# Seconds since the $EPOCHREALTIME value $1, to the millisecond.
+elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
+
+# The report's plot needs matplotlib: find a python3 that has it before spending minutes on boots
+# (Debian's python3-matplotlib serves /usr/bin/python3, which a python3 earlier in PATH may not be).
+find_python() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null && "$py" -c 'import matplotlib' 2>/dev/null; then
+            echo "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+if ! PY=$(find_python); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "bench/qemu: installing python3-matplotlib for the plot (apt-get, quiet)" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
+            --no-install-recommends python3-matplotlib >"$out/apt-matplotlib.log" 2>&1 \
+            || { echo "bench/qemu: apt-get install python3-matplotlib failed, see $out/apt-matplotlib.log" >&2; exit 127; }
+    fi
+    PY=$(find_python) || {
+        echo "bench/qemu: the plot needs matplotlib, and no python3 here has it (tried python3 and /usr/bin/python3)." >&2
+        echo "  Debian: apt-get install python3-matplotlib (as root; run.sh does it when run as root); else pip install matplotlib" >&2
+        exit 127
+    }
+fi
 
 echo "bench/qemu: building the release hypervisor" >&2
 cargo build --release -p hyp >&2
@@ -80,6 +112,7 @@ for _ in $vcpus_list; do for _ in $workloads; do for _ in $backings; do cells=$(
 total=$((cells * reps))
 n=0
 start=$SECONDS
+t_matrix=$EPOCHREALTIME
 for rep in $(seq 1 "$reps"); do
     for vcpus in $vcpus_list; do
         for workload in $workloads; do
@@ -89,7 +122,7 @@ for rep in $(seq 1 "$reps"); do
                     mem=$(mem_for "$workload")
                     opts="vcpus=$vcpus mode=$mode workload=$workload backing=$backing mem=$mem timeout=$((RUN_TIMEOUT - 20)) steps=$steps"
                     log="$logs/$workload-$backing-$mode-$vcpus-r$rep.log"
-                    t0=$SECONDS
+                    t0=$EPOCHREALTIME
                     set +e
                     # shellcheck disable=SC2086
                     ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" $opts </dev/null >"$log" 2>&1
@@ -97,7 +130,10 @@ for rep in $(seq 1 "$reps"); do
                     set -e
                     result=$(grep -a '^RESULT ' "$log" | tail -n 1 | tr -d '\r')
                     [ -n "$result" ] || result="RESULT status=fail reason=no-result-line"
-                    printf 'rep=%s exit=%s secs=%s %s\n' "$rep" "$code" $((SECONDS - t0)) "${result#RESULT }" >>"$csv.tmp"
+                    # The cell's own fields first: a failed boot's RESULT line may lack them.
+                    printf 'rep=%s exit=%s secs=%s log=%s workload=%s backing=%s mode=%s vcpus=%s %s\n' \
+                        "$rep" "$code" "$(elapsed "$t0")" "$log" "$workload" "$backing" "$mode" "$vcpus" \
+                        "${result#RESULT }" >>"$csv.tmp"
                     printf '[%3d/%d %4ds] %-9s %-2s %-8s vcpus=%s rep %s: %s\n' "$n" "$total" \
                         $((SECONDS - start)) "$workload" "$backing" "$mode" "$vcpus" "$rep" \
                         "$(echo "$result" | grep -oE 'status=[a-z]+|pages_per_s=[0-9]+|fault_ns_median=[0-9]+' | tr '\n' ' ')" >&2
@@ -105,11 +141,19 @@ for rep in $(seq 1 "$reps"); do
             done
         done
     done
+    if [ "$rep" = 1 ] && ! grep -q ' status=pass' "$csv.tmp"; then
+        echo "bench/qemu: every boot of repetition 1 failed: not running the other repetitions" >&2
+        break
+    fi
 done
 mv "$csv.tmp" "$out/qemu-runs.txt"
+echo "matrix_secs=$(elapsed "$t_matrix")" >>"$out/qemu-machine.txt"
 
 host_json=""
-if [ "$host_bench" = 1 ]; then
+host_failed=0
+if [ "$host_bench" = 1 ] && ! grep -q ' status=pass' "$out/qemu-runs.txt"; then
+    echo "bench/qemu: no boot passed: host benchmark skipped" >&2
+elif [ "$host_bench" = 1 ]; then
     echo "bench/qemu: host benchmark of the stage2 crate (bench/host.sh)" >&2
     if [ -x bench/host.sh ] || [ -f bench/host.sh ]; then
         set +e
@@ -120,10 +164,17 @@ if [ "$host_bench" = 1 ]; then
             host_json=$out/host.json
         else
             echo "bench/qemu: host benchmark failed or timed out (exit $hc, see $out/host-run.log): skipped" >&2
+            host_failed=1
         fi
     else
         echo "bench/qemu: bench/host.sh not present: host benchmark skipped" >&2
     fi
 fi
 
-python3 bench/qemu/report.py "$out/qemu-runs.txt" "$out/qemu-machine.txt" "$out" "$plot" ${host_json:+"$host_json"}
+set +e
+"$PY" bench/qemu/report.py "$out/qemu-runs.txt" "$out/qemu-machine.txt" "$out" "$plot" ${host_json:+"$host_json"}
+rc=$?
+set -e
+echo "bench/qemu: done in $((SECONDS - start0)) s (build, $n of $total boots${host_json:+, host benchmark}, report)" >&2
+if [ "$rc" -eq 0 ] && [ "$host_failed" = 1 ]; then rc=1; fi
+exit "$rc"

@@ -9,9 +9,12 @@ mod arch;
 mod noise;
 mod run;
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+use serde::Serialize;
 
 use run::{Cell, Mode, PoolKind, Region, Sample};
 
@@ -24,7 +27,9 @@ usage: bench host [--reps N] [--pages-log2 K] [--threads N] [--pool slab|countin
   --pool P         page pool: slab (per-thread), counting (stage2::testing), both (default)
   --out DIR        where host.csv and host.json go (default bench/out)
   --quiet-wait S   before each run, wait up to S seconds for 250 ms in which other processes
-                   use < 5% of the machine (default 30; 0 disables)";
+                   use < 5% of the machine (default 30; 0 disables)
+
+Progress (one line per step, and every 5 s of waiting for a quiet window) goes to stderr.";
 
 struct Opts {
     reps: usize,
@@ -94,14 +99,24 @@ fn main() {
     };
     match parse(rest) {
         Ok(o) => host(&o),
+        // `--help`: the usage on stdout, success.
+        Err(e) if e.is_empty() => println!("{USAGE}"),
         Err(e) => {
-            if !e.is_empty() {
-                eprintln!("{e}");
-            }
-            eprintln!("{USAGE}");
+            eprintln!("{e}\n{USAGE}");
             std::process::exit(2);
         }
     }
+}
+
+/// Where the wall time of the measured repetitions went (the warm-up is timed apart).
+#[derive(Default)]
+struct StepTimes {
+    /// Waiting for quiet windows before the runs.
+    waited: Duration,
+    /// The runs whole: table setup, the timed threads, checks, teardown.
+    runs: Duration,
+    /// The timed part of the runs (first thread's start to last thread's end).
+    timed: Duration,
 }
 
 /// Summary of one cell over its repetitions.
@@ -239,23 +254,76 @@ fn host(o: &Opts) {
     }
 
     let all: Vec<Cell> = o.pools.iter().flat_map(|&p| cells(p, o.threads)).collect();
+    let steps = all.len() * o.reps;
     // Warm-up (discarded): code, allocator, CPU frequency.
+    eprintln!(
+        "bench-host: warm-up, {} cells at 2^{} pages per thread",
+        all.len(),
+        o.pages_log2.saturating_sub(3)
+    );
+    let t_warm = Instant::now();
     for &c in &all {
         run::run(c, pages / 8);
     }
+    let warm = t_warm.elapsed();
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); all.len()];
-    let mut waited = Duration::ZERO;
-    for _ in 0..o.reps {
+    let mut timing = StepTimes::default();
+    let mut step = 0;
+    for rep in 1..=o.reps {
         for (i, &c) in all.iter().enumerate() {
+            step += 1;
+            let what = format!(
+                "[{step:>2}/{steps}] rep {rep}/{} {} {} {}t {}",
+                o.reps,
+                c.pool.name(),
+                c.mode.name(),
+                c.threads,
+                if c.threads == 1 {
+                    "(any)"
+                } else {
+                    c.region.name()
+                }
+            );
             let quiet = if o.quiet_wait > 0 {
-                let (w, q) = noise::wait_quiet(0.05, Duration::from_secs(o.quiet_wait));
-                waited += w;
+                let mut next_note = Duration::from_secs(5);
+                let (w, q) =
+                    noise::wait_quiet(0.05, Duration::from_secs(o.quiet_wait), |waited, share| {
+                        if waited >= next_note {
+                            eprintln!(
+                                "bench-host: {what}: waiting for a quiet window, {:.0} s of {} s; \
+                                 other processes use {:.0}% of the machine",
+                                waited.as_secs_f64(),
+                                o.quiet_wait,
+                                share * 100.0
+                            );
+                            next_note += Duration::from_secs(5);
+                        }
+                    });
+                timing.waited += w;
                 q
             } else {
                 false
             };
+            let t_run = Instant::now();
             let mut s = run::run(c, pages);
+            let run_time = t_run.elapsed();
+            timing.runs += run_time;
+            timing.timed += s.wall;
             s.quiet_start = quiet;
+            eprintln!(
+                "bench-host: {what}: {} faults/s; run {:.2} s (timed {:.2} s){}; {:.0} s so far",
+                mfmt(s.faults_per_sec()),
+                run_time.as_secs_f64(),
+                s.wall.as_secs_f64(),
+                if o.quiet_wait == 0 {
+                    String::new()
+                } else if quiet {
+                    String::from(", after a quiet window")
+                } else {
+                    format!(", no quiet window in {} s", o.quiet_wait)
+                },
+                t_total.elapsed().as_secs_f64()
+            );
             samples[i].push(s);
         }
     }
@@ -373,16 +441,27 @@ fn host(o: &Opts) {
         .filter(|x| x.quiet_start)
         .count();
     println!(
-        "other% = median share of the machine used by other processes during a run; runs started after a quiet window: {quiet}/{runs} (waited {:.1} s)",
-        waited.as_secs_f64()
+        "other% = median share of the machine used by other processes during a run; runs started after a quiet window: {quiet}/{runs}"
     );
+    let total = t_total.elapsed().as_secs_f64();
     println!(
-        "load average after: {load1}; total time {:.1} s",
-        t_total.elapsed().as_secs_f64()
+        "load average after: {load1}; total time {total:.1} s = warm-up {:.1} s + {runs} runs {:.1} s \
+         (timed part {:.1} s; the rest is each run's table setup, checks and teardown) + waiting \
+         for quiet windows {:.1} s + {:.1} s other",
+        warm.as_secs_f64(),
+        timing.runs.as_secs_f64(),
+        timing.timed.as_secs_f64(),
+        timing.waited.as_secs_f64(),
+        total
+            - warm.as_secs_f64()
+            - timing.runs.as_secs_f64()
+            - timing.waited.as_secs_f64()
     );
 
-    let json = to_json(o, (&cpu, cores, &src), (&load0, &load1), &sums, &ratios);
-    if let Err(e) = write_out(o, &sums, &json) {
+    let report = to_json(o, (&cpu, cores, &src), (&load0, &load1), &sums, &ratios);
+    let json = serde_json::to_string(&report).expect("the report serialises");
+    let pretty = serde_json::to_string_pretty(&report).expect("the report serialises");
+    if let Err(e) = write_out(o, &sums, &pretty) {
         eprintln!("could not write results to {}: {e}", o.out.display());
     } else {
         println!(
@@ -394,50 +473,82 @@ fn host(o: &Opts) {
     println!("bench-host: {json}");
 }
 
-fn to_json(
+/// `host.json` and the `bench-host:` line: the run's setting, every cell's summary and runs, the
+/// ratios of medians. Rates in faults per second, rounded; shares 0..1.
+#[derive(Serialize)]
+struct Report<'a> {
+    bench: &'static str,
+    cpu: &'a str,
+    cores: usize,
+    stage2: &'a str,
+    load_before: &'a str,
+    load_after: &'a str,
+    pages_per_thread: u64,
+    reps: usize,
+    cells: Vec<CellJson>,
+    /// `{pool}.shared_over_locked.{n}t.{region}` and the like, see the printed ratio block.
+    ratios: BTreeMap<&'a str, f64>,
+}
+
+#[derive(Serialize)]
+struct CellJson {
+    pool: &'static str,
+    mode: &'static str,
+    threads: usize,
+    region: &'static str,
+    median: u64,
+    min: u64,
+    max: u64,
+    other_share: f64,
+    /// Faults per second of each repetition, in run order.
+    runs: Vec<u64>,
+}
+
+/// `x` rounded to `digits` decimals (the JSON carries no false precision).
+fn round(x: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (x * f).round() / f
+}
+
+fn to_json<'a>(
     o: &Opts,
-    (cpu, cores, src): (&str, usize, &str),
-    load: (&str, &str),
+    (cpu, cores, src): (&'a str, usize, &'a str),
+    load: (&'a str, &'a str),
     sums: &[Summary],
-    ratios: &[(String, f64)],
-) -> String {
-    let mut j = String::new();
-    let _ = write!(
-        j,
-        "{{\"bench\":\"host\",\"cpu\":\"{}\",\"cores\":{cores},\"stage2\":\"{src}\",\"load_before\":\"{}\",\"load_after\":\"{}\",\"pages_per_thread\":{},\"reps\":{},\"cells\":[",
-        cpu.replace('"', "'"),
-        load.0,
-        load.1,
-        1u64 << o.pages_log2,
-        o.reps
-    );
-    for (i, s) in sums.iter().enumerate() {
-        let runs: Vec<String> = s
-            .samples
+    ratios: &'a [(String, f64)],
+) -> Report<'a> {
+    Report {
+        bench: "host",
+        cpu,
+        cores,
+        stage2: src,
+        load_before: load.0,
+        load_after: load.1,
+        pages_per_thread: 1u64 << o.pages_log2,
+        reps: o.reps,
+        cells: sums
             .iter()
-            .map(|x| format!("{:.0}", x.faults_per_sec()))
-            .collect();
-        let _ = write!(
-            j,
-            "{}{{\"pool\":\"{}\",\"mode\":\"{}\",\"threads\":{},\"region\":\"{}\",\"median\":{:.0},\"min\":{:.0},\"max\":{:.0},\"other_share\":{:.3},\"runs\":[{}]}}",
-            if i == 0 { "" } else { "," },
-            s.cell.pool.name(),
-            s.cell.mode.name(),
-            s.cell.threads,
-            s.cell.region.name(),
-            s.median,
-            s.min,
-            s.max,
-            s.median_foreign(),
-            runs.join(",")
-        );
+            .map(|s| CellJson {
+                pool: s.cell.pool.name(),
+                mode: s.cell.mode.name(),
+                threads: s.cell.threads,
+                region: s.cell.region.name(),
+                median: s.median.round() as u64,
+                min: s.min.round() as u64,
+                max: s.max.round() as u64,
+                other_share: round(s.median_foreign(), 3),
+                runs: s
+                    .samples
+                    .iter()
+                    .map(|x| x.faults_per_sec().round() as u64)
+                    .collect(),
+            })
+            .collect(),
+        ratios: ratios
+            .iter()
+            .map(|(k, v)| (k.as_str(), round(*v, 3)))
+            .collect(),
     }
-    j.push_str("],\"ratios\":{");
-    for (i, (k, v)) in ratios.iter().enumerate() {
-        let _ = write!(j, "{}\"{k}\":{v:.3}", if i == 0 { "" } else { "," });
-    }
-    j.push_str("}}");
-    j
 }
 
 fn write_out(o: &Opts, sums: &[Summary], json: &str) -> std::io::Result<()> {

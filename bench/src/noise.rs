@@ -53,8 +53,14 @@ impl CpuTimes {
 }
 
 /// Wait (up to `max`) for a 250 ms window in which other processes used less than `limit` of the
-/// machine. Returns the time waited and whether a quiet window was found.
-pub fn wait_quiet(limit: f64, max: Duration) -> (Duration, bool) {
+/// machine. `busy(waited, share)` is called after every window that was not quiet, with the time
+/// waited so far and the share (0..1) other processes used in that window. Returns the time waited
+/// and whether a quiet window was found.
+pub fn wait_quiet(
+    limit: f64,
+    max: Duration,
+    mut busy: impl FnMut(Duration, f64),
+) -> (Duration, bool) {
     let start = Instant::now();
     loop {
         let Some(a) = CpuTimes::now() else {
@@ -64,11 +70,13 @@ pub fn wait_quiet(limit: f64, max: Duration) -> (Duration, bool) {
         let Some(b) = CpuTimes::now() else {
             return (start.elapsed(), false);
         };
-        if b.foreign_since(&a) < limit {
+        let share = b.foreign_since(&a);
+        if share < limit {
             return (start.elapsed(), true);
         }
         if start.elapsed() >= max {
             return (start.elapsed(), false);
         }
+        busy(start.elapsed(), share);
     }
 }
