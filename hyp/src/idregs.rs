@@ -1,6 +1,8 @@
 //! The guest's reads of the ID registers (trapped by HCR_EL2.TID3, EC 0x18): the hardware's value
 //! read at EL2, sanitised by the table in arch_decode::idregs (PARange = 40 bits, no feature the
 //! hypervisor traps, zero for unallocated and unknown encodings). Writes are UNDEFINED.
+//! Also the ID group 1 registers (HCR_EL2.TID1): REVIDR_EL1 and AIDR_EL1 pass through; SMIDR_EL1
+//! is UNDEFINED because the guest is shown no SME.
 
 use arch_decode::esr::SysReg;
 use arch_decode::idregs::{self, IdRead};
@@ -53,4 +55,32 @@ pub fn read(crm: u8, op2: u8) -> u64 {
         IdRead::Hardware(fields) => idregs::apply(hardware(crm, op2), fields),
         IdRead::Zero => 0,
     }
+}
+
+/// The value of an ID group 1 register the guest reads (trapped by HCR_EL2.TID1), or None when
+/// the access must be UNDEFINED: SMIDR_EL1 (op0 3, op1 1, CRn 0, CRm 0, op2 6) exists only with
+/// FEAT_SME, which ID_AA64PFR1_EL1.SME = 0 hides, and every write (these are read-only).
+pub fn read_group1(r: &SysReg) -> Option<u64> {
+    if !r.read {
+        return None;
+    }
+    let v: u64;
+    match r.encoding() {
+        // REVIDR_EL1: IMPLEMENTATION DEFINED revision information; harmless to pass through.
+        (3, 0, 0, 0, 6) => {
+            // SAFETY: reading REVIDR_EL1 at EL2 has no side effects.
+            unsafe {
+                asm!("mrs {}, revidr_el1", out(reg) v, options(nomem, nostack, preserves_flags))
+            };
+        }
+        // AIDR_EL1: IMPLEMENTATION DEFINED auxiliary ID; harmless to pass through.
+        (3, 1, 0, 0, 7) => {
+            // SAFETY: reading AIDR_EL1 at EL2 has no side effects.
+            unsafe {
+                asm!("mrs {}, aidr_el1", out(reg) v, options(nomem, nostack, preserves_flags))
+            };
+        }
+        _ => return None,
+    }
+    Some(v)
 }

@@ -240,6 +240,12 @@ fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
         inject::skip_instruction(frame);
         return Action::Resume;
     }
+    if let Some(v) = idregs::read_group1(r) {
+        frame.set_reg(r.rt, v);
+        cpu.counters.trap(Trap::SysregEmulated);
+        inject::skip_instruction(frame);
+        return Action::Resume;
+    }
     if is_set_way(r) {
         // Set/way operations act on this PE's caches only and cannot make memory coherent with
         // other observers (Arm ARM "Performing cache maintenance instructions"); the guest's

@@ -265,6 +265,10 @@ pub fn configure_this_cpu(vm: &Vm) {
             // ID registers trap (EC 0x18) and read as sanitised values (idregs.rs): PARange =
             // the 40-bit IPA space, no feature the hypervisor traps (docs/robustness.md).
             + HCR_EL2::TID3::SET
+            // The "ID group 1" registers trap too: REVIDR_EL1 and AIDR_EL1 read the hardware's
+            // values (idregs.rs), and SMIDR_EL1 gets an UNDEF as on a CPU without SME, which is
+            // what the sanitised ID registers say (CPTR_EL2.TSM cannot trap SMIDR_EL1).
+            + HCR_EL2::TID1::SET
             // FEAT_S2FWB: stage 2 forces guest RAM to Normal Write-Back whatever the guest's
             // stage 1 says (the table is encoded for it, see `create`), so a guest with caches
             // off or a Non-cacheable mapping still sees what the hypervisor wrote through its
