@@ -75,9 +75,11 @@ bad_option() {
         fail "$name" "exit $code, $(grep -a '^error' "$out" | head -n 1)"
     fi
 }
-bad_option bad-vcpus vcpus=99 "vcpus=99"
+bad_option bad-vcpus vcpus=99 "vcpus=99.*boot more with SMP=N"
 bad_option bad-mode mode=bogus "mode=bogus"
 bad_option bad-unknown frobnicate=1 "unknown option 'frobnicate'"
+# duration= with a workload that does not use it is an error, not silently ignored.
+bad_option duration-ignored duration=5 "duration= applies to workload=verify"
 
 # help: exit 0 and every option listed.
 run help help

@@ -316,7 +316,12 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             "vcpus" => {
                 let n: usize = value.parse().map_err(|_| bad("not a number"))?;
                 if n == 0 || n > cpus {
-                    return Err(bad(&format!("must be 1..={cpus} (CPUs in the DTB)")));
+                    return Err(bad(&format!(
+                        "must be 1..={cpus}, the CPUs QEMU booted (boot more with SMP=N, e.g. \
+                         SMP={} cargo run -- vcpus={})",
+                        n.clamp(1, 8),
+                        n.clamp(1, 8)
+                    )));
                 }
                 o.vcpus = n;
             }
@@ -429,6 +434,14 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 "chaos=on uses 4k backing (its page migration breaks 2 MiB chunks); drop backing=2m",
             ));
         }
+    }
+    // Nothing is silently ignored: duration= means something only where `verify` runs.
+    if seen.contains(&"duration") && !matches!(o.workload, Workload::Verify | Workload::Badguest) {
+        return Err(format!(
+            "duration= applies to workload=verify and workload=badguest (its verifying vCPUs); \
+             workload={} runs a fixed amount of work",
+            o.workload.name()
+        ));
     }
     for key in ["seed", "ops", "classes"] {
         if seen.contains(&key) && o.workload != Workload::Fuzz {

@@ -103,7 +103,7 @@ pub fn create(
     if needed > backing.pages as u64 {
         return Err(format!(
             "mem={}K x vcpus={} needs {} MiB of guest memory; only {} MiB are free \
-             (use a smaller mem= or fewer vcpus=)",
+             (use a smaller mem= or fewer vcpus=, or give QEMU more RAM: MEM=2G cargo run -- ...)",
             opts.mem >> 10,
             opts.vcpus,
             (needed * 4096) >> 20,
