@@ -1,0 +1,14 @@
+//! The VM core, independent of any guest kind: the VM and its memslots, the vCPU run loop, the
+//! trap path (exceptions -> decode -> handler -> inject / stage-2 fault -> ERET), the stage-2
+//! glue (table pages, TLB maintenance), emulated ID registers and guest PSCI.
+
+pub mod decode;
+pub mod exceptions;
+pub mod idregs;
+pub mod inject;
+pub mod memslot;
+pub mod psci;
+pub mod tables;
+pub mod tlb;
+pub mod vcpu;
+pub mod vm;
