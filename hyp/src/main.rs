@@ -141,13 +141,18 @@ extern "C" fn primary_main() -> ! {
         }
     };
     log::info!(
-        "options: vcpus={} mem={}K mode={} workload={} selftest={:?} timeout={}s",
+        "options: vcpus={} mem={}K mode={} workload={} selftest={} timeout={}s, {} build",
         opts.vcpus,
         opts.mem >> 10,
         opts.mode.name(),
         opts.workload.name(),
-        opts.selftest,
-        opts.timeout_s
+        opts.selftest.map_or("off", |t| t.name()),
+        opts.timeout_s,
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
 
     let tables_base = heap_base + HEAP_SIZE;

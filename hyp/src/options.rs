@@ -116,6 +116,17 @@ pub enum Selftest {
     NoCopy,
 }
 
+impl Selftest {
+    /// The option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Selftest::Corrupt => "corrupt",
+            Selftest::Hang => "hang",
+            Selftest::NoCopy => "nocopy",
+        }
+    }
+}
+
 /// The parsed options.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -141,6 +152,11 @@ pub struct Options {
     pub tables: u64,
     /// Time the fault path's steps (phases.rs): costs QEMU global-lock round trips per fault.
     pub steps: bool,
+    /// The host's CPU count, as run-qemu.sh saw it (None: not told). Only the report uses it.
+    pub host_cpus: Option<u64>,
+    /// Whether QEMU preallocated guest RAM (-mem-prealloc), as run-qemu.sh saw it (None: not
+    /// told). Only the report uses it: without it a fault's first touch costs host time.
+    pub host_prealloc: Option<bool>,
     /// workload=fuzz: the seed of every vCPU's stream (None: chosen at boot from CNTPCT).
     pub seed: Option<u64>,
     /// workload=fuzz: operations per fuzzing vCPU.
@@ -212,7 +228,10 @@ pub fn help_text(cpus: usize) -> String {
          \x20                    or m (10^6)   default: {DEFAULT_FUZZ_OPS}\n\
          \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
          \x20                    {classes}, or all   default: all\n\
-         \x20 help               print this and exit 0",
+         \x20 help               print this and exit 0\n\
+         \x20 host-cpus=N        (set by run-qemu.sh) host CPUs, for the report's notes\n\
+         \x20 host-prealloc=on|off  (set by run-qemu.sh) whether QEMU preallocated guest RAM\n\
+         \x20                    (-mem-prealloc), for the report's notes",
         DEFAULT_MEM >> 20,
         DEFAULT_TABLES >> 20
     )
@@ -293,6 +312,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         duration_s: 0,
         tables: DEFAULT_TABLES,
         steps: false,
+        host_cpus: None,
+        host_prealloc: None,
         seed: None,
         ops: DEFAULT_FUZZ_OPS,
         classes: ALL_FUZZ_CLASSES,
@@ -390,6 +411,17 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             "duration" => {
                 o.duration_s =
                     parse_duration(value).ok_or_else(|| bad("expected e.g. 30, 30s, 5m"))?;
+            }
+            "host-cpus" => {
+                let n: u64 = value.parse().map_err(|_| bad("not a number"))?;
+                o.host_cpus = Some(n);
+            }
+            "host-prealloc" => {
+                o.host_prealloc = Some(match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
+                });
             }
             "seed" => {
                 o.seed = Some(parse_seed(value).ok_or_else(|| bad("expected e.g. 42, 0x2a"))?);

@@ -409,16 +409,27 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
     );
     let zero = calibrate::zero_ns();
 
+    // Only the timed workloads' guests report phases; the rest get no per-vCPU timing table.
+    let timed = wall > 0;
     println!("");
-    println!(
-        "per-vCPU timing ({} phase(s), guest CNTVCT from each phase's release; hyp-side fault \
-         time from the histogram)",
-        phases
-    );
-    println!(
-        "{:>4} {:>9} {:>10} {:>11} {:>9} {:>11} {:>10} {:>11}",
-        "cpu", "pages", "guest_us", "pages/s", "ns/page", "fault_med", "fault_p99", "null_all_ns"
-    );
+    if timed {
+        println!(
+            "per-vCPU timing ({} phase(s), guest CNTVCT from each phase's release; hyp-side \
+             fault time from the histogram)",
+            phases
+        );
+        println!(
+            "{:>4} {:>9} {:>10} {:>11} {:>9} {:>11} {:>10} {:>11}",
+            "cpu",
+            "pages",
+            "guest_us",
+            "pages/s",
+            "ns/page",
+            "fault_med",
+            "fault_p99",
+            "null_all_ns"
+        );
+    }
     let mut per_vcpu_rate = 0.0;
     let mut per_page_ns = 0.0;
     let mut worst_median = 0;
@@ -446,6 +457,9 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
         };
         per_vcpu_rate += r / n as f64;
         per_page_ns += per_page / n as f64;
+        if !timed {
+            continue;
+        }
         println!(
             "{:>4} {:>9} {:>10} {:>11.0} {:>9.0} {:>11} {:>10} {:>11.0}",
             c.index,
@@ -480,14 +494,12 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
             COLLAPSE_RETRIES.load(Ordering::Relaxed)
         );
     }
-    // Where a fault's time goes: the two timed steps, the rest of the handler, and what is
-    // outside it (exception entry/exit, context save/restore, the access re-executing).
+    // Where a fault's time goes: the two timed steps (steps=on), the rest of the handler, and
+    // what is outside it (exception entry/exit, context save/restore, the access re-executing).
     let sum = |f: fn(&Times) -> &AtomicU64| -> u64 {
         times.iter().map(|t| f(t).load(Ordering::Relaxed)).sum()
     };
     let per = |ticks: u64, n: u64| ns(ticks, freq).checked_div(n).unwrap_or(0);
-    let zero_step = per(sum(|t| &t.zero_ticks), sum(|t| &t.zeroed));
-    let map_step = per(sum(|t| &t.map_ticks), sum(|t| &t.maps));
     let handler_faults: u64 = cpus
         .iter()
         .map(|c| c.counters.faults.load(Ordering::Relaxed))
@@ -497,45 +509,66 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
         .map(|c| c.counters.fault_ticks.load(Ordering::Relaxed))
         .sum();
     let handler_mean = per(handler_ticks, handler_faults);
-    println!(
-        "fault path, mean per fault: handler {handler_mean} ns (trap entry to ERET, after the \
-         context save) = zeroing a 4 KiB page {zero_step} ns x {} pages / {handler_faults} faults \
-         + stage2 call {map_step} ns + the rest; guest-side cost per page {:.0} ns",
-        sum(|t| &t.zeroed),
-        per_page_ns
-    );
-    let pages_per_s = rate(pages, wall, freq);
-    let denom = null_1 + zero as f64;
-    let cost_ratio = if denom > 0.0 {
-        per_page_ns / denom
+    let steps = STEP_TIMERS.load(Ordering::Relaxed);
+    let mut f = String::new();
+    if steps {
+        let zero_step = per(sum(|t| &t.zero_ticks), sum(|t| &t.zeroed));
+        let map_step = per(sum(|t| &t.map_ticks), sum(|t| &t.maps));
+        println!(
+            "fault path, mean per fault: handler {handler_mean} ns (after the context save to \
+             before the restore) = zeroing a 4 KiB page {zero_step} ns x {} pages / \
+             {handler_faults} faults + stage2 call {map_step} ns + the rest",
+            sum(|t| &t.zeroed),
+        );
+        f.push_str(&format!(" step_zero_ns={zero_step} step_map_ns={map_step}"));
     } else {
-        0.0
-    };
-    let ceiling = if null_rate_all > 0.0 {
-        pages_per_s / null_rate_all
+        println!(
+            "fault path, mean per fault: handler {handler_mean} ns (after the context save to \
+             before the restore); steps=on breaks it down into zeroing and the stage2 call"
+        );
+    }
+    // Throughput and calibration exist only for the timed workloads (their guests report
+    // phases); verify, badguest and fuzz run for a time or a count, not a rate.
+    if timed {
+        let pages_per_s = rate(pages, wall, freq);
+        let denom = null_1 + zero as f64;
+        let cost_ratio = if denom > 0.0 {
+            per_page_ns / denom
+        } else {
+            0.0
+        };
+        let ceiling = if null_rate_all > 0.0 {
+            pages_per_s / null_rate_all
+        } else {
+            0.0
+        };
+        println!(
+            "calibration: null HVC {null_1:.0} ns alone, {null_all:.0} ns each with {n} vCPUs at \
+             once ({null_rate_all:.0} traps/s in total); zeroing a page {zero} ns"
+        );
+        println!(
+            "throughput: {pages_per_s:.0} pages/s overall, {per_vcpu_rate:.0} per vCPU; \
+             {per_page_ns:.0} ns per page per vCPU (guest-side) = {cost_ratio:.2} x (null trap + \
+             page zero); {ceiling:.2} of the all-vCPU null-trap ceiling"
+        );
+        f.push_str(&format!(
+            " wall_ns={} pages_per_s={pages_per_s:.0} pages_per_s_vcpu={per_vcpu_rate:.0} \
+             ns_per_page={per_page_ns:.0} fault_ns_median_worst={worst_median} \
+             null_ns_1={null_1:.0} null_ns_all={null_all:.0} null_rate_all={null_rate_all:.0} \
+             zero_ns={zero} cost_ratio={cost_ratio:.3} ceiling_frac={ceiling:.3}",
+            ns(wall, freq)
+        ));
     } else {
-        0.0
-    };
-    println!(
-        "calibration: null HVC {null_1:.0} ns alone, {null_all:.0} ns each with {n} vCPUs at \
-         once ({null_rate_all:.0} traps/s in total); zeroing a page {zero} ns"
-    );
-    println!(
-        "throughput: {pages_per_s:.0} pages/s overall, {per_vcpu_rate:.0} per vCPU; \
-         {per_page_ns:.0} ns per page per vCPU = {cost_ratio:.2} x (null trap + page zero); \
-         {ceiling:.2} of the all-vCPU null-trap ceiling"
-    );
-
-    let mut f = format!(
-        " backing={} wall_ns={} pages_per_s={pages_per_s:.0} pages_per_s_vcpu={per_vcpu_rate:.0} \
-         ns_per_page={per_page_ns:.0} fault_ns_median_worst={worst_median} null_ns_1={null_1:.0} \
-         null_ns_all={null_all:.0} null_rate_all={null_rate_all:.0} zero_ns={zero} \
-         cost_ratio={cost_ratio:.3} ceiling_frac={ceiling:.3} splits={} prunes={} relaxes={} \
-         write_protected={} tables_retired={} tables_reclaimed={} tlbi_ipa={} tlbi_range={} \
-         tlbi_vmid={} tlbi_local={} collapses={} fault_ns_mean={handler_mean} \
-         step_zero_ns={zero_step} step_map_ns={map_step}",
+        println!(
+            "throughput and calibration: n/a (workload={} is not a timed workload)",
+            vm.opts.workload.name()
+        );
+    }
+    f.push_str(&format!(
+        " backing={} splits={} prunes={} relaxes={} write_protected={} tables_retired={} \
+         tables_reclaimed={} tlbi_ipa={} tlbi_range={} tlbi_vmid={} tlbi_local={} collapses={} \
+         fault_ns_mean={handler_mean}",
         vm.opts.backing.name(),
-        ns(wall, freq),
         s.splits,
         s.prunes,
         s.relaxes,
@@ -547,7 +580,7 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
         s.tlbi_vmid,
         s.tlbi_local,
         COLLAPSES.load(Ordering::Relaxed),
-    );
+    ));
     // The guests' checksums folded in vCPU order: the same workload and size must give the same
     // value in every mode (what memory holds never depends on timing).
     let data_sum = cpus.iter().fold(crate::pattern::CHECKSUM_INIT, |acc, c| {
