@@ -283,6 +283,15 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     if !line.is_empty() {
         println!("{line}");
     }
+    // A demand run only ever installs into empty entries: say so, and which runs do more, so a
+    // reader does not take bbm=0 prunes=0 grace_periods=0 for a protocol that never runs.
+    if s.bbm == 0 && s.prunes == 0 && s.grace_periods == 0 {
+        println!(
+            "protocol: this run needed no break-before-make, prune or RCU grace period (every \
+             fault filled an empty entry); workload=pagetable (write-protect, split, collapse) or \
+             chaos=on (a pruner racing the vCPUs) exercises them"
+        );
+    }
     let median_ns = ticks_to_ns(percentile(&hist, 500), freq);
     let p99_ns = ticks_to_ns(percentile(&hist, 990), freq);
     let wall_ms = ticks_to_ns(CNTPCT_EL0.get().wrapping_sub(start_ticks), freq) / 1_000_000;
