@@ -7,6 +7,14 @@
 #![no_std]
 #![no_main]
 
+// The workspace's default target is the hypervisor's soft-float one (`cargo build --workspace`);
+// the guest uses FP/SIMD/SVE and is built for aarch64-unknown-none by hyp/build.rs.
+#[cfg(target_abi = "softfloat")]
+compile_error!(
+    "the guest is built for aarch64-unknown-none by hyp/build.rs (cargo build -p hyp); to build \
+     it alone: cargo build -p guest --release --target aarch64-unknown-none"
+);
+
 #[allow(dead_code)] // Shared with the hypervisor, which uses the rest.
 mod abi;
 #[allow(dead_code)] // `word` is the pattern of workloads checked by the hypervisor only.

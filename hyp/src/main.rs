@@ -9,6 +9,15 @@
 #![no_std]
 #![no_main]
 
+// `cargo test` at the top level lands here (hyp is the default member): the hypervisor runs
+// only under QEMU, so say what runs the tests instead of failing on a missing `test` crate.
+#[cfg(test)]
+compile_error!(
+    "the hypervisor is a bare-metal binary with no unit tests to run here: tests/all.sh runs \
+     every test (host tests: cargo test -p stage2 -p arch-decode -p psci-lifecycle --target \
+     <host triple>)"
+);
+
 extern crate alloc;
 
 #[allow(dead_code)] // Shared with the guest, which uses other parts.
