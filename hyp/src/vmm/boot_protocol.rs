@@ -3,12 +3,15 @@
 //! memslot's backing pages before any vCPU runs.
 //!
 //! Guest RAM layout (IPA), RAM from `RAM_BASE`, `ram=` bytes:
-//! - the guest DTB at `RAM_BASE` (at most `DTB_MAX` bytes);
+//! - the guest DTB at `RAM_BASE` for Linux (at most `DTB_MAX` bytes); for a `.flat` in the top
+//!   2 MiB of RAM, because kvm-unit-tests asserts that its DTB lies above its stack (lib/arm/
+//!   setup.c) and the file's size does not include its BSS and stack;
 //! - a Linux Image at the first 2 MiB boundary above it plus the header's `text_offset`
 //!   (Documentation/arch/arm64/booting.rst: "2MB aligned base ... text_offset bytes from it");
 //!   a `.flat` at `RAM_BASE + FLAT_OFFSET`, where QEMU puts one (kvm-unit-tests' arm/flat.lds);
-//! - the initrd (Linux initramfs, or a `.flat`'s environ file) at the top of RAM, 2 MiB aligned
-//!   down, above the image's `image_size` (so the kernel's BSS and early tables never reach it).
+//! - the initrd (Linux initramfs, or a `.flat`'s environ file) at the top of RAM (below a
+//!   `.flat`'s DTB), 2 MiB aligned down, above the image's `image_size` (so the kernel's BSS and
+//!   early tables never reach it).
 //!
 //! Entry (both): x0 = DTB IPA, x1..x3 = 0, EL1h with D/A/I/F masked, MMU and caches off.
 
@@ -92,12 +95,9 @@ pub struct Layout {
     pub initrd: Option<(u64, u64)>,
 }
 
-/// The most bytes the guest DTB may take: up to the kernel (a `.flat` starts 512 KiB in).
-pub fn dtb_room(format: Format) -> u64 {
-    match format {
-        Format::Linux { .. } => DTB_MAX,
-        Format::Flat => FLAT_OFFSET,
-    }
+/// The most bytes the guest DTB may take.
+pub const fn dtb_room() -> u64 {
+    DTB_MAX
 }
 
 /// Plans the layout for a kernel of `format` and `kernel_size` bytes, an initrd of
@@ -121,7 +121,13 @@ pub fn layout(
             (base, base + kernel_size)
         }
     };
-    let top = RAM_BASE + ram;
+    let (dtb, top) = match format {
+        Format::Linux { .. } => (RAM_BASE, RAM_BASE + ram),
+        Format::Flat => {
+            let at = RAM_BASE + ram - DTB_MAX;
+            (at, at)
+        }
+    };
     let initrd = match initrd_size {
         None => None,
         Some(size) => {
@@ -146,11 +152,7 @@ pub fn layout(
             end - entry
         ));
     }
-    Ok(Layout {
-        entry,
-        dtb: RAM_BASE,
-        initrd,
-    })
+    Ok(Layout { entry, dtb, initrd })
 }
 
 /// Copies `bytes` to guest RAM at `ipa` in `slot`, backing each page on the way (zeroed first,

@@ -320,8 +320,7 @@ fn handle_abort(
             // past its end gets what its second half gets, and nothing is mapped there.
             Some(access) if a.ipa + u64::from(access.size) <= abi::UART_BASE + abi::UART_SIZE => {
                 cpu.counters.trap(Trap::AbortMmio);
-                emulate_uart(cpu, frame, a, access);
-                return Action::Resume;
+                return emulate_uart(cpu, frame, a, access);
             }
             Some(_) => {
                 return inject_abort(cpu, frame, a, data, "straddles the end of the UART window")
@@ -490,7 +489,10 @@ fn uart_register(offset: u64) -> u32 {
 /// byte; a load returns the registers' bytes at the access's offset and size, zero- or
 /// sign-extended into Wt/Xt as the syndrome (SAS, SSE, SF) says. The PC then steps over the
 /// instruction by its length (ESR.IL) and, in a T32 IT block, ITSTATE advances.
-fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) {
+/// Emulates one PL011 access. A `.flat`'s "EXIT: STATUS=n" line ends its vCPU: the test is
+/// over (what follows is its attempt to power off, which may not exist in its build).
+fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> Action {
+    let mut exited = false;
     Counters::inc(&cpu.counters.mmio);
     let offset = a.ipa - abi::UART_BASE;
     if a.write {
@@ -501,7 +503,7 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) {
             if byte == b'\n' || line.len() >= 200 {
                 let text = core::str::from_utf8(line).unwrap_or("<non-UTF-8 output>");
                 log::info!("guest: {text}");
-                guest_exit_line(text);
+                exited = guest_exit_line(text);
                 line.clear();
             }
             if byte != b'\n' && byte != b'\r' {
@@ -518,6 +520,10 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) {
         frame.set_reg(access.reg, load_result(&access, data));
     }
     inject::skip_instruction(frame);
+    if exited && !vm::get().builtin() {
+        return finish_ok(cpu);
+    }
+    Action::Resume
 }
 
 /// Answers an abort with an injected synchronous external abort (inject.rs) at FAR_EL2, counts
@@ -578,8 +584,8 @@ fn guest_psci_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, call: &Call) 
 /// lib/arm/io.c), 0 = none yet.
 pub static FLAT_EXIT_STATUS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
-/// Records the `EXIT: STATUS=n` of a guest console line, if it is one.
-fn guest_exit_line(text: &str) {
+/// Records the `EXIT: STATUS=n` of a guest console line; whether it was one.
+fn guest_exit_line(text: &str) -> bool {
     if let Some(rest) = text.split("EXIT: STATUS=").nth(1) {
         let digits: &str = rest
             .split(|c: char| !c.is_ascii_digit())
@@ -587,8 +593,10 @@ fn guest_exit_line(text: &str) {
             .unwrap_or("");
         if let Ok(n) = digits.parse::<u64>() {
             FLAT_EXIT_STATUS.store(n, Ordering::Release);
+            return true;
         }
     }
+    false
 }
 
 /// HVC and trapped SMC: the guest ABI (abi.rs) and PSCI, per SMCCC (DEN0028): the function ID

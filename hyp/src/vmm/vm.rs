@@ -227,7 +227,7 @@ fn create_from_files(
             initrd: layout.initrd,
         },
     )?;
-    if dtb.len() as u64 > boot_protocol::dtb_room(format) {
+    if dtb.len() as u64 > boot_protocol::dtb_room() {
         return Err(format!("the guest DTB ({} bytes) does not fit", dtb.len()));
     }
     let (gicd, gicr) = platform
