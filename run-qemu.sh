@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
 # Boots the hypervisor in QEMU (the cargo runner: `cargo run [--release] -- [options]`).
 #
-#   run-qemu.sh [ELF] [--gdb] [--timeout SECONDS] [--release] [hypervisor options ...]
+#   run-qemu.sh [ELF] [--release] [--gdb] [--timeout SECONDS] [--cpu MODEL]
+#               [--kernel FILE [--initrd FILE] [--cmdline "GUEST ARGS"]] [hypervisor options ...]
 #
-# ELF            the hypervisor image; cargo passes it first. Without it, the script builds
-#                hyp (debug, or release with --release) and uses that.
-# --gdb          start QEMU halted with a gdb stub on tcp::${GDB_PORT:-1234} and print the
-#                gdb-multiarch command that attaches with the ELF's symbols.
-# --timeout N    kill QEMU after N seconds (exit status 124), for tests.
-# anything else  run options for the hypervisor (vcpus=N mem=SIZE mode=... help ...), passed as
-#                the kernel command line (-append), which the hypervisor reads from the DTB.
+# ELF              the hypervisor image; cargo passes it first. Without it, the script builds
+#                  hyp (debug, or release with --release) and uses that.
+# --kernel FILE    boot FILE as the guest instead of the built-in one: an arm64 Linux Image
+#                  (recognised by its header) or a kvm-unit-tests .flat (anything else).
+# --initrd FILE    the guest's initramfs (Linux) or environ file (.flat).
+# --cmdline ARGS   the guest's command line (its /chosen/bootargs), e.g. "console=ttyAMA0".
+# --cpu MODEL      QEMU -cpu (default: max, or $CPU); e.g. max,pauth-impdef=on for fast Linux.
+# --gdb            start QEMU halted with a gdb stub on tcp::${GDB_PORT:-1234} and print the
+#                  gdb-multiarch command that attaches with the ELF's symbols.
+# --timeout N      kill QEMU after N seconds (exit status 124), for tests.
+# --help           this text; `run-qemu.sh help` prints the hypervisor's options.
+# anything else    run options for the hypervisor (vcpus=N mem=SIZE ram=SIZE mode=... help ...),
+#                  passed as the kernel command line (-append), which the hypervisor reads from
+#                  the DTB.
 #
-# Environment: SMP (CPUs, default 4), MEM (default 1G), GDB_PORT (default 1234),
-#              QEMU_EXTRA (extra QEMU arguments, word-split).
+# A guest file reaches the hypervisor through QEMU's generic loader: `-device loader,file=FILE,
+# addr=A,force-raw=on` puts it in host RAM near its top (above the hypervisor's pools' start),
+# and the bootargs say where: `kernel=A:SIZE [initrd=A:SIZE] [options] -- GUEST ARGS`
+# (docs/guests.md). Exit status: 0 when the guest ends cleanly (PSCI SYSTEM_OFF; a .flat's
+# "EXIT: STATUS=1"), non-zero when it fails, 124 on timeout.
+#
+# Environment: SMP (CPUs, default 4), MEM (host RAM, default 1G), CPU (default max),
+#              GDB_PORT (default 1234), QEMU_EXTRA (extra QEMU arguments, word-split).
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -20,7 +34,15 @@ elf=""
 gdb=0
 timeout_s=""
 release=0
+kernel=""
+initrd=""
+cmdline=""
+have_cmdline=0
+cpu=${CPU:-max}
 opts=()
+need_arg() {
+    [ "$2" -ge 2 ] || { echo "run-qemu.sh: $1 needs an argument (see --help)" >&2; exit 2; }
+}
 while [ $# -gt 0 ]; do
     case "$1" in
         --gdb) gdb=1 ;;
@@ -29,7 +51,15 @@ while [ $# -gt 0 ]; do
             timeout_s=$2; shift ;;
         --timeout=*) timeout_s=${1#--timeout=} ;;
         --release) release=1 ;;
-        --help|-h) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --kernel) need_arg "$1" $#; kernel=$2; shift ;;
+        --kernel=*) kernel=${1#--kernel=} ;;
+        --initrd) need_arg "$1" $#; initrd=$2; shift ;;
+        --initrd=*) initrd=${1#--initrd=} ;;
+        --cmdline) need_arg "$1" $#; cmdline=$2; have_cmdline=1; shift ;;
+        --cmdline=*) cmdline=${1#--cmdline=}; have_cmdline=1 ;;
+        --cpu) need_arg "$1" $#; cpu=$2; shift ;;
+        --cpu=*) cpu=${1#--cpu=} ;;
+        --help|-h) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *)
             if [ -z "$elf" ] && [ ${#opts[@]} -eq 0 ] && [ -f "$1" ]; then
                 elf=$1
@@ -74,17 +104,52 @@ case " ${opts[*]:-} ${QEMU_EXTRA:-} " in
     *) opts+=("host-prealloc=off") ;;
 esac
 
+# A guest file: loaded near the top of host RAM, its place and size in the bootargs.
+loaders=()
+if [ -n "$initrd" ] && [ -z "$kernel" ]; then
+    echo "run-qemu.sh: --initrd needs --kernel" >&2; exit 2
+fi
+if [ "$have_cmdline" = 1 ] && [ -z "$kernel" ]; then
+    echo "run-qemu.sh: --cmdline needs --kernel (hypervisor options go without it)" >&2; exit 2
+fi
+mem_bytes() {
+    local v=$1 n
+    n=${v%[KkMmGgTt]}
+    [[ "$n" =~ ^[0-9]+$ ]] || { echo "run-qemu.sh: cannot place --kernel with MEM=$v (use e.g. 1G or 2048M)" >&2; exit 2; }
+    case "${v: -1}" in
+        K|k) echo $((n << 10)) ;; M|m) echo $((n << 20)) ;; G|g) echo $((n << 30)) ;;
+        T|t) echo $((n << 40)) ;; *) echo $((n << 20)) ;;  # QEMU: a bare number is MiB
+    esac
+}
+if [ -n "$kernel" ]; then
+    top=$((0x40000000 + $(mem_bytes "${MEM:-1G}")))
+    guest_args=()
+    for pair in "kernel:$kernel" "initrd:$initrd"; do
+        name=${pair%%:*} file=${pair#*:}
+        [ -n "$file" ] || continue
+        [ -f "$file" ] || { echo "run-qemu.sh: --$name $file: no such file" >&2; exit 2; }
+        size=$(stat -L -c %s "$file")
+        [ "$size" -gt 0 ] || { echo "run-qemu.sh: --$name $file is empty" >&2; exit 2; }
+        # 2 MiB-aligned, from the top of RAM down.
+        top=$(( (top - size) & ~0x1FFFFF ))
+        loaders+=(-device "loader,file=$(realpath "$file"),addr=$(printf '%#x' $top),force-raw=on")
+        guest_args+=("$name=$(printf '%#x:%#x' $top "$size")")
+    done
+    opts=("${guest_args[@]}" "${opts[@]}" -- "$cmdline")
+fi
+
 port=${GDB_PORT:-1234}
 cmd=(qemu-system-aarch64
     -M virt,virtualization=on,gic-version=3
-    -cpu max
+    -cpu "$cpu"
     -smp "${SMP:-4}"
     -m "${MEM:-1G}"
     -nographic
     -no-reboot
     -semihosting
     -kernel "$elf"
-    -append "${opts[*]:-}")
+    -append "${opts[*]:-}"
+    "${loaders[@]}")
 if [ "$gdb" = 1 ]; then
     cmd+=(-gdb "tcp::$port" -S)
     echo "run-qemu.sh: QEMU is halted at the first instruction, waiting for gdb. Attach with:" >&2

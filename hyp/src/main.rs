@@ -36,7 +36,10 @@ mod vmm;
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
 use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, report};
 use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
-use vmm::{decode, exceptions, idregs, inject, memslot, psci, tables, tlb, vcpu, vm};
+use vmm::{
+    boot_protocol, decode, exceptions, guest_dtb, idregs, inject, memslot, passthrough, psci,
+    tables, tlb, vcpu, vm,
+};
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
 use alloc::boxed::Box;
@@ -164,6 +167,27 @@ extern "C" fn primary_main() -> ! {
         }
     );
 
+    // A guest's files (run-qemu.sh --kernel/--initrd) sit near the top of RAM: the pools end
+    // below them, so nothing ever allocates over them before they are copied into guest RAM.
+    let mut ram_top = ram_top;
+    if let Some(files) = &opts.files {
+        for (what, (at, size)) in [("kernel", Some(files.kernel)), ("initrd", files.initrd)]
+            .into_iter()
+            .filter_map(|(w, r)| Some((w, r?)))
+        {
+            if at < heap_base + HEAP_SIZE + opts.tables + MIB2 || at + size > ram_top {
+                fail(
+                    &alloc::format!(
+                        "{what}={at:#x}:{size:#x} is not in free RAM above the hypervisor \
+                         ({:#x}..{ram_top:#x})",
+                        heap_base + HEAP_SIZE + opts.tables + MIB2
+                    ),
+                    2,
+                );
+            }
+            ram_top = ram_top.min(at & !(MIB2 - 1));
+        }
+    }
     let tables_base = heap_base + HEAP_SIZE;
     // The stage-2 table pool: `tables=` (options.rs), 8M by default.
     let backing_base = tables_base + opts.tables;
@@ -183,7 +207,7 @@ extern "C" fn primary_main() -> ! {
     );
 
     calibrate::measure_zero(backing);
-    let vm = match vm::create(opts, tables, backing, cpus) {
+    let vm = match vm::create(opts, tables, backing, &platform) {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };

@@ -163,7 +163,31 @@ pub struct Options {
     pub ops: u64,
     /// workload=fuzz: the op classes to run, bit `abi::FUZZ_CLASS_*` set = on.
     pub classes: u64,
+    /// A guest loaded from files (`kernel=`): None runs the built-in guest.
+    pub files: Option<GuestFiles>,
+    /// Bytes of guest RAM for a guest from files (`ram=`).
+    pub ram: u64,
 }
+
+/// Where run-qemu.sh's `-device loader` put a guest's files in host RAM, and its command line
+/// (docs/guests.md: `kernel=ADDR:SIZE [initrd=ADDR:SIZE] ... -- GUEST ARGS`).
+#[derive(Clone, Debug)]
+pub struct GuestFiles {
+    /// The kernel (arm64 Image or kvm-unit-tests .flat) as (host PA, bytes).
+    pub kernel: (u64, u64),
+    /// The initrd (Linux initramfs, or a .flat's environ file) as (host PA, bytes).
+    pub initrd: Option<(u64, u64)>,
+    /// The guest's `/chosen/bootargs`: everything after ` -- `.
+    pub cmdline: String,
+}
+
+/// Default `ram=`: guest RAM for a guest from files. Demand-paged, so only what it touches
+/// costs host memory.
+pub const DEFAULT_RAM: u64 = 512 << 20;
+/// Options that only the built-in guest understands.
+const BUILTIN_ONLY: [&str; 8] = [
+    "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes",
+];
 
 /// Default size of the stage-2 table-page pool: 2048 pages, room for the tables of ~4 GiB of
 /// 4 KiB mappings.
@@ -228,12 +252,18 @@ pub fn help_text(cpus: usize) -> String {
          \x20                    or m (10^6)   default: {DEFAULT_FUZZ_OPS}\n\
          \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
          \x20                    {classes}, or all   default: all\n\
+         \x20 kernel=ADDR:SIZE   a guest from a file in host RAM instead of the built-in guest (run-qemu.sh\n\
+         \x20                    --kernel FILE sets it): an arm64 Linux Image or a kvm-unit-tests .flat\n\
+         \x20 initrd=ADDR:SIZE   its initramfs (Linux) or environ file (.flat)   default: none\n\
+         \x20 ram=SIZE           guest RAM for kernel=, a multiple of 2M, demand-paged   default: {}M\n\
+         \x20 -- GUEST ARGS      everything after ` -- ` is the guest's command line (kernel= only)\n\
          \x20 help               print this and exit 0\n\
          \x20 host-cpus=N        (set by run-qemu.sh) host CPUs, for the report's notes\n\
          \x20 host-prealloc=on|off  (set by run-qemu.sh) whether QEMU preallocated guest RAM\n\
          \x20                    (-mem-prealloc), for the report's notes",
         DEFAULT_MEM >> 20,
-        DEFAULT_TABLES >> 20
+        DEFAULT_TABLES >> 20,
+        DEFAULT_RAM >> 20
     )
 }
 
@@ -298,8 +328,26 @@ fn parse_duration(v: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(mul)
 }
 
+/// Parses `ADDR:SIZE` (hexadecimal with 0x, or decimal) for `kernel=` and `initrd=`.
+fn parse_range(v: &str) -> Option<(u64, u64)> {
+    let (a, s) = v.split_once(':')?;
+    let (a, s) = (parse_seed(a)?, parse_seed(s)?);
+    (s > 0 && a.checked_add(s).is_some()).then_some((a, s))
+}
+
 /// Parses the bootargs. `cpus` is the number of CPUs in the DTB.
 pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
+    // ` -- ` separates the hypervisor's options from a guest's command line.
+    let (args, guest_args) = match args.split_once(" -- ") {
+        Some((h, g)) => (h, Some(g.trim())),
+        None => match args.strip_suffix(" --") {
+            Some(h) => (h, Some("")),
+            None => (args, None),
+        },
+    };
+    let mut kernel = None;
+    let mut initrd = None;
+    let mut ram = DEFAULT_RAM;
     let mut o = Options {
         vcpus: cpus,
         mem: DEFAULT_MEM,
@@ -317,6 +365,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         seed: None,
         ops: DEFAULT_FUZZ_OPS,
         classes: ALL_FUZZ_CLASSES,
+        files: None,
+        ram: DEFAULT_RAM,
     };
     let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
     let mut help = false;
@@ -433,7 +483,58 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 }
             }
             "classes" => o.classes = parse_classes(value).map_err(|why| bad(&why))?,
+            "kernel" => kernel = Some(parse_range(value).ok_or_else(|| bad("expected ADDR:SIZE"))?),
+            "initrd" => initrd = Some(parse_range(value).ok_or_else(|| bad("expected ADDR:SIZE"))?),
+            "ram" => {
+                ram = parse_size(value).ok_or_else(|| bad("expected e.g. 256M, 1G"))?;
+                if ram == 0 || !ram.is_multiple_of(2 << 20) {
+                    return Err(bad("must be a non-zero multiple of 2M"));
+                }
+            }
             _ => return Err(format!("unknown option '{key}' (try 'help')")),
+        }
+    }
+    match kernel {
+        Some(k) => {
+            if let Some(key) = BUILTIN_ONLY.iter().find(|k| seen.contains(k)) {
+                return Err(format!(
+                    "{key}= applies to the built-in guest, not to kernel="
+                ));
+            }
+            if o.chaos {
+                return Err(String::from(
+                    "chaos=on runs with the built-in guest only (not with kernel= yet)",
+                ));
+            }
+            if !seen.contains(&"vcpus") {
+                o.vcpus = 1;
+            }
+            // Secondary vCPUs start through the guest's PSCI CPU_ON, which arrives with the
+            // vCPU lifecycle (issue 10, A2); until then a guest from files runs on one vCPU.
+            if o.vcpus > 1 {
+                return Err(String::from(
+                    "kernel= runs 1 vCPU for now (secondaries need guest PSCI CPU_ON): use vcpus=1",
+                ));
+            }
+            o.ram = ram;
+            o.files = Some(GuestFiles {
+                kernel: k,
+                initrd,
+                cmdline: String::from(guest_args.unwrap_or("")),
+            });
+            return Ok(if help { Parsed::Help } else { Parsed::Run(o) });
+        }
+        None => {
+            for key in ["initrd", "ram"] {
+                if seen.contains(&key) {
+                    return Err(format!("{key}= needs kernel= (run-qemu.sh --kernel FILE)"));
+                }
+            }
+            if guest_args.is_some() {
+                return Err(String::from(
+                    "a guest command line (after ` -- `) needs kernel= (run-qemu.sh --kernel FILE)",
+                ));
+            }
         }
     }
     if o.chaos {

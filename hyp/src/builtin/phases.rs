@@ -311,7 +311,9 @@ fn map_policy(
             }
             g.relax_perms(ipa, Perms::RWX).map(|()| Mapped::Spurious)
         }
-        _ if data && !logging && vm.opts.backing == Backing::Block2M => {
+        // A memslot backed by 2 MiB chunks maps them as blocks (the built-in guest's data slot,
+        // a real guest's RAM) under backing=2m.
+        _ if slot.chunked() && !logging && vm.opts.backing == Backing::Block2M => {
             let block = pa & !(CHUNK - 1);
             g.map(
                 ipa & !(CHUNK - 1),

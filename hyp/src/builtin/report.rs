@@ -149,7 +149,11 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     }
     let mut checksum_ok = all_stopped;
     let mut pages_reported = 0;
-    if all_stopped && crate::chaos::checks_itself(vm) {
+    // A guest from files: its own checks (a .flat's EXIT status, Linux's init) decide; the
+    // hypervisor checks its stage 2 (teardown, leaks) and reports the faults.
+    let files = guest_from_files(vm, all_stopped, &mut failures);
+    if files.is_some() {
+    } else if all_stopped && crate::chaos::checks_itself(vm) {
         // verify / badguest: lost writes counted by the guests, final pattern recomputed here.
         (checksum_ok, pages_reported) = crate::chaos::check_guests(vm, &mut failures);
     } else if all_stopped {
@@ -358,15 +362,26 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         }
     }
     println!("{trap_line}");
-    // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
-    let mut extra = crate::chaos::report(vm, &s, &mut failures);
-    // workload=fuzz: the fuzzer's tables, pass checks and RESULT fields (fuzz.rs).
-    extra.push_str(&crate::fuzz::report(vm, &mut failures));
-    println!("");
-
-    // Workload timing, calibration and phase checks (phases.rs).
-    let workload_fields = crate::phases::report(vm, &s);
-    crate::phases::check(vm, &mut failures);
+    let (mut extra, workload_fields) = if let Some(fields) = &files {
+        println!("");
+        (fields.clone(), String::new())
+    } else {
+        // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
+        let mut extra = crate::chaos::report(vm, &s, &mut failures);
+        // workload=fuzz: the fuzzer's tables, pass checks and RESULT fields (fuzz.rs).
+        extra.push_str(&crate::fuzz::report(vm, &mut failures));
+        println!("");
+        // Workload timing, calibration and phase checks (phases.rs).
+        let workload_fields = crate::phases::report(vm, &s);
+        crate::phases::check(vm, &mut failures);
+        (extra, workload_fields)
+    };
+    // Stage-2 faults taken by each vCPU.
+    let per_vcpu: Vec<String> = cpus
+        .iter()
+        .map(|c| format!("{}", load(&c.counters.faults)))
+        .collect();
+    extra.push_str(&format!(" faults_vcpu={}", per_vcpu.join(",")));
     let pass = failures.is_empty();
     for f in &failures {
         println!("FAIL: {f}");
@@ -381,7 +396,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         if pass { "pass" } else { "fail" },
         o.mode.name(),
         o.vcpus,
-        o.workload.name(),
+        if files.is_some() { "none" } else { o.workload.name() },
         o.mem >> 10,
         pages_reported,
         s.bbm,
@@ -396,5 +411,43 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
             (true, false) => "bad",
         },
     );
-    exit::exit(if pass { 0 } else { 1 })
+    // A .flat that printed a failing EXIT status exits with that status (kvm-unit-tests'
+    // run_tests.sh reads it the same way: `status >> 1` is the test's own code).
+    let flat_status = vcpu::FLAT_EXIT_STATUS.load(Ordering::Acquire);
+    exit::exit(match (pass, flat_status) {
+        (true, _) => 0,
+        (false, n) if n > 1 => n as u32,
+        _ => 1,
+    })
+}
+
+/// The checks and RESULT fields of a guest from files; None for the built-in guest.
+/// Linux passes when it powered off through PSCI (every vCPU ended cleanly); a `.flat` also
+/// needs its "EXIT: STATUS=1" line on the emulated console.
+fn guest_from_files(vm: &Vm, all_stopped: bool, failures: &mut Vec<String>) -> Option<String> {
+    let crate::vm::Guest::Files { format, .. } = &vm.guest else {
+        return None;
+    };
+    let mut fields = format!(" guest={} ram={}M", format.name(), vm.opts.ram >> 20);
+    if *format == crate::boot_protocol::Format::Flat {
+        let st = vcpu::FLAT_EXIT_STATUS.load(Ordering::Acquire);
+        fields.push_str(&format!(" exit_status={st}"));
+        if all_stopped && st != 1 {
+            failures.push(if st == 0 {
+                String::from("the .flat guest ended without an \"EXIT: STATUS=\" line")
+            } else {
+                format!("the .flat guest reported EXIT: STATUS={st}")
+            });
+        }
+    }
+    let cpus = &percpu::all()[..vm.opts.vcpus];
+    let faulted = cpus.iter().filter(|c| load(&c.counters.faults) > 0).count();
+    if faulted != cpus.len() {
+        log::warn!(
+            "{} of {} vCPUs took no stage-2 fault",
+            cpus.len() - faulted,
+            cpus.len()
+        );
+    }
+    Some(fields)
 }

@@ -52,6 +52,11 @@ fn open() -> Result<Fdt<'static>, DtbError> {
     unsafe { Fdt::from_ptr(DTB_ADDR as *const u8) }.map_err(|_| DtbError::NotFound)
 }
 
+/// QEMU's DTB, to derive a guest's from (guest_dtb.rs).
+pub fn host() -> Result<Fdt<'static>, DtbError> {
+    open()
+}
+
 /// RAM ranges, without allocating: for building the MMU tables while the MMU is still off.
 pub fn early_ram(out: &mut [(u64, u64); MAX_RAM_RANGES]) -> Result<usize, DtbError> {
     let fdt = open()?;

@@ -77,3 +77,70 @@ pub fn write_zcr_el2(value: u64) {
     // no memory, no Rust-visible state. The caller checked FEAT_SVE and cleared CPTR_EL2.TZ.
     unsafe { zcr_el2_write(value) };
 }
+
+register_bitfields! {u64,
+    /// HCRX_EL2, the Extended Hypervisor Configuration Register (FEAT_HCX; Arm ARM D24.2,
+    /// "HCRX_EL2"). Only the field this hypervisor sets; every other bit is written 0 (the
+    /// controls of features it does not offer, left trapping or disabled).
+    pub HCRX_EL2 [
+        /// Memory Copy and Memory Set instructions enabled at EL1/EL0 (FEAT_MOPS). With 0 they
+        /// are UNDEFINED, and a guest that saw FEAT_MOPS in its ID registers (glibc's memcpy on
+        /// QEMU 10) faults.
+        MSCEn OFFSET(11) NUMBITS(1) [],
+    ]
+}
+
+global_asm!(
+    r#"
+    // hcrx_el2_write(x0): MSR HCRX_EL2, x0, by encoding (op0=3, op1=4, CRn=1, CRm=2, op2=2):
+    // the assembler may not know the name. Only on a CPU with FEAT_HCX.
+    .global hcrx_el2_write
+hcrx_el2_write:
+    msr     s3_4_c1_c2_2, x0
+    ret
+    // vpidr_el2_write(x0): MSR VPIDR_EL2, x0 (op0=3, op1=4, CRn=0, CRm=0, op2=0): the MIDR_EL1
+    // an EL1 read returns. aarch64-cpu 11 has no VPIDR_EL2.
+    .global vpidr_el2_write
+vpidr_el2_write:
+    msr     s3_4_c0_c0_0, x0
+    ret
+    // id_aa64isar2_el1_read() -> x0: MRS ID_AA64ISAR2_EL1 (op0=3, op1=0, CRn=0, CRm=6, op2=2),
+    // RAZ where not implemented (an unallocated ID-space encoding).
+    .global id_aa64isar2_el1_read
+id_aa64isar2_el1_read:
+    mrs     x0, s3_0_c0_c6_2
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn hcrx_el2_write(value: u64);
+    fn vpidr_el2_write(value: u64);
+    fn id_aa64isar2_el1_read() -> u64;
+}
+
+/// Whether the CPU has FEAT_HCX (ID_AA64MMFR1_EL1.HCX, bits [43:40], non-zero): HCRX_EL2 exists.
+pub fn has_hcx() -> bool {
+    use aarch64_cpu::registers::ID_AA64MMFR1_EL1;
+    (ID_AA64MMFR1_EL1.get() >> 40) & 0xF != 0
+}
+
+/// Whether the CPU has FEAT_MOPS (ID_AA64ISAR2_EL1.MOPS, bits [19:16], non-zero).
+pub fn has_mops() -> bool {
+    // SAFETY: reads one ID register (RAZ where unallocated); no memory or other state.
+    (unsafe { id_aa64isar2_el1_read() } >> 16) & 0xF != 0
+}
+
+/// Writes HCRX_EL2 (composed from `HCRX_EL2` fields). Only when `has_hcx()`; the caller issues
+/// the ISB.
+pub fn write_hcrx_el2(value: &InMemoryRegister<u64, HCRX_EL2::Register>) {
+    // SAFETY: one System-register write that changes only EL1/EL0 trap and enable controls;
+    // the caller checked FEAT_HCX, without which the encoding is UNDEFINED.
+    unsafe { hcrx_el2_write(value.get()) };
+}
+
+/// Writes VPIDR_EL2: what the guest's MIDR_EL1 reads return.
+pub fn write_vpidr_el2(value: u64) {
+    // SAFETY: one System-register write that only changes what EL1 reads of MIDR_EL1 return.
+    unsafe { vpidr_el2_write(value) };
+}

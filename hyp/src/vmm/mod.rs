@@ -2,11 +2,14 @@
 //! trap path (exceptions -> decode -> handler -> inject / stage-2 fault -> ERET), the stage-2
 //! glue (table pages, TLB maintenance), emulated ID registers and guest PSCI.
 
+pub mod boot_protocol;
 pub mod decode;
 pub mod exceptions;
+pub mod guest_dtb;
 pub mod idregs;
 pub mod inject;
 pub mod memslot;
+pub mod passthrough;
 pub mod psci;
 pub mod tables;
 pub mod tlb;

@@ -69,6 +69,24 @@ fn el1h_masked() -> u64 {
 
 /// Runs vCPU `id` (= this CPU's index) until it finishes or is stopped.
 pub fn run(vm: &Vm, id: usize) {
+    if let vm::Guest::Files { layout, format, .. } = &vm.guest {
+        // The boot protocols (boot_protocol.rs): x0 = the DTB's IPA, x1..x3 = 0, EL1h with
+        // D/A/I/F masked, MMU and caches off (configure_this_cpu), at the kernel's load address.
+        let mut f = Frame::zeroed();
+        f.x[0] = layout.dtb;
+        f.elr = layout.entry;
+        f.spsr = el1h_masked();
+        log::info!(
+            "vcpu {id} (MPIDR {:#x}): entering the {} guest at {:#x}, DTB at {:#x}",
+            percpu::this_cpu().mpidr,
+            format.name(),
+            layout.entry,
+            layout.dtb
+        );
+        exceptions::run_guest(&f);
+        pool::drain(percpu::this_cpu(), vm.tables, vm.backing);
+        return;
+    }
     let (base, size) = vm.region(id);
     let mut f = Frame::zeroed();
     f.x[0] = id as u64;
@@ -308,8 +326,7 @@ fn handle_abort(
             // past its end gets what its second half gets, and nothing is mapped there.
             Some(access) if a.ipa + u64::from(access.size) <= abi::UART_BASE + abi::UART_SIZE => {
                 cpu.counters.trap(Trap::AbortMmio);
-                emulate_uart(cpu, frame, a, access);
-                return Action::Resume;
+                return emulate_uart(cpu, frame, a, access);
             }
             Some(_) => {
                 return inject_abort(cpu, frame, a, data, "straddles the end of the UART window")
@@ -325,8 +342,21 @@ fn handle_abort(
             }
         }
     }
-    // Bad-guest case 12: the overcommit memslot, backed only up to its budget (badguest.rs).
-    if let Some(action) = crate::badguest::overcommit_fault(vm, cpu, frame, a, data) {
+    if let vm::Guest::Files { devices, .. } = &vm.guest {
+        // A redistributor frame of a CPU the guest was not given (passthrough.rs).
+        if let (true, Some(access)) = (data, a.access) {
+            if let Some(value) = devices.emulate_gicr(a.ipa, u64::from(access.size)) {
+                cpu.counters.trap(Trap::AbortMmio);
+                Counters::inc(&cpu.counters.mmio);
+                if !a.write {
+                    frame.set_reg(access.reg, load_result(&access, value));
+                }
+                inject::skip_instruction(frame);
+                return Action::Resume;
+            }
+        }
+    } else if let Some(action) = crate::badguest::overcommit_fault(vm, cpu, frame, a, data) {
+        // Bad-guest case 12: the overcommit memslot, backed only up to its budget (badguest.rs).
         return action;
     }
     inject_abort(cpu, frame, a, data, "is outside guest memory")
@@ -465,7 +495,10 @@ fn uart_register(offset: u64) -> u32 {
 /// byte; a load returns the registers' bytes at the access's offset and size, zero- or
 /// sign-extended into Wt/Xt as the syndrome (SAS, SSE, SF) says. The PC then steps over the
 /// instruction by its length (ESR.IL) and, in a T32 IT block, ITSTATE advances.
-fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) {
+/// Emulates one PL011 access. A `.flat`'s "EXIT: STATUS=n" line ends its vCPU: the test is
+/// over (what follows is its attempt to power off, which may not exist in its build).
+fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> Action {
+    let mut exited = false;
     Counters::inc(&cpu.counters.mmio);
     let offset = a.ipa - abi::UART_BASE;
     if a.write {
@@ -476,6 +509,7 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) {
             if byte == b'\n' || line.len() >= 200 {
                 let text = core::str::from_utf8(line).unwrap_or("<non-UTF-8 output>");
                 log::info!("guest: {text}");
+                exited = guest_exit_line(text);
                 line.clear();
             }
             if byte != b'\n' && byte != b'\r' {
@@ -492,6 +526,10 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) {
         frame.set_reg(access.reg, load_result(&access, data));
     }
     inject::skip_instruction(frame);
+    if exited && !vm::get().builtin() {
+        return finish_ok(cpu);
+    }
+    Action::Resume
 }
 
 /// Answers an abort with an injected synchronous external abort (inject.rs) at FAR_EL2, counts
@@ -518,6 +556,55 @@ pub fn inject_abort(cpu: &PerCpu, frame: &mut Frame, a: &Abort, data: bool, why:
     Action::Resume
 }
 
+/// A guest from files: its SMCCC calls are PSCI only. SYSTEM_OFF ends the run cleanly; CPU_OFF
+/// ends this vCPU (the run ends when every vCPU has ended).
+fn guest_psci_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, call: &Call) -> Action {
+    let function = call.function;
+    match psci::guest_call(function, call.arg(1)) {
+        GuestPsci::Return(v) => {
+            frame.x[0] = v;
+            Action::Resume
+        }
+        GuestPsci::SystemOff => {
+            log::info!("vcpu {}: guest PSCI SYSTEM_OFF", cpu.index);
+            finish_ok(cpu)
+        }
+        GuestPsci::CpuOff => {
+            log::info!("vcpu {}: guest PSCI CPU_OFF", cpu.index);
+            finish_ok(cpu)
+        }
+        GuestPsci::NotSupported => {
+            if log_sampled(Counters::bump(&cpu.counters.calls_unsupported)) {
+                log::info!(
+                    "vcpu {}: {conduit} function {function:#x}: NOT_SUPPORTED",
+                    cpu.index
+                );
+            }
+            frame.x[0] = smccc::NOT_SUPPORTED;
+            Action::Resume
+        }
+    }
+}
+
+/// The status a `.flat` guest printed on its console ("EXIT: STATUS=n", kvm-unit-tests'
+/// lib/arm/io.c), 0 = none yet.
+pub static FLAT_EXIT_STATUS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records the `EXIT: STATUS=n` of a guest console line; whether it was one.
+fn guest_exit_line(text: &str) -> bool {
+    if let Some(rest) = text.split("EXIT: STATUS=").nth(1) {
+        let digits: &str = rest
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap_or("");
+        if let Ok(n) = digits.parse::<u64>() {
+            FLAT_EXIT_STATUS.store(n, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
 /// HVC and trapped SMC: the guest ABI (abi.rs) and PSCI, per SMCCC (DEN0028): the function ID
 /// is W0 and an SMC32/HVC32 call's arguments are W1..W7 (arch_decode::smccc). A non-zero
 /// immediate is not an SMCCC call (SMCCC 2.x: the immediate is 0): NOT_SUPPORTED.
@@ -536,6 +623,9 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Acti
     regs.copy_from_slice(&frame.x[..8]);
     let call = Call::new(&regs);
     let function = call.function;
+    if !vm::get().builtin() {
+        return guest_psci_call(cpu, frame, conduit, &call);
+    }
     // The workload calls: barriers, calibration, phase reports, collapse (phases.rs).
     if let Some(action) = crate::phases::call(vm::get(), cpu, frame, &call) {
         return action;

@@ -3,8 +3,9 @@
 //! stage-2 table itself, which the reporter takes back at teardown.
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2,
-    ID_AA64DFR0_EL1, ID_AA64PFR0_EL1, MDCR_EL2, SCTLR_EL1, VBAR_EL1, VTCR_EL2, VTTBR_EL2,
+    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2, ICC_SRE_EL2,
+    ID_AA64DFR0_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, MPIDR_EL1, SCTLR_EL1, VBAR_EL1,
+    VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use alloc::format;
 use alloc::string::String;
@@ -13,13 +14,18 @@ use spin::Once;
 use stage2::{Config, MemAttrEncoding, Stage2};
 
 use crate::abi;
+use crate::boot_protocol::{self, Format};
+use crate::dtb::Platform;
+use crate::guest_dtb::{self, GuestDtb};
 use crate::memslot::Memslot;
 use crate::options::{Backing, Options, Workload};
+use crate::passthrough::Passthrough;
 use crate::pool::Region;
 use crate::sysreg_ext::{self, CPTR_EL2_NVHE};
 use crate::tables::HypPool;
 use crate::tlb::HypTlb;
 use crate::{arch, guest_image, mmu, percpu};
+use alloc::vec::Vec;
 use tock_registers::registers::InMemoryRegister;
 
 /// The stage-2 table type of this hypervisor.
@@ -59,8 +65,27 @@ impl<T> Owned<T> {
     }
 }
 
+/// What runs in the VM.
+pub enum Guest {
+    /// The built-in test guest (guest/, embedded by hyp/build.rs) and its harness (builtin/).
+    Builtin,
+    /// A guest from files (`kernel=`): an arm64 Linux Image or a kvm-unit-tests `.flat`.
+    Files {
+        /// Linux or `.flat`.
+        format: boot_protocol::Format,
+        /// Where its kernel, DTB and initrd are in guest RAM.
+        layout: boot_protocol::Layout,
+        /// The devices it reaches directly (GICv3, PL011 for Linux).
+        devices: Passthrough,
+        /// MPIDR of the CPU that runs each vCPU (= the vCPU's VMPIDR_EL2).
+        mpidrs: Vec<u64>,
+    },
+}
+
 /// The VM.
 pub struct Vm {
+    /// What runs in it.
+    pub guest: Guest,
     /// Run options.
     pub opts: Options,
     /// Memslot 0: the guest image and the vCPU stacks.
@@ -91,8 +116,12 @@ pub fn create(
     opts: Options,
     tables: &'static Region,
     backing: &'static Region,
-    cpus: usize,
+    platform: &Platform,
 ) -> Result<&'static Vm, String> {
+    let cpus = platform.mpidrs.len();
+    if opts.files.is_some() {
+        return create_from_files(opts, tables, backing, platform);
+    }
     // One region per vCPU, or one region for all (overlap, pagetable).
     let data_size = if shared_region(&opts) {
         opts.mem
@@ -124,18 +153,9 @@ pub fn create(
     let lowest_stack = abi::DATA_BASE - opts.vcpus as u64 * abi::STACK_SIZE;
     let entry = guest_image::load(&image, lowest_stack, percpu::this_cpu(), backing)?;
 
-    let pool = HypPool::new(tables);
-    let table_pages_before = pool.pages_in_use();
-    let mut cfg = Config::new(IPA_BITS, cpus);
-    // The leaves' MemAttr must be encoded for the HCR_EL2.FWB value configure_this_cpu writes.
-    cfg.memattr = if arch::has_fwb() {
-        MemAttrEncoding::ForcedWriteBack
-    } else {
-        MemAttrEncoding::Combined
-    };
-    let s2 =
-        Stage2::new(cfg, pool, HypTlb).map_err(|e| format!("stage2::Stage2::new failed: {e:?}"))?;
+    let (s2, table_pages_before) = new_stage2(tables, cpus)?;
     Ok(VM.call_once(|| Vm {
+        guest: Guest::Builtin,
         opts,
         image,
         data,
@@ -147,7 +167,137 @@ pub fn create(
     }))
 }
 
+/// An empty stage-2 table over the 40-bit IPA space, and the table pages in use before it.
+fn new_stage2(tables: &'static Region, cpus: usize) -> Result<(S2, usize), String> {
+    let pool = HypPool::new(tables);
+    let table_pages_before = pool.pages_in_use();
+    let mut cfg = Config::new(IPA_BITS, cpus);
+    // The leaves' MemAttr must be encoded for the HCR_EL2.FWB value configure_this_cpu writes.
+    cfg.memattr = if arch::has_fwb() {
+        MemAttrEncoding::ForcedWriteBack
+    } else {
+        MemAttrEncoding::Combined
+    };
+    let s2 =
+        Stage2::new(cfg, pool, HypTlb).map_err(|e| format!("stage2::Stage2::new failed: {e:?}"))?;
+    Ok((s2, table_pages_before))
+}
+
+/// Builds the VM for a guest from files: the RAM memslot (demand-paged like the built-in guest's
+/// data, 2 MiB chunks with backing=2m), the kernel, initrd and guest DTB copied into it
+/// (boot_protocol.rs, guest_dtb.rs), and the pass-through devices mapped (passthrough.rs).
+fn create_from_files(
+    opts: Options,
+    tables: &'static Region,
+    backing: &'static Region,
+    platform: &Platform,
+) -> Result<&'static Vm, String> {
+    let files = opts.files.clone().ok_or("no guest files")?;
+    let cpus = platform.mpidrs.len();
+    // vCPU i runs on CPU i (one vCPU per physical CPU) and reads its MPIDR.
+    let mpidrs: Vec<u64> = platform.mpidrs[..opts.vcpus].to_vec();
+    // SAFETY: main.rs ended the pools below both files; nothing writes them.
+    let kernel = unsafe { boot_protocol::host_file(files.kernel.0, files.kernel.1) };
+    // SAFETY: as above.
+    let initrd = files
+        .initrd
+        .map(|(a, s)| unsafe { boot_protocol::host_file(a, s) });
+    let format = boot_protocol::detect(kernel);
+    let layout = boot_protocol::layout(
+        format,
+        kernel.len() as u64,
+        initrd.map(|i| i.len() as u64),
+        opts.ram,
+    )?;
+    if opts.ram / crate::pool::PAGE > backing.pages as u64 {
+        log::warn!(
+            "ram={}M is more than the {} MiB of host memory for guest pages: the guest fails \
+             if it touches more than that",
+            opts.ram >> 20,
+            (backing.pages as u64 * crate::pool::PAGE) >> 20
+        );
+    }
+    let host = crate::dtb::host().map_err(|e| format!("QEMU's DTB: {e:?}"))?;
+    let (dtb, removed) = guest_dtb::build(
+        &host,
+        &GuestDtb {
+            ram: (boot_protocol::RAM_BASE, opts.ram),
+            cpus: &mpidrs,
+            bootargs: &files.cmdline,
+            initrd: layout.initrd,
+        },
+    )?;
+    if dtb.len() as u64 > boot_protocol::dtb_room() {
+        return Err(format!("the guest DTB ({} bytes) does not fit", dtb.len()));
+    }
+    let (gicd, gicr) = platform
+        .gic_v3
+        .ok_or("a guest from files needs a GICv3 (QEMU -M virt,gic-version=3)")?;
+    // A .flat's console stays emulated: the hypervisor reads its "EXIT: STATUS=" line.
+    let uart = match format {
+        Format::Linux { .. } => Some(platform.uart),
+        Format::Flat => None,
+    };
+    let devices = Passthrough::new(gicd, gicr, &mpidrs, uart).map_err(String::from)?;
+
+    let ram = if opts.backing == Backing::Block2M {
+        Memslot::new_chunked("ram", boot_protocol::RAM_BASE, opts.ram)
+    } else {
+        Memslot::new("ram", boot_protocol::RAM_BASE, opts.ram)
+    };
+    let cpu = percpu::this_cpu();
+    boot_protocol::copy_in(&ram, layout.dtb, &dtb, cpu, backing)?;
+    boot_protocol::copy_in(&ram, layout.entry, kernel, cpu, backing)?;
+    if let (Some(bytes), Some((ipa, _))) = (initrd, layout.initrd) {
+        boot_protocol::copy_in(&ram, ipa, bytes, cpu, backing)?;
+    }
+    // No CPU may fetch a stale line for the pages just written (see guest_image::load).
+    arch::icache_invalidate_all_broadcast();
+
+    let (s2, table_pages_before) = new_stage2(tables, cpus)?;
+    let pages = devices
+        .map(&s2, cpu.index)
+        .map_err(|e| format!("mapping the pass-through devices: {e:?}"))?;
+    log::info!(
+        "guest: {} kernel {} bytes at {:#x}, DTB {} bytes at {:#x}, initrd {:?}, RAM {:#x}+{}M \
+         ({} backing), {pages} device pages passed through; removed from its DTB: {}",
+        format.name(),
+        kernel.len(),
+        layout.entry,
+        dtb.len(),
+        layout.dtb,
+        layout.initrd,
+        boot_protocol::RAM_BASE,
+        opts.ram >> 20,
+        opts.backing.name(),
+        removed.join(" ")
+    );
+    let entry = layout.entry;
+    Ok(VM.call_once(|| Vm {
+        guest: Guest::Files {
+            format,
+            layout,
+            devices,
+            mpidrs,
+        },
+        opts,
+        image: ram,
+        // No second memslot: an empty one above RAM that contains no IPA.
+        data: Memslot::new("none", boot_protocol::RAM_BASE, 0),
+        tables,
+        backing,
+        s2: Owned::new(s2),
+        entry,
+        table_pages_before,
+    }))
+}
+
 impl Vm {
+    /// Whether the guest is the built-in one (its harness in builtin/ applies).
+    pub fn builtin(&self) -> bool {
+        matches!(self.guest, Guest::Builtin)
+    }
+
     /// The memslot holding `ipa`.
     pub fn slot(&self, ipa: u64) -> Option<&Memslot> {
         [&self.image, &self.data]
@@ -231,6 +381,30 @@ fn set_feature_traps() {
     }
 }
 
+/// EL2 state only a guest from files needs, on the CPU that runs its vCPU (this one).
+fn configure_files_guest(mpidrs: &[u64]) {
+    // FEAT_HCX: HCRX_EL2 resets to an UNKNOWN value; MSCEn enables the FEAT_MOPS memcpy/memset
+    // instructions at EL1/EL0 when the CPU has them (the ID registers show them to the guest).
+    if sysreg_ext::has_hcx() {
+        let hcrx: InMemoryRegister<u64, sysreg_ext::HCRX_EL2::Register> = InMemoryRegister::new(0);
+        if sysreg_ext::has_mops() {
+            hcrx.write(sysreg_ext::HCRX_EL2::MSCEn::SET);
+        }
+        sysreg_ext::write_hcrx_el2(&hcrx);
+    }
+    // The guest reads this CPU's identity: MIDR_EL1 (VPIDR_EL2) and MPIDR_EL1 (VMPIDR_EL2).
+    // vCPU i runs on CPU i, so VMPIDR = this CPU's MPIDR: its GICR frame and the affinities the
+    // guest programs into GICD_IROUTER are the real ones (GICv3 pass-through).
+    sysreg_ext::write_vpidr_el2(MIDR_EL1.get());
+    let mpidr = MPIDR_EL1.get();
+    debug_assert!(mpidrs.contains(&(mpidr & 0xFF_00FF_FFFF)));
+    VMPIDR_EL2.set(mpidr);
+    // EL1 may use the GICv3 CPU interface's system registers (ICC_*_EL1) itself: SRE = 1 at
+    // EL2 and Enable = 1, so EL1 accesses to ICC_SRE_EL1 do not trap to EL2 (Arm GICv3 spec,
+    // 12.7.x "ICC_SRE_EL2").
+    ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
+}
+
 /// Whether every vCPU works on the same region (the data slot is one region of `mem=`).
 pub fn shared_region(opts: &Options) -> bool {
     crate::expect::shared(opts.workload.guest_number())
@@ -241,20 +415,43 @@ pub fn configure_this_cpu(vm: &Vm) {
     set_feature_traps();
     let s2 = vm.s2.get();
     let geom = s2.geometry();
+    // The controls that differ between the built-in guest (no MMU of its own) and a guest from
+    // files (its own MMU, interrupts and devices).
+    let guest_fields = match vm.guest {
+        Guest::Builtin => {
+            // The guest runs with its stage-1 MMU off; DC makes its accesses Normal write-back
+            // instead of Device, so they are coherent with the hypervisor's cached view of the
+            // backing pages (which it zeroes, copies and checksums).
+            HCR_EL2::DC::SET
+                // Physical IRQ/FIQ taken to EL2 while the guest runs (none are enabled).
+                + HCR_EL2::IMO::EnableVirtualIRQ
+                + HCR_EL2::FMO::EnableVirtualFIQ
+        }
+        Guest::Files { .. } => {
+            // DC off: it would force the guest's stage 1 off (Arm ARM D8.2.11, "The effects of
+            // disabling an address translation stage"); Linux turns its MMU on.
+            HCR_EL2::DC::CLEAR
+                // Physical IRQ/FIQ go straight to the guest's EL1 (GICv3 pass-through,
+                // passthrough.rs): the hypervisor takes no interrupt while the guest runs.
+                + HCR_EL2::IMO::DisableVirtualIRQ
+                + HCR_EL2::FMO::DisableVirtualFIQ
+                // Pointer authentication: PAC instructions and the key registers are the
+                // guest's (Linux writes APIAKeyHi_EL1 early; a trap would be an UNDEF).
+                + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
+                + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
+            // ATA stays 0: MTE is not offered to any guest (policy.md; ID_AA64PFR1_EL1.MTE
+            // reads 0 through idregs.rs), so tag instructions and registers keep trapping.
+        }
+    };
     HCR_EL2.write(
+        guest_fields
         // EL1 is AArch64.
-        HCR_EL2::RW::EL1IsAarch64
+            + HCR_EL2::RW::EL1IsAarch64
             // Stage-2 translation on.
             + HCR_EL2::VM::Enable
             // Guest SMC traps to us (EC 0x17) instead of reaching the firmware's PSCI.
             + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
-            // The guest runs with its stage-1 MMU off; DC makes its accesses Normal write-back
-            // instead of Device, so they are coherent with the hypervisor's cached view of the
-            // backing pages (which it zeroes, copies and checksums).
-            + HCR_EL2::DC::SET
-            // Physical IRQ/FIQ/SError taken to EL2 while the guest runs (none are enabled).
-            + HCR_EL2::IMO::EnableVirtualIRQ
-            + HCR_EL2::FMO::EnableVirtualFIQ
+            // SError taken to EL2 while the guest runs: answered with a virtual SError.
             + HCR_EL2::AMO::SET
             // Guest TLB maintenance and barriers are broadcast / inner shareable, so a vCPU
             // moved between CPUs (not done yet) would stay coherent.
@@ -279,6 +476,9 @@ pub fn configure_this_cpu(vm: &Vm) {
                 HCR_EL2::FWB::Disabled
             },
     );
+    if let Guest::Files { mpidrs, .. } = &vm.guest {
+        configure_files_guest(mpidrs);
+    }
     VTCR_EL2.write(
         // Bit 31 is RES1.
         VTCR_EL2::RES1::SET
@@ -302,7 +502,9 @@ pub fn configure_this_cpu(vm: &Vm) {
     // and any instruction line before the guest's first entry (after the VTTBR_EL2 write, whose
     // VMID the TLBI uses).
     arch::guest_cold_start_local();
-    // The guest reads CNTVCT = CNTPCT (no offset) and may use the physical counter/timer.
+    // The guest reads CNTVCT = CNTPCT (no offset: one vCPU per CPU, never descheduled, so its
+    // virtual time is real time) and may use the physical counter and timer itself
+    // (EL1PCTEN/EL1PCEN: no trap), as Linux and kvm-unit-tests' timer test do.
     CNTVOFF_EL2.set(0);
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     // FP/SIMD is the guest's to use (the compiler emits it for plain struct copies): CPACR_EL1
