@@ -22,6 +22,7 @@ mod chaos;
 mod console;
 mod decode;
 mod dtb;
+mod el1_reset;
 mod exceptions;
 mod exit;
 #[path = "../../guest/src/workloads/expect.rs"]
@@ -32,6 +33,7 @@ mod idle;
 mod idregs;
 mod inject;
 mod irq;
+mod lifecycle;
 mod memslot;
 mod mmu;
 mod options;
@@ -193,6 +195,12 @@ extern "C" fn primary_main() -> ! {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
+    // The built-in guest's ABI starts every vCPU at once (guest/src/abi.rs): all ON for PSCI.
+    lifecycle::init(
+        &platform.mpidrs[..vm.opts.vcpus],
+        lifecycle::Start::EveryVcpu,
+        GIC_V3.get().copied().flatten(),
+    );
     // workload=fuzz: fix and log the seed before any vCPU asks for it.
     fuzz::init(vm);
     if vm.opts.chaos {

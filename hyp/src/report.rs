@@ -326,6 +326,9 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     let mut extra = crate::chaos::report(vm, &s, &mut failures);
     // workload=fuzz: the fuzzer's tables, pass checks and RESULT fields (fuzz.rs).
     extra.push_str(&crate::fuzz::report(vm, &mut failures));
+    // PSCI: per-vCPU starts by CPU_ON and CPU_OFFs, SYSTEM_OFF / SYSTEM_RESET (lifecycle.rs).
+    extra.push_str(&crate::lifecycle::report());
+    let end = crate::lifecycle::end();
     println!("");
 
     // Workload timing, calibration and phase checks (phases.rs).
@@ -355,5 +358,10 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         s.tables_freed,
         if checksum_ok { "ok" } else { "bad" },
     );
-    exit::exit(if pass { 0 } else { 1 })
+    // A guest that asked for SYSTEM_RESET: a distinct status when the checks pass (lifecycle.rs).
+    exit::exit(match (pass, end) {
+        (false, _) => 1,
+        (true, crate::lifecycle::End::SystemReset) => crate::lifecycle::EXIT_SYSTEM_RESET,
+        (true, _) => 0,
+    })
 }
