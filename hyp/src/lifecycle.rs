@@ -334,6 +334,11 @@ pub fn report() -> String {
     format!(" cpu_on={ons} cpu_off={offs} end={}", end().name())
 }
 
+/// vCPU `id`'s (starts by CPU_ON, CPU_OFFs).
+pub fn counts(id: usize) -> (u64, u64) {
+    vcpus().counts(id)
+}
+
 fn error_name(e: i32) -> &'static str {
     use smccc::psci::error::*;
     match e {

@@ -43,6 +43,7 @@ mod percpu;
 mod phases;
 mod pool;
 mod psci;
+mod psci_check;
 mod report;
 mod sysreg_ext;
 mod tables;

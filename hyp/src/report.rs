@@ -328,6 +328,8 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     extra.push_str(&crate::fuzz::report(vm, &mut failures));
     // PSCI: per-vCPU starts by CPU_ON and CPU_OFFs, SYSTEM_OFF / SYSTEM_RESET (lifecycle.rs).
     extra.push_str(&crate::lifecycle::report());
+    // workload=psci: its checks (psci_check.rs).
+    extra.push_str(&crate::psci_check::report(vm, &mut failures));
     let end = crate::lifecycle::end();
     println!("");
 

@@ -539,6 +539,11 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Acti
     if let Some(action) = crate::fuzz::call(vm::get(), cpu, frame) {
         return action;
     }
+    // workload=psci's check reports (psci_check.rs).
+    if let Some(v) = crate::psci_check::call(vm::get(), cpu.index, &call) {
+        frame.x[0] = v;
+        return Action::Resume;
+    }
     // The robustness calls (badguest.rs): run parameters, verify results, bad-guest cases.
     if let Some(v) = crate::badguest::call(vm::get(), cpu, &call) {
         frame.x[0] = v;
