@@ -4,7 +4,7 @@
 #   tests/no-fp.sh [ELF...]
 #
 # Why it matters: the guest's FP/SIMD/SVE state is not saved on a trap, it stays in the
-# registers (hyp/src/exceptions.rs), which is only correct while no hypervisor instruction
+# registers (hyp/src/vmm/exceptions.rs), which is only correct while no hypervisor instruction
 # touches it. A compiler-generated `movi v0.2d` on the fault path also killed the whole
 # hypervisor when the guest was in SME streaming mode (issue 9). The hypervisor is built for
 # aarch64-unknown-none-softfloat so the compiler emits none; this test checks the binary.

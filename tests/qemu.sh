@@ -106,7 +106,7 @@ gdb_case() {
     sleep 0.5
     timeout 60 gdb-multiarch -batch -nx "$ELF" \
         -ex "target remote :$port" \
-        -ex 'break hyp::vcpu::handle_stage2_fault' \
+        -ex 'break hyp::vmm::vcpu::handle_stage2_fault' \
         -ex 'continue' \
         -ex 'p/x $ESR_EL2' \
         -ex 'p/x $HPFAR_EL2' \

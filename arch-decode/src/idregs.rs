@@ -75,7 +75,7 @@ const AA64ISAR2: &[Field] = &[
     (36, 0), // SYSINSTR_128
 ];
 const AA64MMFR0: &[Field] = &[
-    (0, PARANGE_40), // PARange: the stage-2 IPA size (hyp/src/vm.rs IPA_BITS = 40)
+    (0, PARANGE_40), // PARange: the stage-2 IPA size (hyp/src/vmm/vm.rs IPA_BITS = 40)
     (56, 0),         // FGT: an EL2 feature
 ];
 const AA64MMFR1: &[Field] = &[

@@ -218,7 +218,7 @@ pub const FUZZ_VIOLATION_NAMES: [&str; FUZZ_VIOLATIONS] = [
     "fpstate-lost",
 ];
 
-// --- The PSCI lifecycle workload (`workload=psci`, hyp/src/psci_check.rs, guest/src/psci.rs).
+// --- The PSCI lifecycle workload (`workload=psci`, hyp/src/builtin/psci_check.rs, guest/src/psci.rs).
 // vCPU 1 turns itself off twice and is turned on again each time at `psci_restart` with a
 // context ID; vCPU 0 checks the answers that need no other vCPU; every vCPU but vCPU 1 races a
 // CPU_ON at it once. Afterwards every vCPU runs `verify` (one pass).

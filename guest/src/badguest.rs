@@ -3,7 +3,7 @@
 //! The last vCPU does, one after the other, 21 things a guest should not do (or that are
 //! hard to get right), and reports over `HVC_BADGUEST` what it saw for each: the ESR_EL1 of an
 //! abort the hypervisor injected, an x0 answer, or a count. The hypervisor compares each with
-//! the architecturally expected answer (hyp/src/badguest.rs). Every vCPU first joins a storm of
+//! the architecturally expected answer (hyp/src/builtin/badguest.rs). Every vCPU first joins a storm of
 //! faults on one page (case 11); the others then run `verify`, which must still pass.
 
 use core::arch::{asm, global_asm};

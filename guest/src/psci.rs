@@ -1,4 +1,4 @@
-//! Workload `psci`: the PSCI lifecycle as a guest sees it (hyp/src/psci_check.rs has the
+//! Workload `psci`: the PSCI lifecycle as a guest sees it (hyp/src/builtin/psci_check.rs has the
 //! expected answers; abi.rs the checks).
 //!
 //! - vCPU 0 checks the answers that need no other vCPU: versions, FEATURES, MIGRATE_INFO_TYPE,

@@ -14,43 +14,22 @@ extern crate alloc;
 #[allow(dead_code)] // Shared with the guest, which uses other parts.
 #[path = "../../guest/src/abi.rs"]
 mod abi;
-mod arch;
-mod badguest;
-mod boot;
-mod calibrate;
-mod chaos;
-mod console;
-mod decode;
-mod dtb;
-mod el1_reset;
-mod exceptions;
-mod exit;
 #[path = "../../guest/src/workloads/expect.rs"]
 mod expect;
-mod fuzz;
-mod guest_image;
-mod idle;
-mod idregs;
-mod inject;
-mod irq;
-mod lifecycle;
-mod memslot;
-mod mmu;
-mod options;
 #[path = "../../guest/src/pattern.rs"]
 mod pattern;
-mod percpu;
-mod phases;
-mod pool;
-mod psci;
-mod psci_check;
-mod report;
-mod sysreg_ext;
-mod tables;
-mod tlb;
-mod uart;
-mod vcpu;
-mod vm;
+
+mod builtin;
+mod options;
+mod platform;
+mod vmm;
+
+// The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
+use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
+use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
+use vmm::{
+    decode, el1_reset, exceptions, idregs, inject, lifecycle, memslot, psci, tables, tlb, vcpu, vm,
+};
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
 use alloc::boxed::Box;

@@ -43,7 +43,7 @@ pub enum Workload {
     Badguest,
     /// The PSCI lifecycle: vCPU 1 turns itself off and is turned on again (by vCPU 0, then by
     /// racing CPU_ONs of all the others); vCPU 0 checks the other answers; then every vCPU runs
-    /// `verify` (hyp/src/psci_check.rs, guest/src/psci.rs).
+    /// `verify` (hyp/src/builtin/psci_check.rs, guest/src/psci.rs).
     Psci,
     /// The guest fuzzer: every vCPU but vCPU 0 runs `ops=` random operations seeded by `seed=`,
     /// vCPU 0 runs `verify` meanwhile (hyp/src/fuzz.rs, guest/src/fuzz/).

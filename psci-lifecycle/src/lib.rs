@@ -1,7 +1,7 @@
 //! The guest's view of PSCI 1.1 (Arm DEN0022 "Power State Coordination Interface", issue E):
 //! vCPU power states and the pure part of every call the hypervisor serves. Portable and
 //! `no_std` (it needs `alloc`), so the state machine is tested on the host with real threads;
-//! the hypervisor (hyp/src/lifecycle.rs) adds what needs the machine: waiting, entering the
+//! the hypervisor (hyp/src/vmm/lifecycle.rs) adds what needs the machine: waiting, entering the
 //! guest, resetting EL1.
 //!
 //! - [`affinity`]: MPIDR affinity values as PSCI passes them (`target_cpu`, AFFINITY_INFO levels).

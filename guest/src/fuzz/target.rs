@@ -8,7 +8,7 @@
 use super::rng::Rng;
 use crate::abi;
 
-/// The IPA limit of the stage 2 (hyp/src/vm.rs IPA_BITS, the PARange the guest is shown).
+/// The IPA limit of the stage 2 (hyp/src/vmm/vm.rs IPA_BITS, the PARange the guest is shown).
 const IPA_LIMIT: u64 = 1 << 40;
 /// Bytes an access may reach either side of its address (imm9, SVE vector, DC ZVA block).
 const REACH: u64 = 4096;

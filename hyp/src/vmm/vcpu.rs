@@ -328,7 +328,7 @@ fn handle_abort(
 }
 
 /// The stage-2 fault path: memslot -> backing page -> `stage2` map -> ERET re-runs the access.
-/// Never inlined, so gdb can always break on it (`break hyp::vcpu::handle_stage2_fault`).
+/// Never inlined, so gdb can always break on it (`break hyp::vmm::vcpu::handle_stage2_fault`).
 #[inline(never)]
 fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
     if let FaultType::Other(_) = a.fault {

@@ -1,0 +1,17 @@
+//! The VM core, independent of any guest kind: the VM and its memslots, the vCPU run loop, the
+//! trap path (exceptions -> decode -> handler -> inject / stage-2 fault -> ERET), the stage-2
+//! glue (table pages, TLB maintenance), emulated ID registers, guest PSCI and the vCPU lifecycle
+//! (power states, CPU_ON starts with their EL1 reset state).
+
+pub mod decode;
+pub mod el1_reset;
+pub mod exceptions;
+pub mod idregs;
+pub mod inject;
+pub mod lifecycle;
+pub mod memslot;
+pub mod psci;
+pub mod tables;
+pub mod tlb;
+pub mod vcpu;
+pub mod vm;
