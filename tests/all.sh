@@ -2,6 +2,7 @@
 # Every test the project has, in the order a failure is cheapest to find:
 #   lint (fmt, clippy) -> stage2 host tests (unit, ops, proptest model, real-thread stress)
 #   -> arch-decode host tests (ESR/HPFAR/SMCCC/exception-entry/ID-register decode)
+#   -> psci-lifecycle host tests (vCPU power states, racing CPU_ON on real threads, PSCI answers)
 #   -> loom models -> no FP/SIMD/SVE/SME instruction in the hypervisor (tests/no-fp.sh)
 #   -> QEMU runs of the hypervisor (tests/qemu.sh, incl. the gdb test).
 # Prints one line per step and ends with "all: N passed, M failed" (N/M count test cases).
@@ -43,11 +44,13 @@ run fmt cargo fmt --all -- --check
 run clippy-stage2 cargo clippy -p stage2 --features testing --target "$HOST" --tests -- -D warnings
 run clippy-bench cargo clippy -p bench --target "$HOST" -- -D warnings
 run clippy-arch-decode cargo clippy -p arch-decode --target "$HOST" --tests -- -D warnings
+run clippy-psci-lifecycle cargo clippy -p psci-lifecycle --target "$HOST" --tests -- -D warnings
 run clippy-hyp cargo clippy -p hyp -- -D warnings
 # The guest is built for its own (hard-float) target by hyp/build.rs: lint it there.
 run clippy-guest cargo clippy -p guest --target aarch64-unknown-none -- -D warnings
 run stage2-tests cargo test -p stage2 --target "$HOST"
 run arch-decode-tests cargo test -p arch-decode --target "$HOST"
+run psci-lifecycle-tests cargo test -p psci-lifecycle --target "$HOST"
 RUSTFLAGS="--cfg loom" run stage2-loom cargo test -p stage2 --features testing --target "$HOST" \
     --target-dir target/loom --release --test loom
 run no-fp bash tests/no-fp.sh

@@ -3,7 +3,8 @@
 # the vCPUs; zero lost writes, zero leaks), a broken pruner that must be caught (selftest=nocopy),
 # the bad-guest matrix in both modes and with 4k and 2m backing (21 cases, every answer the
 # expected one, the verifying vCPUs still pass), a table pool too small for 2 vCPUs (must stop
-# cleanly), tables=256K with 4 vCPUs (must pass), and option errors.
+# cleanly), tables=256K with 4 vCPUs (must pass), the PSCI lifecycle (workload=psci) in both
+# modes and at 1, 2 and 4 vCPUs, and option errors.
 #
 # Every QEMU run has a hard timeout. Prints `PASS name` or `FAIL name: why` per case and ends with
 # `qemu-robustness: N passed, M failed`; exits non-zero if any case failed. Logs go to
@@ -91,6 +92,34 @@ badguest parallel 4k
 badguest locked 4k
 badguest parallel 2m
 badguest locked 2m
+
+# psci MODE VCPUS: the PSCI lifecycle (workload=psci, docs/robustness.md): vCPU 1 turns itself
+# off, is turned on again at a new entry with a context ID, turns off again and is turned on by
+# every other vCPU at once. Every check the hypervisor books must hold (psci_ok = psci_checks),
+# exactly one racing CPU_ON succeeds, the lifecycle counts 2 starts and 2 CPU_OFFs (none with
+# one vCPU, which runs only the self checks), and the verify pass after it must pass.
+psci() {
+    local mode=$1 vcpus=$2 name="psci-$1-$2"
+    local want_on=2
+    if [ "$vcpus" -lt 2 ]; then want_on=0; fi
+    run "$name" "$vcpus" vcpus="$vcpus" mem=1M workload=psci mode="$mode" timeout=30
+    if [ "$code" -ne 0 ] || [ "$(field status)" != pass ]; then
+        fail "$name" "exit $code, status=$(field status), $(firstfail)"
+    elif [ -z "$(field psci_checks)" ] || [ "$(field psci_ok)" != "$(field psci_checks)" ]; then
+        fail "$name" "psci_ok=$(field psci_ok)/$(field psci_checks)"
+    elif [ "$vcpus" -ge 2 ] && [ "$(field psci_race_success)" != 1 ]; then
+        fail "$name" "psci_race_success=$(field psci_race_success) (want 1)"
+    elif [ "$(field cpu_on)" != $want_on ] || [ "$(field cpu_off)" != $want_on ] \
+        || [ "$(field end)" != stopped ] || [ "$(field lost_writes)" != 0 ] || [ "$(field leaked)" != 0 ]; then
+        fail "$name" "cpu_on=$(field cpu_on) cpu_off=$(field cpu_off) (want $want_on) end=$(field end) lost_writes=$(field lost_writes) leaked=$(field leaked)"
+    else
+        pass "$name (psci_ok=$(field psci_ok)/$(field psci_checks) race: $(field psci_race_success) SUCCESS $(field psci_race_already_on) ALREADY_ON $(field psci_race_on_pending) ON_PENDING; cpu_on=$(field cpu_on) cpu_off=$(field cpu_off))"
+    fi
+}
+psci parallel 4
+psci locked 4
+psci parallel 2
+psci parallel 1
 
 # A stage-2 table pool too small for the run (tables=32K: the root and a few tables): faults that
 # find it dry wait for RCU, then stop their vCPU cleanly. The run must fail with that reason, with

@@ -217,3 +217,50 @@ pub const FUZZ_VIOLATION_NAMES: [&str; FUZZ_VIOLATIONS] = [
     "sve-undef",
     "fpstate-lost",
 ];
+
+// --- The PSCI lifecycle workload (`workload=psci`, hyp/src/builtin/psci_check.rs, guest/src/psci.rs).
+// vCPU 1 turns itself off twice and is turned on again each time at `psci_restart` with a
+// context ID; vCPU 0 checks the answers that need no other vCPU; every vCPU but vCPU 1 races a
+// CPU_ON at it once. Afterwards every vCPU runs `verify` (one pass).
+
+/// Workload `psci`.
+pub const WORKLOAD_PSCI: u64 = 13;
+/// HVC: one PSCI check done. x1 = check number (`PSCI_CHECK_*`), x2 and x3 = what the guest
+/// observed. Returns x0 = 0.
+pub const HVC_PSCI_CHECK: u64 = 0xC600_0017;
+/// The vCPU that turns itself off and is turned on again.
+pub const PSCI_TARGET: u64 = 1;
+/// A page of the image slot for the workload's shared words and context blocks (after
+/// `SME_PAGE`, unused by the image and the stacks). Words: 0 = round-2 flag (set by the target
+/// before its second CPU_OFF), 1 = race barrier count, 2..4 = the target's MPIDR and data
+/// region. The two context IDs are addresses in it (the target does not dereference them).
+pub const PSCI_PAGE: u64 = SME_PAGE + PAGE_SIZE;
+/// The context ID of the first CPU_ON of the target.
+pub const PSCI_CONTEXT_1: u64 = PSCI_PAGE + 0x100;
+/// The context ID of the racing CPU_ONs (second start).
+pub const PSCI_CONTEXT_2: u64 = PSCI_PAGE + 0x200;
+/// Check: PSCI_VERSION / SMCCC_VERSION.
+pub const PSCI_CHECK_VERSION: u64 = 1;
+/// Check: PSCI_FEATURES(CPU_ON_64) / PSCI_FEATURES(SMCCC_VERSION).
+pub const PSCI_CHECK_FEATURES: u64 = 2;
+/// Check: PSCI_FEATURES(SYSTEM_RESET2_64) / MIGRATE_INFO_TYPE.
+pub const PSCI_CHECK_NOT_OFFERED: u64 = 3;
+/// Check: AFFINITY_INFO(own MPIDR, level 0) / (own MPIDR, level 1).
+pub const PSCI_CHECK_AFFINITY_SELF: u64 = 4;
+/// Check: AFFINITY_INFO(own MPIDR, level 4) / (MPIDR 0xff_ffff, level 0).
+pub const PSCI_CHECK_AFFINITY_BAD: u64 = 5;
+/// Check: CPU_ON_64 of the target with Aff3 = 1 / with a misaligned entry point while it is OFF.
+pub const PSCI_CHECK_CPU_ON_BAD: u64 = 6;
+/// Check: AFFINITY_INFO(target) once it turned itself off (after the bad CPU_ONs) / the
+/// answer of the CPU_ON that turns it on.
+pub const PSCI_CHECK_OFF_THEN_ON: u64 = 7;
+/// Check (the target, first start): x0 / SCTLR_EL1 & (M | C | I).
+pub const PSCI_CHECK_START_1: u64 = 8;
+/// Check (the target, first start): DAIF / CurrentEL | SPSel.
+pub const PSCI_CHECK_START_PSTATE: u64 = 9;
+/// Check (each racing caller): its CPU_ON's answer / its vCPU id. Counted, not stored.
+pub const PSCI_CHECK_RACE: u64 = 10;
+/// Check (the target, second start): x0 / SCTLR_EL1 & (M | C | I).
+pub const PSCI_CHECK_START_2: u64 = 11;
+/// Check (the target): CPU_OFF returned (never expected; obs = its x0).
+pub const PSCI_CHECK_OFF_RETURNED: u64 = 12;

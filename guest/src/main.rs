@@ -27,6 +27,8 @@ mod badguest;
 mod verify;
 // The guest fuzzer (workload=fuzz, docs/robustness.md "Guest fuzzer").
 mod fuzz;
+// The PSCI lifecycle workload (workload=psci).
+mod psci;
 
 use core::arch::{asm, global_asm};
 use core::fmt::{self, Write};
@@ -196,6 +198,7 @@ extern "C" fn guest_main(
         abi::WORKLOAD_VERIFY => verify::workload(id, base, size),
         abi::WORKLOAD_BADGUEST => badguest::workload(id, base, size),
         abi::WORKLOAD_FUZZ => fuzz::workload(id, base, size, vcpus),
+        abi::WORKLOAD_PSCI => psci::workload(id, base, size, vcpus),
         _ => {}
     }
     workloads::calibrate(id);

@@ -34,11 +34,11 @@ mod platform;
 mod vmm;
 
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
-use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, report};
+use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
 use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
 use vmm::{
-    boot_protocol, decode, exceptions, guest_dtb, idregs, inject, memslot, passthrough, psci,
-    tables, tlb, vcpu, vm,
+    boot_protocol, decode, el1_reset, exceptions, guest_dtb, idregs, inject, lifecycle, memslot,
+    passthrough, psci, tables, tlb, vcpu, vm,
 };
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
@@ -211,6 +211,17 @@ extern "C" fn primary_main() -> ! {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
+    // The built-in guest's ABI starts every vCPU at once (guest/src/abi.rs): all ON for PSCI.
+    // A guest from files boots on vCPU 0 and starts the others with PSCI CPU_ON (DEN0022).
+    lifecycle::init(
+        &platform.mpidrs[..vm.opts.vcpus],
+        if vm.builtin() {
+            lifecycle::Start::EveryVcpu
+        } else {
+            lifecycle::Start::BootVcpuOnly
+        },
+        GIC_V3.get().copied().flatten(),
+    );
     // workload=fuzz: fix and log the seed before any vCPU asks for it.
     fuzz::init(vm);
     if vm.opts.chaos {

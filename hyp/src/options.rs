@@ -41,6 +41,10 @@ pub enum Workload {
     Verify,
     /// The bad-guest matrix: the last vCPU runs every bad case, the others `verify`.
     Badguest,
+    /// The PSCI lifecycle: vCPU 1 turns itself off and is turned on again (by vCPU 0, then by
+    /// racing CPU_ONs of all the others); vCPU 0 checks the other answers; then every vCPU runs
+    /// `verify` (hyp/src/builtin/psci_check.rs, guest/src/psci.rs).
+    Psci,
     /// The guest fuzzer: every vCPU but vCPU 0 runs `ops=` random operations seeded by `seed=`,
     /// vCPU 0 runs `verify` meanwhile (hyp/src/fuzz.rs, guest/src/fuzz/).
     Fuzz,
@@ -48,7 +52,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, for parsing and `help`.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Demand,
         Workload::Overlap,
         Workload::Random,
@@ -56,6 +60,7 @@ impl Workload {
         Workload::Verify,
         Workload::Badguest,
         Workload::Fuzz,
+        Workload::Psci,
     ];
 
     /// The option value.
@@ -68,6 +73,7 @@ impl Workload {
             Workload::Verify => "verify",
             Workload::Badguest => "badguest",
             Workload::Fuzz => "fuzz",
+            Workload::Psci => "psci",
         }
     }
 
@@ -81,6 +87,7 @@ impl Workload {
             Workload::Verify => crate::abi::WORKLOAD_VERIFY,
             Workload::Badguest => crate::abi::WORKLOAD_BADGUEST,
             Workload::Fuzz => crate::abi::WORKLOAD_FUZZ,
+            Workload::Psci => crate::abi::WORKLOAD_PSCI,
         }
     }
 }

@@ -7,7 +7,6 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use smccc::psci::{PSCI_CPU_ON_32, PSCI_CPU_ON_64};
 use spin::Once;
 use stage2::{Attrs, Size};
 
@@ -30,7 +29,7 @@ pub fn is_bad_vcpu(vm: &Vm, id: usize) -> bool {
     vm.opts.workload == crate::options::Workload::Badguest && id + 1 == vm.opts.vcpus
 }
 
-/// Serves a robustness HVC or PSCI CPU_ON; None if `call` is not one of them. `call` carries
+/// Serves a robustness HVC; None if `call` is not one of them. `call` carries
 /// the SMCCC function ID (W0) and arguments (truncated for SMC32/HVC32).
 pub fn call(vm: &Vm, cpu: &PerCpu, call: &Call) -> Option<u64> {
     match call.function_u64() {
@@ -66,18 +65,6 @@ pub fn call(vm: &Vm, cpu: &PerCpu, call: &Call) -> Option<u64> {
             }
             crate::arch::guest_invalidate_tlb_local();
             Some(0)
-        }
-        _ if call.function == PSCI_CPU_ON_64 || call.function == PSCI_CPU_ON_32 => {
-            // CPU_ON_32's target and entry point are W1 and W2 (`call` truncated them).
-            let (target, entry) = (call.arg(1), call.arg(2));
-            let answer =
-                crate::psci::guest_cpu_on(target, entry, vm.opts.vcpus, vm.slot(entry).is_some());
-            log::warn!(
-                "vcpu {}: PSCI CPU_ON(target {target:#x}, entry {entry:#x}): answered {}",
-                cpu.index,
-                answer as i64
-            );
-            Some(answer)
         }
         _ => None,
     }

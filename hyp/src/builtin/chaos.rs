@@ -486,19 +486,19 @@ fn compact(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, span: usize) {
     }
 }
 
-/// Whether this run's guest results are checked here (`verify`, `badguest`, `fuzz`) instead of by the
+/// Whether this run's guest results are checked here (`verify`, `badguest`, `fuzz`, `psci`) instead of by the
 /// generic per-workload checksum in report.rs.
 pub fn checks_itself(vm: &Vm) -> bool {
     matches!(
         vm.opts.workload,
-        Workload::Verify | Workload::Badguest | Workload::Fuzz
+        Workload::Verify | Workload::Badguest | Workload::Fuzz | Workload::Psci
     )
 }
 
 /// Whether vCPU `id` runs `verify` in this run.
 pub fn verifies(vm: &Vm, id: usize) -> bool {
     match vm.opts.workload {
-        Workload::Verify => true,
+        Workload::Verify | Workload::Psci => true,
         Workload::Badguest => !crate::badguest::is_bad_vcpu(vm, id),
         Workload::Fuzz => !crate::fuzz::fuzzes(vm, id),
         _ => false,

@@ -8,4 +8,5 @@ pub mod chaos;
 pub mod fuzz;
 pub mod guest_image;
 pub mod phases;
+pub mod psci_check;
 pub mod report;

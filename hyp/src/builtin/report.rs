@@ -370,12 +370,17 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
         let mut extra = crate::chaos::report(vm, &s, &mut failures);
         // workload=fuzz: the fuzzer's tables, pass checks and RESULT fields (fuzz.rs).
         extra.push_str(&crate::fuzz::report(vm, &mut failures));
+        // workload=psci: its checks (psci_check.rs).
+        extra.push_str(&crate::psci_check::report(vm, &mut failures));
         println!("");
         // Workload timing, calibration and phase checks (phases.rs).
         let workload_fields = crate::phases::report(vm, &s);
         crate::phases::check(vm, &mut failures);
         (extra, workload_fields)
     };
+    // PSCI: per-vCPU starts by CPU_ON and CPU_OFFs, SYSTEM_OFF / SYSTEM_RESET (lifecycle.rs).
+    extra.push_str(&crate::lifecycle::report());
+    let end = crate::lifecycle::end();
     // Stage-2 faults taken by each vCPU.
     let per_vcpu: Vec<String> = cpus
         .iter()
@@ -414,9 +419,11 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     // A .flat that printed a failing EXIT status exits with that status (kvm-unit-tests'
     // run_tests.sh reads it the same way: `status >> 1` is the test's own code).
     let flat_status = vcpu::FLAT_EXIT_STATUS.load(Ordering::Acquire);
-    exit::exit(match (pass, flat_status) {
-        (true, _) => 0,
-        (false, n) if n > 1 => n as u32,
+    exit::exit(match (pass, end, flat_status) {
+        // A guest that asked for SYSTEM_RESET: a distinct status when the checks pass.
+        (true, crate::lifecycle::End::SystemReset, _) => crate::lifecycle::EXIT_SYSTEM_RESET,
+        (true, _, _) => 0,
+        (false, _, n) if n > 1 => n as u32,
         _ => 1,
     })
 }

@@ -55,6 +55,23 @@ pub fn wfi() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// WFE: sleep until an event (SEV from another CPU, or the event register already set). Used for
+/// short, bounded waits on another CPU's progress (a CPU_ON caller waiting for its pending
+/// target to start: lifecycle.rs); under QEMU it yields the host thread to the other vCPUs.
+#[inline(always)]
+pub fn wfe() {
+    // SAFETY: WFE only pauses this CPU; it touches no memory or registers.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
+/// SEV: set the event register of every CPU, waking their WFE (the store that the waiters look
+/// for was made before it; the waiters re-read with Acquire after waking).
+#[inline(always)]
+pub fn sev() {
+    // SAFETY: SEV only signals an event; it touches no memory or registers.
+    unsafe { asm!("sev", options(nomem, nostack, preserves_flags)) };
+}
+
 /// DSB ISHST: earlier stores (new page-table entries) are observable to every table walker in
 /// the inner-shareable domain before anything after it. Used before ERET after installing a
 /// mapping (invalid -> valid needs no TLBI, only visibility), and before a broadcast TLBI.

@@ -1,13 +1,16 @@
 //! The VM core, independent of any guest kind: the VM and its memslots, the vCPU run loop, the
 //! trap path (exceptions -> decode -> handler -> inject / stage-2 fault -> ERET), the stage-2
-//! glue (table pages, TLB maintenance), emulated ID registers and guest PSCI.
+//! glue (table pages, TLB maintenance), emulated ID registers, guest PSCI and the vCPU lifecycle
+//! (power states, CPU_ON starts with their EL1 reset state).
 
 pub mod boot_protocol;
 pub mod decode;
+pub mod el1_reset;
 pub mod exceptions;
 pub mod guest_dtb;
 pub mod idregs;
 pub mod inject;
+pub mod lifecycle;
 pub mod memslot;
 pub mod passthrough;
 pub mod psci;

@@ -1,9 +1,13 @@
-//! PSCI: the hypervisor's own calls to firmware (QEMU, over the DTB's conduit) and the PSCI
-//! calls it serves to its guest.
+//! PSCI: the hypervisor's own calls to firmware (QEMU, over the DTB's conduit) and the dispatch
+//! of the PSCI / SMCCC architecture calls it serves to its guest (answers: psci_lifecycle,
+//! lifecycle.rs).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use smccc::psci;
 use smccc::{Hvc, Smc};
+
+use crate::lifecycle;
+use arch_decode::smccc::Call;
 
 /// The conduit from the DTB's /psci `method`.
 static USE_SMC: AtomicBool = AtomicBool::new(true);
@@ -47,62 +51,58 @@ pub fn system_off() -> ! {
 pub enum GuestPsci {
     /// Return `value` in x0 and resume.
     Return(u64),
-    /// Stop this vCPU (CPU_OFF).
+    /// CPU_OFF: the vCPU was powered off (lifecycle.rs); it leaves the guest until a CPU_ON.
     CpuOff,
-    /// Stop the VM (SYSTEM_OFF): this vCPU stops and the run ends when the others do.
+    /// SYSTEM_OFF: the run ends (lifecycle::system_event was called); this vCPU leaves.
     SystemOff,
-    /// Not a PSCI call we serve.
+    /// SYSTEM_RESET: as SYSTEM_OFF, with its own outcome (lifecycle::End::SystemReset).
+    SystemReset,
+    /// Not a PSCI or SMCCC architecture call we serve.
     NotSupported,
 }
 
-/// PSCI 1.1, as (major << 16 | minor).
-const GUEST_PSCI_VERSION: u64 = 1 << 16 | 1;
-
-/// The PSCI functions offered to the guest.
-const SUPPORTED: [u32; 6] = [
-    psci::PSCI_VERSION,
-    psci::PSCI_CPU_ON_32,
-    psci::PSCI_CPU_ON_64,
-    psci::PSCI_CPU_OFF,
-    psci::PSCI_SYSTEM_OFF,
-    psci::PSCI_FEATURES,
-];
-
-/// Serves a guest PSCI call: `function` is the SMCCC function ID (W0), `arg1` the first
-/// argument as SMCCC passes it (already truncated to W1 for an SMC32/HVC32 call;
-/// arch_decode::smccc::Call).
-pub fn guest_call(function: u32, arg1: u64) -> GuestPsci {
-    match function {
-        psci::PSCI_VERSION => GuestPsci::Return(GUEST_PSCI_VERSION),
-        psci::PSCI_CPU_OFF => GuestPsci::CpuOff,
-        psci::PSCI_SYSTEM_OFF => GuestPsci::SystemOff,
-        psci::PSCI_FEATURES => {
-            // PSCI_FEATURES is an SMC32 call: its argument is a function ID in W1.
-            let supported = SUPPORTED.contains(&(arg1 as u32));
-            GuestPsci::Return(if supported { 0 } else { not_supported() })
+/// Serves a guest PSCI 1.1 (DEN0022) or SMCCC architecture (DEN0028) call from vCPU `id`:
+/// `call` carries the function ID (W0) and the arguments as SMCCC passes them (W1.. for an
+/// SMC32/HVC32 call; arch_decode::smccc::Call). `entry_ok` says whether the guest can execute
+/// at an IPA (CPU_ON's entry point check). What each call answers is in
+/// psci_lifecycle::calls (the offer) and lifecycle.rs (the power states).
+pub fn guest_call(id: usize, call: &Call, entry_ok: impl FnOnce(u64) -> bool) -> GuestPsci {
+    use psci_lifecycle::calls::{self, GuestCall};
+    use psci_lifecycle::to_x0;
+    match calls::decode(call.function, &call.args) {
+        GuestCall::Version => GuestPsci::Return(calls::PSCI_VERSION_1_1),
+        GuestCall::CpuSuspend { power_state } => {
+            GuestPsci::Return(to_x0(calls::cpu_suspend(power_state)))
         }
-        _ => GuestPsci::NotSupported,
+        GuestCall::CpuOff => {
+            lifecycle::cpu_off(id);
+            GuestPsci::CpuOff
+        }
+        GuestCall::CpuOn {
+            target,
+            entry,
+            context,
+        } => GuestPsci::Return(lifecycle::cpu_on(id, target, entry, context, entry_ok)),
+        GuestCall::AffinityInfo { target, level } => {
+            GuestPsci::Return(lifecycle::affinity_info(id, target, level))
+        }
+        GuestCall::MigrateInfoType => GuestPsci::Return(calls::MIGRATE_TYPE_NOT_PRESENT),
+        GuestCall::SystemOff => {
+            lifecycle::system_event(id, lifecycle::End::SystemOff);
+            GuestPsci::SystemOff
+        }
+        GuestCall::SystemReset => {
+            lifecycle::system_event(id, lifecycle::End::SystemReset);
+            GuestPsci::SystemReset
+        }
+        GuestCall::Features(f) => GuestPsci::Return(to_x0(calls::features(f))),
+        GuestCall::SmcccVersion => GuestPsci::Return(calls::SMCCC_VERSION_1_1),
+        GuestCall::ArchFeatures(f) => GuestPsci::Return(to_x0(calls::arch_features(f))),
+        GuestCall::NotSupported => GuestPsci::NotSupported,
     }
 }
 
 /// SMCCC NOT_SUPPORTED (-1) as a register value.
 pub fn not_supported() -> u64 {
     arch_decode::smccc::NOT_SUPPORTED
-}
-
-/// Guest PSCI CPU_ON (`function` is CPU_ON_32 or CPU_ON_64). Every vCPU is started by the
-/// hypervisor and never powered off and on again, so a valid request can only find its target
-/// on. The answers, in the order PSCI 1.1 (DEN0022) lists the checks: INVALID_PARAMETERS for a
-/// target that is no vCPU of this VM (vCPU i is MPIDR Aff0 = i), INVALID_ADDRESS for an entry
-/// point outside guest memory or not 4-byte aligned, else ALREADY_ON.
-pub fn guest_cpu_on(target: u64, entry: u64, vcpus: usize, entry_in_ram: bool) -> u64 {
-    let aff = target & 0xFF_00FF_FFFF;
-    let answer = if aff >= vcpus as u64 {
-        psci::error::INVALID_PARAMETERS
-    } else if !entry_in_ram || !entry.is_multiple_of(4) {
-        psci::error::INVALID_ADDRESS
-    } else {
-        psci::error::ALREADY_ON
-    };
-    i64::from(answer) as u64
 }

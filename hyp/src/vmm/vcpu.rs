@@ -5,16 +5,16 @@
 //! agreed by compare-exchange, table pages come from this CPU's cache, counters are this CPU's,
 //! and the stage2 crate's shared guard is a lock-free RCU read-side section. Nothing on it logs.
 
-use aarch64_cpu::registers::{Readable, Writeable, CNTPCT_EL0, SPSR_EL2};
+use aarch64_cpu::registers::{Readable, CNTPCT_EL0};
 use arch_decode::esr::load_result;
 use arch_decode::smccc::{self, Call};
 use core::sync::atomic::Ordering;
 use stage2::{Error, Mapped};
-use tock_registers::registers::InMemoryRegister;
 
 use crate::abi;
 use crate::decode::{decode, Abort, Access, Exit, FaultType, SysReg};
-use crate::exceptions::{self, Frame};
+use crate::exceptions::Frame;
+use crate::lifecycle;
 use crate::memslot::NoBacking;
 use crate::options::{Mode, Selftest};
 use crate::percpu::{self, log_sampled, status, Counters, PerCpu, Trap};
@@ -54,28 +54,18 @@ const WHY_FSC: u32 = 6;
 pub const WHY_BARRIER: u32 = 7;
 const WHY_TABLES: u32 = 8;
 
-/// PSTATE for entering the guest or its exception vector: EL1h, D/A/I/F masked.
-fn el1h_masked() -> u64 {
-    let spsr: InMemoryRegister<u64, SPSR_EL2::Register> = InMemoryRegister::new(0);
-    spsr.write(
-        SPSR_EL2::D::Masked
-            + SPSR_EL2::A::Masked
-            + SPSR_EL2::I::Masked
-            + SPSR_EL2::F::Masked
-            + SPSR_EL2::M::EL1h,
-    );
-    spsr.get()
-}
-
-/// Runs vCPU `id` (= this CPU's index) until it finishes or is stopped.
-pub fn run(vm: &Vm, id: usize) {
+/// The registers vCPU `id` starts with at its boot entry (the boot vCPU of a guest from files, or
+/// any vCPU of the built-in guest). A guest from files gets its boot protocol
+/// (boot_protocol.rs): x0 = the DTB's IPA, x1..x3 = 0, EL1h with D/A/I/F masked, MMU and caches
+/// off (configure_this_cpu), at the kernel's load address. The built-in guest
+/// (guest/src/abi.rs): x0..x5 = vCPU id, data region, workload, flags, vCPU count; SP_EL1 = its
+/// stack; EL1h, DAIF masked, MMU off.
+fn boot_frame(vm: &Vm, id: usize) -> Frame {
     if let vm::Guest::Files { layout, format, .. } = &vm.guest {
-        // The boot protocols (boot_protocol.rs): x0 = the DTB's IPA, x1..x3 = 0, EL1h with
-        // D/A/I/F masked, MMU and caches off (configure_this_cpu), at the kernel's load address.
         let mut f = Frame::zeroed();
         f.x[0] = layout.dtb;
         f.elr = layout.entry;
-        f.spsr = el1h_masked();
+        f.spsr = crate::el1_reset::entry_pstate();
         log::info!(
             "vcpu {id} (MPIDR {:#x}): entering the {} guest at {:#x}, DTB at {:#x}",
             percpu::this_cpu().mpidr,
@@ -83,9 +73,7 @@ pub fn run(vm: &Vm, id: usize) {
             layout.entry,
             layout.dtb
         );
-        exceptions::run_guest(&f);
-        pool::drain(percpu::this_cpu(), vm.tables, vm.backing);
-        return;
+        return f;
     }
     let (base, size) = vm.region(id);
     let mut f = Frame::zeroed();
@@ -103,16 +91,29 @@ pub fn run(vm: &Vm, id: usize) {
     f.x[5] = vm.opts.vcpus as u64;
     f.sp_el1 = abi::DATA_BASE - id as u64 * abi::STACK_SIZE;
     f.elr = vm.entry;
-    f.spsr = el1h_masked();
+    f.spsr = crate::el1_reset::entry_pstate();
     log::info!(
         "vcpu {id} (MPIDR {:#x}): entering guest at {:#x}, {} region {base:#x}+{size:#x}",
         percpu::this_cpu().mpidr,
         vm.entry,
         vm.data.name
     );
-    exceptions::run_guest(&f);
-    // Pages left in this CPU's caches are out of reach of the vCPUs still running.
-    pool::drain(percpu::this_cpu(), vm.tables, vm.backing);
+    f
+}
+
+/// Runs the built-in guest's vCPU `id` (= this CPU's index) until it finishes or is stopped.
+/// Every vCPU starts ON (lifecycle::Start::EveryVcpu); one that calls CPU_OFF waits for a
+/// CPU_ON and restarts at its entry point (lifecycle.rs). A vCPU still OFF when the run ends
+/// counts as finished if it reported its result first, as a CPU_OFF after HVC_REPORT always did.
+pub fn run(vm: &Vm, id: usize) {
+    let cpu = percpu::this_cpu();
+    if lifecycle::run_vcpu(vm, id, || boot_frame(vm, id)) == lifecycle::Stopped::OffAtEnd {
+        if cpu.result.reported.load(Ordering::Relaxed) != 0 {
+            finish_ok(cpu);
+        } else {
+            stop(cpu, WHY_OFF_EARLY);
+        }
+    }
 }
 
 fn stop(cpu: &PerCpu, why: u32) -> Action {
@@ -560,18 +561,19 @@ pub fn inject_abort(cpu: &PerCpu, frame: &mut Frame, a: &Abort, data: bool, why:
 /// ends this vCPU (the run ends when every vCPU has ended).
 fn guest_psci_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, call: &Call) -> Action {
     let function = call.function;
-    match psci::guest_call(function, call.arg(1)) {
+    match psci::guest_call(cpu.index, call, |ipa| vm::get().slot(ipa).is_some()) {
         GuestPsci::Return(v) => {
             frame.x[0] = v;
             Action::Resume
         }
-        GuestPsci::SystemOff => {
-            log::info!("vcpu {}: guest PSCI SYSTEM_OFF", cpu.index);
+        GuestPsci::SystemOff | GuestPsci::SystemReset => {
+            log::info!("vcpu {}: guest PSCI SYSTEM_OFF / SYSTEM_RESET", cpu.index);
             finish_ok(cpu)
         }
+        // Powered off (lifecycle.rs): leave; lifecycle::run_vcpu waits for a CPU_ON.
         GuestPsci::CpuOff => {
             log::info!("vcpu {}: guest PSCI CPU_OFF", cpu.index);
-            finish_ok(cpu)
+            Action::Leave
         }
         GuestPsci::NotSupported => {
             if log_sampled(Counters::bump(&cpu.counters.calls_unsupported)) {
@@ -634,6 +636,11 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Acti
     if let Some(action) = crate::fuzz::call(vm::get(), cpu, frame) {
         return action;
     }
+    // workload=psci's check reports (psci_check.rs).
+    if let Some(v) = crate::psci_check::call(vm::get(), cpu.index, &call) {
+        frame.x[0] = v;
+        return Action::Resume;
+    }
     // The robustness calls (badguest.rs): run parameters, verify results, bad-guest cases.
     if let Some(v) = crate::badguest::call(vm::get(), cpu, &call) {
         frame.x[0] = v;
@@ -661,12 +668,14 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Acti
                 stop(cpu, WHY_GUEST_STATUS)
             }
         }
-        _ => match psci::guest_call(function, call.arg(1)) {
+        _ => match psci::guest_call(cpu.index, &call, |ipa| vm::get().slot(ipa).is_some()) {
             GuestPsci::Return(v) => {
                 frame.x[0] = v;
                 Action::Resume
             }
-            GuestPsci::CpuOff | GuestPsci::SystemOff => {
+            // Powered off (lifecycle.rs): leave; lifecycle::run_vcpu waits for a CPU_ON.
+            GuestPsci::CpuOff => Action::Leave,
+            GuestPsci::SystemOff | GuestPsci::SystemReset => {
                 if cpu.result.reported.load(Ordering::Relaxed) != 0 {
                     finish_ok(cpu)
                 } else {
