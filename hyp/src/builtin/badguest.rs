@@ -145,9 +145,10 @@ fn cases() -> [Case; CASES] {
         },
         Case {
             what: "own stage-1 tables mapping an IPA outside every memslot / above the IPA size",
-            answer: "injected synchronous external abort: ESR_EL1 0x96000010 for both",
+            answer: "injected synchronous external abort 0x96000010 / address size fault, level 0 \
+                     (above the 40-bit PARange the guest is told) 0x96000000",
             obs1: 0x9600_0010,
-            obs2: Some(0x9600_0010),
+            obs2: Some(0x9600_0000),
         },
         Case {
             what: "8-byte store straddling into an untouched page / off the end of guest memory",
