@@ -96,7 +96,7 @@ struct Case {
 const ERR: fn(i32) -> u64 = |e| i64::from(e) as u64;
 
 /// Cases in the matrix.
-const CASES: usize = 21;
+const CASES: usize = 22;
 
 /// The matrix. `obs2` of case 11 is the vCPU count (checked at run time).
 fn cases() -> [Case; CASES] {
@@ -231,6 +231,13 @@ fn cases() -> [Case; CASES] {
                      and the store lands (1); the hypervisor lives",
             obs1: 0x0200_0000,
             obs2: Some(1),
+        },
+        Case {
+            what: "ID_AA64PFR0_EL1.GIC / MRS ICC_PMR_EL1 (the GIC is not offered to this guest)",
+            answer: "GIC = 0 (a per-VM property: hidden for the built-in guest) / injected UNDEF \
+                     0x02000000 (ICH_HCR_EL2.TALL0/TALL1/TC trap every ICC_* access)",
+            obs1: 0,
+            obs2: Some(0x0200_0000),
         },
     ]
 }

@@ -104,9 +104,14 @@ pub fn skip_instruction(frame: &mut Frame) {
 }
 
 /// Makes a virtual SError pending for the guest (HCR_EL2.VSE; Arm ARM D1.4 "Virtual
-/// interrupts"): it is taken at EL1 when the guest unmasks PSTATE.A, with VSESR_EL2's syndrome
-/// (0 out of reset: an IMPLEMENTATION DEFINED error with no further information). The CPU
-/// clears VSE when the guest takes it.
+/// interrupts"): it is taken at EL1 when the guest unmasks PSTATE.A. With FEAT_RAS its ESR_EL1
+/// syndrome is VSESR_EL2, which is UNKNOWN out of reset: it is written (0: an IMPLEMENTATION
+/// DEFINED error with no further information) before VSE is set, here and at cold start
+/// (vm.rs). Without FEAT_RAS the syndrome is IMPLEMENTATION DEFINED. The CPU clears VSE when the
+/// guest takes it.
 pub fn virtual_serror() {
+    if crate::vm::has_ras() {
+        crate::sysreg_ext::write_vsesr_el2(0);
+    }
     HCR_EL2.modify(HCR_EL2::VSE::SET);
 }

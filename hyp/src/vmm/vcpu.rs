@@ -237,7 +237,7 @@ fn is_set_way(r: &SysReg) -> bool {
 /// A trapped MSR/MRS/System instruction (EC 0x18).
 fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
     if idregs::is_id_register(r) && r.read {
-        frame.set_reg(r.rt, idregs::read(r.crm, r.op2));
+        frame.set_reg(r.rt, idregs::read(r.crm, r.op2, vm::get().id_policy()));
         cpu.counters.trap(Trap::SysregEmulated);
         inject::skip_instruction(frame);
         return Action::Resume;
@@ -245,6 +245,28 @@ fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
     if let Some(v) = idregs::read_group1(r) {
         frame.set_reg(r.rt, v);
         cpu.counters.trap(Trap::SysregEmulated);
+        inject::skip_instruction(frame);
+        return Action::Resume;
+    }
+    if arch_decode::razwi::is_raz_wi(r.op0, r.op1, r.crn, r.crm, r.op2) {
+        // RAS error records (HCR_EL2.TERR) and ACTLR_EL1 (HCR_EL2.TACR): RAZ/WI, a CPU without
+        // error records and without auxiliary controls (arch_decode::razwi).
+        if r.read {
+            frame.set_reg(r.rt, 0);
+        }
+        let n = cpu.counters.trap(Trap::SysregEmulated);
+        if log_sampled(n) {
+            log::info!(
+                "vcpu {}: {} S{}_{}_C{}_C{}_{}: RAZ/WI ({n} emulated so far)",
+                cpu.index,
+                if r.read { "MRS" } else { "MSR" },
+                r.op0,
+                r.op1,
+                r.crn,
+                r.crm,
+                r.op2
+            );
+        }
         inject::skip_instruction(frame);
         return Action::Resume;
     }
