@@ -37,6 +37,7 @@ pub fn call(vm: &Vm, cpu: &PerCpu, call: &Call) -> Option<u64> {
         abi::HVC_QUERY => Some(match call.arg(1) {
             abi::QUERY_VERIFY_TICKS => vm.opts.duration_s * CNTFRQ_EL0.get(),
             abi::QUERY_VCPUS => vm.opts.vcpus as u64,
+            abi::QUERY_FGT => u64::from(crate::vm::has_fgt()),
             _ => crate::psci::not_supported(),
         }),
         abi::HVC_VERIFY => {
@@ -409,6 +410,13 @@ pub fn overcommit_fault(
                 "could not be mapped",
             ))
         }
+    }
+}
+
+/// Calls `f` with the PA of every backed page of the overcommit slot (if it exists).
+pub fn for_each_backed(f: impl FnMut(u64)) {
+    if let Some(slot) = OVERCOMMIT.get() {
+        slot.for_each_backed(f);
     }
 }
 

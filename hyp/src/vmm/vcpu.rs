@@ -271,10 +271,21 @@ fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
         return Action::Resume;
     }
     if is_set_way(r) {
-        // Set/way operations act on this PE's caches only and cannot make memory coherent with
-        // other observers (Arm ARM "Performing cache maintenance instructions"); the guest's
-        // memory is Normal write-back and coherent already, so completing them as a NOP loses
-        // nothing.
+        // Set/way operations act on this PE's caches only, and a guest cannot know the physical
+        // cache geometry, so they cannot be passed through (Arm ARM "Performing cache
+        // maintenance instructions": set/way is for power management, not coherency). What a
+        // guest means by them is "my memory is in RAM now", e.g. before it turns its caches or
+        // MMU off and reads memory uncached.
+        // - With FEAT_S2FWB the guest's accesses to RAM are forced Write-Back whatever its own
+        //   attributes (HCR_EL2.FWB), so cached and "uncached" views never differ: a NOP loses
+        //   nothing.
+        // - Without it, an uncached guest read goes past dirty lines in the caches: clean and
+        //   invalidate every backed page of every memslot to the point of coherency (KVM's
+        //   stage2_flush_vm does the same). One full pass per trapped operation: set/way loops
+        //   are rare (firmware, power-down paths), and each op then really leaves memory clean.
+        if !crate::arch::has_fwb() {
+            vm::get().clean_invalidate_backed_memory();
+        }
         cpu.counters.trap(Trap::SysregEmulated);
         inject::skip_instruction(frame);
         return Action::Resume;

@@ -113,6 +113,19 @@ pub fn create(
             (backing.pages * 4096) >> 20
         ));
     }
+    // The stage-2 input size may not exceed the physical address size the CPU implements, and
+    // the guest is told PARange = IPA_BITS (idregs): refuse to start on a smaller CPU rather than
+    // run with an IPA size the hardware does not support (Arm ARM VTCR_EL2; KVM caps the IPA
+    // size at PARange the same way).
+    let parange = aarch64_cpu::registers::ID_AA64MMFR0_EL1
+        .read(aarch64_cpu::registers::ID_AA64MMFR0_EL1::PARange) as u8;
+    if !arch_decode::idregs::ipa_size_supported(parange, IPA_BITS) {
+        return Err(format!(
+            "this CPU's physical address range (ID_AA64MMFR0_EL1.PARange = {parange:#06b}, {} \
+             bits) is smaller than the {IPA_BITS}-bit IPA space the guest is given",
+            arch_decode::idregs::parange_bits(parange).unwrap_or(0)
+        ));
+    }
     if abi::DATA_BASE + data_size > 1 << IPA_BITS {
         return Err(format!(
             "guest memory ends above the {IPA_BITS}-bit IPA space"
@@ -156,6 +169,18 @@ impl Vm {
         [&self.image, &self.data]
             .into_iter()
             .find(|s| s.contains(ipa))
+    }
+
+    /// Cleans and invalidates to the point of coherency every page of guest RAM that has backing
+    /// (every memslot, the bad-guest overcommit slot included): after it, what the guest wrote
+    /// through a cache is in memory and no line shadows memory (arch::clean_invalidate_dcache,
+    /// which ends with DSB SY). Used for trapped set/way maintenance without FEAT_S2FWB.
+    pub fn clean_invalidate_backed_memory(&self) {
+        let clean =
+            |pa: u64| arch::clean_invalidate_dcache(pa as usize, crate::pool::PAGE as usize);
+        self.image.for_each_backed(clean);
+        self.data.for_each_backed(clean);
+        crate::badguest::for_each_backed(clean);
     }
 
     /// Data region of vCPU `id` as (IPA, size).
@@ -368,6 +393,12 @@ impl El2Features {
 /// Whether this CPU has FEAT_RAS (inject.rs writes VSESR_EL2 only then).
 pub fn has_ras() -> bool {
     field(ID_AA64PFR0_EL1.get(), 28) != 0
+}
+
+/// Whether this CPU has FEAT_FGT (the fuzzer's must-UNDEF oracle for SMPRI_EL1/TPIDR2_EL0
+/// depends on it: only fine-grained traps, `init_el2_state`, reach those at EL1).
+pub fn has_fgt() -> bool {
+    field(ID_AA64MMFR0_EL1.get(), 56) != 0
 }
 
 impl Vm {
