@@ -115,7 +115,7 @@ pub const QUERY_FGT: u64 = 2;
 /// HVC: `verify` result. x1 = passes, x2 = words that read back wrong (lost writes),
 /// x3 = words checked. Returns x0 = 0.
 pub const HVC_VERIFY: u64 = 0xC600_0010;
-/// HVC: one bad-guest case done. x1 = case number (1..=21), x2 = what the guest observed
+/// HVC: one bad-guest case done. x1 = case number (1..=22), x2 = what the guest observed
 /// (an ESR_EL1, an x0 answer, ...), x3 = a second observation (0 if none). Returns x0 = 0.
 pub const HVC_BADGUEST: u64 = 0xC600_0011;
 /// HVC: the guest is about to turn its stage-1 MMU on (x1 = 1) or has turned it off (x1 = 0):
