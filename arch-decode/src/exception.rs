@@ -108,13 +108,8 @@ pub fn undef_esr() -> u64 {
 /// The FSC of a synchronous external abort, not on a translation table walk.
 pub const FSC_SYNC_EXTERNAL: u64 = 0b01_0000;
 
-/// ESR_EL1 of an injected synchronous external abort (data or instruction).
-///
-/// The injected ISS has ISV = 0: the Arm ARM says ISV is 0 for every fault except a stage-2
-/// data abort, and with FEAT_RAS it is 0 for any synchronous external abort. IL is therefore 1
-/// ("IL is 1 for ... an Instruction Abort, a Data Abort with ISV = 0, ..."), also for a 16-bit
-/// T32 instruction. WnR and CM come from the access (data aborts only); FnV = 1 when FAR_EL1
-/// cannot be given.
+/// ESR_EL1 of an injected synchronous external abort (data or instruction): `abort_esr` with
+/// FSC 0x10.
 pub fn sync_external_abort_esr(
     source: Source,
     data: bool,
@@ -122,13 +117,43 @@ pub fn sync_external_abort_esr(
     cache_maintenance: bool,
     far_valid: bool,
 ) -> u64 {
+    abort_esr(
+        source,
+        data,
+        write,
+        cache_maintenance,
+        far_valid,
+        FSC_SYNC_EXTERNAL,
+    )
+}
+
+/// The FSC of an Address size fault at level 0 ("as if exceeding PARange"): what a guest gets
+/// for an IPA at or above the IPA size it was told (ID_AA64MMFR0_EL1.PARange), as KVM's
+/// `kvm_inject_size_fault` gives it.
+pub const FSC_ADDRESS_SIZE_L0: u64 = 0b00_0000;
+
+/// ESR_EL1 of an injected abort (data or instruction) with fault status code `fsc`.
+///
+/// The injected ISS has ISV = 0: the Arm ARM (ESR_ELx, ISV) says ISV is 0 for all faults
+/// reported in ESR_EL1 (only a stage-2 Data Abort taken to EL2 may report a syndrome). IL is
+/// therefore 1 ("IL is 1 for ... an Instruction Abort, a Data Abort with ISV = 0, ..."), also
+/// for a 16-bit T32 instruction. WnR and CM come from the access (data aborts only); FnV = 1
+/// when FAR_EL1 cannot be given.
+pub fn abort_esr(
+    source: Source,
+    data: bool,
+    write: bool,
+    cache_maintenance: bool,
+    far_valid: bool,
+    fsc: u64,
+) -> u64 {
     let class = match (data, source.same_el()) {
         (true, false) => ec::DABT_LOW,
         (true, true) => ec::DABT_CUR,
         (false, false) => ec::IABT_LOW,
         (false, true) => ec::IABT_CUR,
     };
-    let mut esr = u64::from(class) << 26 | IL | FSC_SYNC_EXTERNAL;
+    let mut esr = u64::from(class) << 26 | IL | (fsc & 0x3F);
     if !far_valid {
         esr |= 1 << 10;
     }
@@ -160,6 +185,29 @@ pub fn itstate(spsr: u64) -> u8 {
 fn with_itstate(spsr: u64, it: u8) -> u64 {
     let it = u64::from(it);
     (spsr & !(0x3F << 10) & !(0b11 << 25)) | ((it >> 2) << 10) | ((it & 0b11) << 25)
+}
+
+/// PSTATE.SS (bit 21 in both SPSR layouts): software step.
+const SS: u64 = 1 << 21;
+/// AArch64 PSTATE.BTYPE (bits [11:10]): branch target type (FEAT_BTI).
+const BTYPE_A64: u64 = 0b11 << 10;
+
+/// The SPSR after the hypervisor completed (emulated or skipped) the trapped instruction, as if
+/// the CPU had executed it:
+/// - PSTATE.SS := 0: a software step of one instruction is complete, so the step exception
+///   comes next (Arm ARM D2.12 "Software Step exceptions": an instruction that completes
+///   without an exception moves the state machine to active-pending, i.e. SS = 0).
+/// - AArch64: PSTATE.BTYPE := 0: every instruction that is not a branch sets BTYPE to 0b00
+///   (Arm ARM "PSTATE.BTYPE"), and no trapped instruction the hypervisor completes branches.
+///   (From AArch32, bits [11:10] are IT[3:2] and are left to ITAdvance.)
+/// - T32: ITSTATE advances (`advance_itstate`).
+pub fn pstate_after_step(spsr: u64) -> u64 {
+    let spsr = spsr & !SS;
+    if spsr & M4_AARCH32 == 0 {
+        spsr & !BTYPE_A64
+    } else {
+        advance_itstate(spsr)
+    }
 }
 
 /// The SPSR after an instruction completed without branching: ITAdvance (Arm ARM
@@ -291,6 +339,45 @@ mod tests {
         // AArch64 and A32 SPSRs are left alone.
         assert_eq!(advance_itstate(0x3C5 | (0x3F << 10)), 0x3C5 | (0x3F << 10));
         assert_eq!(advance_itstate(0x10 | (1 << 25)), 0x10 | (1 << 25));
+    }
+
+    #[test]
+    fn step_clears_ss_and_btype() {
+        // AArch64 EL1h with SS and BTYPE = 0b11, NZCV, DAIF: SS and BTYPE go, the rest stays.
+        let a64 = 0xF000_03C5 | SS | BTYPE_A64;
+        assert_eq!(pstate_after_step(a64), 0xF000_03C5);
+        // AArch32 T32 in an IT block with SS: SS goes, bits [11:10] are IT[3:2] and advance.
+        let s = with_itstate(0x30 | SS, 0b0001_1001);
+        let n = pstate_after_step(s);
+        assert_eq!(n & SS, 0);
+        assert_eq!(itstate(n), 0b0001_0010);
+        // A32: only SS changes.
+        assert_eq!(pstate_after_step(0x10 | SS | (1 << 11)), 0x10 | (1 << 11));
+    }
+
+    #[test]
+    fn address_size_fault_esr() {
+        // EL1 load / store to an IPA above the IPA size: FSC 0b000000 (level 0).
+        let el1 = Source::CurrentSpx;
+        assert_eq!(
+            abort_esr(el1, true, false, false, true, FSC_ADDRESS_SIZE_L0),
+            0x9600_0000
+        );
+        assert_eq!(
+            abort_esr(el1, true, true, false, true, FSC_ADDRESS_SIZE_L0),
+            0x9600_0040
+        );
+        assert_eq!(
+            abort_esr(
+                Source::LowerAarch64,
+                false,
+                false,
+                false,
+                true,
+                FSC_ADDRESS_SIZE_L0
+            ),
+            0x8200_0000
+        );
     }
 
     #[test]

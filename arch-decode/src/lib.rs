@@ -11,4 +11,5 @@ pub mod abort;
 pub mod esr;
 pub mod exception;
 pub mod idregs;
+pub mod razwi;
 pub mod smccc;

@@ -109,10 +109,13 @@ pub const HVC_QUERY: u64 = 0xC600_0013;
 pub const QUERY_VERIFY_TICKS: u64 = 0;
 /// `HVC_QUERY`: the number of vCPUs.
 pub const QUERY_VCPUS: u64 = 1;
+/// `HVC_QUERY`: 1 if the CPU has FEAT_FGT (the hypervisor then traps SMPRI_EL1 and TPIDR2_EL0
+/// with fine-grained traps and answers UNDEF; the guest cannot see FGT in its ID registers).
+pub const QUERY_FGT: u64 = 2;
 /// HVC: `verify` result. x1 = passes, x2 = words that read back wrong (lost writes),
 /// x3 = words checked. Returns x0 = 0.
 pub const HVC_VERIFY: u64 = 0xC600_0010;
-/// HVC: one bad-guest case done. x1 = case number (1..=21), x2 = what the guest observed
+/// HVC: one bad-guest case done. x1 = case number (1..=22), x2 = what the guest observed
 /// (an ESR_EL1, an x0 answer, ...), x3 = a second observation (0 if none). Returns x0 = 0.
 pub const HVC_BADGUEST: u64 = 0xC600_0011;
 /// HVC: the guest is about to turn its stage-1 MMU on (x1 = 1) or has turned it off (x1 = 0):

@@ -1,6 +1,6 @@
 //! Workload `badguest`: the bad-guest matrix (docs/robustness.md).
 //!
-//! The last vCPU does, one after the other, 21 things a guest should not do (or that are
+//! The last vCPU does, one after the other, 22 things a guest should not do (or that are
 //! hard to get right), and reports over `HVC_BADGUEST` what it saw for each: the ESR_EL1 of an
 //! abort the hypervisor injected, an x0 answer, or a count. The hypervisor compares each with
 //! the architecturally expected answer (hyp/src/builtin/badguest.rs). Every vCPU first joins a storm of
@@ -100,6 +100,14 @@ bg_sysreg_read:
     mrs     x9, s3_0_c15_c0_0
     ret
 
+    // Case 22: u64 bg_icc_pmr_read(): MRS ICC_PMR_EL1 (S3_0_C4_C6_0). Returns the ESR_EL1 of the
+    // exception it took, or 0.
+    .global bg_icc_pmr_read
+bg_icc_pmr_read:
+    mov     x0, #0
+    mrs     x9, s3_0_c4_c6_0
+    ret
+
     // Case 15: HVC #1 (a non-zero immediate) with x0 = function id, x1 = argument; returns x0.
     .global bg_hvc1
 bg_hvc1:
@@ -145,6 +153,7 @@ unsafe extern "C" {
     fn bg_exec(addr: u64) -> u64;
     fn bg_sysreg_write(value: u64) -> u64;
     fn bg_sysreg_read() -> u64;
+    fn bg_icc_pmr_read() -> u64;
     fn bg_hvc1(function: u64, arg: u64) -> u64;
     fn bg_sme(page: u64, after: *mut u64) -> u64;
 }
@@ -476,6 +485,15 @@ fn bad_cases(id: u64, base: u64, size: u64, vcpus: u64) {
     // SAFETY: SME_PAGE is an unused page of the image slot; `after` is ours.
     let esr = unsafe { bg_sme(abi::SME_PAGE, &raw mut after) };
     report(21, esr, u64::from(after == 0x5e5e));
+    // 22. The GIC is not offered to this guest: ID_AA64PFR0_EL1.GIC reads 0, and an ICC_*
+    //     access (ICC_PMR_EL1, which with HCR_EL2.IMO = 1 would reach the virtual interface)
+    //     is UNDEFINED like ICC_SGI1R_EL1's in case 20.
+    let pfr0: u64;
+    // SAFETY: reading an ID register (trapped and emulated) has no side effects.
+    unsafe { asm!("mrs {}, id_aa64pfr0_el1", out(reg) pfr0, options(nomem, nostack)) };
+    // SAFETY: as for cases 1-3: the read traps (or not) and our vector returns its ESR.
+    let pmr = unsafe { bg_icc_pmr_read() };
+    report(22, (pfr0 >> 24) & 0xF, pmr);
 }
 
 /// W0 of an SMC32 answer (SMCCC: a 32-bit call returns its results in W0..W3).

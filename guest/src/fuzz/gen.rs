@@ -331,10 +331,11 @@ pub fn sve(rng: &mut Rng, t: Target, code: &mut Code) -> u64 {
     2
 }
 
-/// One SME sequence; returns the SME instructions in it that must UNDEF. `smstart sm` before
+/// One SME sequence; returns the SME instructions in it that must UNDEF. `fgt`: the CPU has
+/// FEAT_FGT, so SMPRI_EL1 and TPIDR2_EL0 are trapped by the hypervisor and must UNDEF too. `smstart sm` before
 /// a memory access is the one that killed the hypervisor (issue 9): if streaming mode were
 /// really entered, the access's exit would run the hypervisor in streaming mode.
-pub fn sme(rng: &mut Rng, code: &mut Code) -> u64 {
+pub fn sme(rng: &mut Rng, code: &mut Code, fgt: bool) -> u64 {
     const SMSTART_SM: u32 = 0xD503_437F;
     const SMSTOP_SM: u32 = 0xD503_427F;
     const SMSTART_ZA: u32 = 0xD503_457F;
@@ -365,8 +366,9 @@ pub fn sme(rng: &mut Rng, code: &mut Code) -> u64 {
         _ => {
             // SVCR, SMCR_EL1 (trapped by CPTR_EL2.TSM) and SMIDR_EL1 (trapped by HCR_EL2.TID1):
             // must UNDEF. SMPRI_EL1 and TPIDR2_EL0: read, and written back. Nothing but
-            // fine-grained traps (FEAT_FGT, which QEMU 7.2 lacks) reach those two at EL1, so
-            // they are exercised but not counted as must-UNDEF (docs/robustness.md).
+            // fine-grained traps reach those two at EL1: with FEAT_FGT the hypervisor sets them
+            // (HFGRTR/HFGWTR_EL2 nSMPRI_EL1 = nTPIDR2_EL0 = 0) and they must UNDEF; without it
+            // (QEMU 7.2) they are exercised but not counted (docs/robustness.md).
             const REGS: [(Sysreg, bool); 5] = [
                 ((3, 3, 4, 2, 2), true),
                 ((3, 0, 1, 2, 6), true),
@@ -382,7 +384,7 @@ pub fn sme(rng: &mut Rng, code: &mut Code) -> u64 {
             } else {
                 1
             };
-            if checked {
+            if checked || fgt {
                 n
             } else {
                 0

@@ -184,6 +184,9 @@ struct Fuzzer {
     el0_sp: u64,
     sve: bool,
     aarch32: bool,
+    /// The CPU has FEAT_FGT (asked with HVC_QUERY/QUERY_FGT): SMPRI_EL1 and TPIDR2_EL0 must
+    /// UNDEF.
+    fgt: bool,
     violations: [u64; abi::FUZZ_VIOLATIONS],
 }
 
@@ -207,6 +210,7 @@ impl Fuzzer {
             el0_sp: base + 2 * abi::PAGE_SIZE,
             sve: (pfr0 >> 32) & 0xF != 0,
             aarch32: pfr0 & 0xF == 2,
+            fgt: crate::hvc(abi::HVC_QUERY, abi::QUERY_FGT, 0, 0) == 1,
             violations: [0; abi::FUZZ_VIOLATIONS],
         }
     }
@@ -272,7 +276,7 @@ impl Fuzzer {
                 let n = if class == abi::FUZZ_CLASS_SVE {
                     gen::sve(&mut self.rng, t, &mut code)
                 } else {
-                    gen::sme(&mut self.rng, &mut code)
+                    gen::sme(&mut self.rng, &mut code, self.fgt)
                 };
                 code.word(gen::RET);
                 let undef = rec.ec(EC_UNKNOWN) + rec.ec(EC_SVE);

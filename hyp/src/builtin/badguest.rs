@@ -36,6 +36,7 @@ pub fn call(vm: &Vm, cpu: &PerCpu, call: &Call) -> Option<u64> {
         abi::HVC_QUERY => Some(match call.arg(1) {
             abi::QUERY_VERIFY_TICKS => vm.opts.duration_s * CNTFRQ_EL0.get(),
             abi::QUERY_VCPUS => vm.opts.vcpus as u64,
+            abi::QUERY_FGT => u64::from(crate::vm::has_fgt()),
             _ => crate::psci::not_supported(),
         }),
         abi::HVC_VERIFY => {
@@ -83,7 +84,7 @@ struct Case {
 const ERR: fn(i32) -> u64 = |e| i64::from(e) as u64;
 
 /// Cases in the matrix.
-const CASES: usize = 21;
+const CASES: usize = 22;
 
 /// The matrix. `obs2` of case 11 is the vCPU count (checked at run time).
 fn cases() -> [Case; CASES] {
@@ -132,9 +133,10 @@ fn cases() -> [Case; CASES] {
         },
         Case {
             what: "own stage-1 tables mapping an IPA outside every memslot / above the IPA size",
-            answer: "injected synchronous external abort: ESR_EL1 0x96000010 for both",
+            answer: "injected synchronous external abort 0x96000010 / address size fault, level 0 \
+                     (above the 40-bit PARange the guest is told) 0x96000000",
             obs1: 0x9600_0010,
-            obs2: Some(0x9600_0010),
+            obs2: Some(0x9600_0000),
         },
         Case {
             what: "8-byte store straddling into an untouched page / off the end of guest memory",
@@ -217,6 +219,13 @@ fn cases() -> [Case; CASES] {
                      and the store lands (1); the hypervisor lives",
             obs1: 0x0200_0000,
             obs2: Some(1),
+        },
+        Case {
+            what: "ID_AA64PFR0_EL1.GIC / MRS ICC_PMR_EL1 (the GIC is not offered to this guest)",
+            answer: "GIC = 0 (a per-VM property: hidden for the built-in guest) / injected UNDEF \
+                     0x02000000 (ICH_HCR_EL2.TALL0/TALL1/TC trap every ICC_* access)",
+            obs1: 0,
+            obs2: Some(0x0200_0000),
         },
     ]
 }
@@ -388,6 +397,13 @@ pub fn overcommit_fault(
                 "could not be mapped",
             ))
         }
+    }
+}
+
+/// Calls `f` with the PA of every backed page of the overcommit slot (if it exists).
+pub fn for_each_backed(f: impl FnMut(u64)) {
+    if let Some(slot) = OVERCOMMIT.get() {
+        slot.for_each_backed(f);
     }
 }
 

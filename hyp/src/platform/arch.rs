@@ -380,18 +380,125 @@ pub fn clean_invalidate_dcache(start: usize, len: usize) {
 /// Translates `va` through the guest's stage 1 as an EL1 read (`AT S1E1R`) and returns the
 /// resulting PAR_EL1, leaving the guest's own PAR_EL1 as it was.
 ///
-/// Used to find the IPA of a stage-2 abort where HPFAR_EL2 is UNKNOWN (arch_decode::abort):
-/// the EL1&0 regime's registers are the guest's, live in the CPU, so the walk is the guest's.
-/// PAR_EL1 belongs to the guest (it may be between its own AT and the read of the result), so
-/// it is saved and restored. The `isb` after the AT is required before reading PAR_EL1: an AT
-/// result is only guaranteed visible to a later MRS after a context synchronization event.
+/// Used to find the IPA of a stage-2 permission fault, where HPFAR_EL2 is UNKNOWN
+/// (arch_decode::abort::plan): the EL1&0 regime's registers are the guest's, live in the CPU, so
+/// the walk is the guest's. PAR_EL1 belongs to the guest (it may be between its own AT and the
+/// read of the result), so it is saved and restored. The `isb` after the AT is required before
+/// reading PAR_EL1: an AT result is only guaranteed visible to a later MRS after a context
+/// synchronization event.
+///
+/// An AT can itself take a synchronous exception at EL2 (Arm ARM: a synchronous External abort
+/// on a translation table walk of an AT instruction may be reported as an exception rather than
+/// in PAR_EL1; KVM, "Survive synchronous exceptions caused by AT instructions"). The guest
+/// controls the walk, so this must not stop the hypervisor: while the AT runs, this CPU's
+/// `at_in_progress` marker is set, and exceptions.rs answers a synchronous EL2 exception taken at
+/// the AT instruction itself (`at_s1e1r_insn`) by writing PAR_EL1 := F = 1 and returning to the
+/// instruction after it. The caller sees a failed translation and re-runs the guest's access.
 pub fn at_s1e1r(va: u64) -> u64 {
     use aarch64_cpu::registers::{Readable, Writeable, PAR_EL1};
+    let cpu = crate::percpu::this_cpu();
     let saved = PAR_EL1.get();
+    cpu.at_in_progress.store(true, Ordering::Relaxed);
     // SAFETY: AT only writes PAR_EL1 (restored below) and may fill TLBs for the guest's VMID;
-    // it touches no memory of the hypervisor's. A fault on the walk is reported in PAR_EL1.
-    unsafe { asm!("at s1e1r, {}", "isb", in(reg) va, options(nostack, preserves_flags)) };
-    let par = PAR_EL1.get();
+    // it touches no memory of the hypervisor's. A fault on the walk is reported in PAR_EL1, or
+    // as an EL2 exception that exceptions.rs turns into PAR_EL1.F = 1 (see above). The function
+    // clobbers only x0 (its argument and result).
+    let par = unsafe { at_s1e1r_asm(va) };
+    cpu.at_in_progress.store(false, Ordering::Relaxed);
     PAR_EL1.set(saved);
     par
+}
+
+core::arch::global_asm!(
+    r#"
+    // u64 at_s1e1r_asm(u64 va): AT S1E1R, va; ISB; return PAR_EL1. The AT is at the global
+    // label at_s1e1r_insn so that the EL2 exception handler can recognise an exception taken by
+    // it (exceptions.rs, `at_fixup`), which resumes at the ISB with PAR_EL1 = 1 (F = 1).
+    .text
+    .global at_s1e1r_asm
+    .global at_s1e1r_insn
+at_s1e1r_asm:
+at_s1e1r_insn:
+    at      s1e1r, x0
+    isb
+    mrs     x0, par_el1
+    ret
+"#
+);
+
+unsafe extern "C" {
+    fn at_s1e1r_asm(va: u64) -> u64;
+    static at_s1e1r_insn: u8;
+}
+
+/// Whether an EL2 exception at `elr` was taken by the AT of `at_s1e1r` while this CPU ran it.
+/// If so, the fixup (exceptions.rs) makes the AT report failure: PAR_EL1 := 1 (F = 1) and
+/// returns to the instruction after it, the ISB.
+pub fn at_fault_fixup(elr: u64) -> Option<u64> {
+    use aarch64_cpu::registers::{Writeable, PAR_EL1};
+    let at = &raw const at_s1e1r_insn as u64;
+    if elr != at
+        || !crate::percpu::this_cpu()
+            .at_in_progress
+            .load(Ordering::Relaxed)
+    {
+        return None;
+    }
+    // F = 1: "the translation failed"; the other fields are the hypervisor's (the caller restores
+    // the guest's PAR_EL1 anyway).
+    PAR_EL1.set(1);
+    Some(at + 4)
+}
+
+/// After an abort whose IPA had to come from AT S1E1R and the AT failed (PAR_EL1.F = 1), the
+/// access is re-run. If this CPU's TLB still held the stale stage-1 entry that made the access
+/// fault (the guest changed its tables, but the entry survives until a TLBI that the guest may
+/// issue only later), the re-run could fault the same way and the AT fail again for ever. So
+/// drop this CPU's EL1&0 entries of the guest's VMID first (`tlbi vmalle1`, local: only this CPU
+/// runs the vCPU), complete it (`dsb nsh`) and synchronise (`isb`) before the ERET. The
+/// `dsb nshst` in front orders nothing of ours but keeps the sequence the same as the other
+/// local invalidations. (KVM avoids the livelock the same way on this path.)
+pub fn abort_retry_invalidate_local() {
+    guest_invalidate_tlb_local();
+}
+
+/// A TLB conflict abort (FSC 0x30) taken to EL2: this CPU's TLB holds overlapping entries for
+/// the address (Arm ARM D8 "TLB conflict aborts": the fix is a TLB invalidation). Drop every
+/// stage 1 and stage 2 entry of the guest's VMID on this CPU (`tlbi vmalls12e1`, local: the
+/// conflict is in this CPU's TLB), complete it (`dsb nsh`), synchronise (`isb`), then re-run.
+pub fn tlb_conflict_invalidate_local() {
+    // SAFETY: invalidating this CPU's TLB entries for the current VMID is always safe; at worst
+    // it forces walks.
+    unsafe {
+        asm!(
+            "dsb nshst",
+            "tlbi vmalls12e1",
+            "dsb nsh",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// Whether instruction fetches are coherent with data without I-cache maintenance
+/// (CTR_EL0.DIC, bit 29: "instruction cache invalidation to the point of unification is not
+/// required for data to instruction coherence").
+fn ctr_dic() -> bool {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack, preserves_flags)) };
+    ctr & (1 << 29) != 0
+}
+
+/// A stage-2 fault on an instruction fetch was served (a page mapped for execution): the
+/// backing page may be recycled (freed by a teardown, a migration or a collapse and reused), and
+/// the I-cache may still hold lines of what it held before, which the guest never wrote and so
+/// never invalidated. Invalidate the I-cache (`icache_invalidate_all_broadcast`: IC IALLUIS, DSB
+/// ISH, ISB) before the fetch re-runs, unless CTR_EL0.DIC = 1 says the I-cache needs no
+/// invalidation for coherence. KVM does the same on exec faults
+/// (`__invalidate_icache_guest_page`).
+pub fn icache_sync_for_exec_fault() {
+    if !ctr_dic() {
+        icache_invalidate_all_broadcast();
+    }
 }

@@ -86,8 +86,10 @@ impl Waiter {
         prio.set((prio.get() & !(0xff << shift)) | (0x80 << shift));
         reg32(sgi + 0x100).set(1 << CNTHP_PPI);
 
-        // CPU interface through system registers at EL2 (and allowed at EL1).
-        ICC_SRE_EL2.modify(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
+        // CPU interface through system registers at EL2. ICC_SRE_EL2.Enable (EL1 access to
+        // ICC_SRE_EL1) is the guest's business and is set per VM by vm.rs init_el2_state: the
+        // built-in guest is shown no GIC, so its ICC_SRE_EL1 accesses trap (Enable = 0).
+        ICC_SRE_EL2.modify(ICC_SRE_EL2::SRE::SET);
         arch::isb();
         set_priority_mask_and_enable_group1();
         arch::isb();

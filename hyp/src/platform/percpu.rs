@@ -8,7 +8,7 @@ use aarch64_cpu::registers::{Readable, TPIDR_EL2};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 
 use crate::pool::PageStack;
@@ -88,8 +88,11 @@ pub enum Trap {
     AbortMmio,
     /// An abort answered with an injected synchronous external abort.
     AbortInjected,
-    /// An abort re-run because FAR_EL2 no longer translated (AT S1E1R failed).
+    /// An abort re-run without a mapping: FAR_EL2 no longer translated (AT S1E1R failed), or
+    /// a TLB conflict was invalidated.
     AbortRetry,
+    /// A cache maintenance instruction (ESR.CM = 1) to an IPA that is not RAM: skipped.
+    AbortSkipped,
     /// HVC calls (any immediate).
     Hvc,
     /// Trapped SMC calls (any immediate).
@@ -118,11 +121,12 @@ pub enum Trap {
 
 impl Trap {
     /// Every class, in report order.
-    pub const ALL: [Trap; 16] = [
+    pub const ALL: [Trap; 17] = [
         Trap::AbortMemslot,
         Trap::AbortMmio,
         Trap::AbortInjected,
         Trap::AbortRetry,
+        Trap::AbortSkipped,
         Trap::Hvc,
         Trap::Smc,
         Trap::SysregEmulated,
@@ -146,6 +150,7 @@ impl Trap {
             Trap::AbortMmio => "abort_mmio",
             Trap::AbortInjected => "abort_injected",
             Trap::AbortRetry => "abort_retry",
+            Trap::AbortSkipped => "abort_skipped",
             Trap::Hvc => "hvc",
             Trap::Smc => "smc",
             Trap::SysregEmulated => "sysreg_emulated",
@@ -239,6 +244,11 @@ pub struct PerCpu {
     /// CNTPCT when this CPU's table cache and the table region were first found empty while
     /// other CPUs still cached table pages (0 = not dry); see `vcpu::table_pool_dry`.
     pub table_dry_since: AtomicU64,
+    /// Set while this CPU runs an `AT S1E1R` for the guest (arch::at_s1e1r): a synchronous
+    /// exception taken at EL2 meanwhile is the AT's own (an external abort on its walk, say),
+    /// and exceptions.rs answers it by skipping the AT with PAR_EL1.F = 1 instead of stopping
+    /// the hypervisor. Only this CPU reads or writes it.
+    pub at_in_progress: AtomicBool,
     /// The guest's current console line (emulated UART), touched only by this CPU.
     pub uart_line: UnsafeCell<Vec<u8>>,
 }
@@ -267,6 +277,7 @@ pub fn init(mpidrs: &[u64]) {
                 table_drains_seen: AtomicU64::new(0),
                 data_drains_seen: AtomicU64::new(0),
                 table_dry_since: AtomicU64::new(0),
+                at_in_progress: AtomicBool::new(false),
                 uart_line: UnsafeCell::new(Vec::with_capacity(128)),
             })
             .collect()

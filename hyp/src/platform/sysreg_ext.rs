@@ -79,68 +79,114 @@ pub fn write_zcr_el2(value: u64) {
 }
 
 register_bitfields! {u64,
-    /// HCRX_EL2, the Extended Hypervisor Configuration Register (FEAT_HCX; Arm ARM D24.2,
-    /// "HCRX_EL2"). Only the field this hypervisor sets; every other bit is written 0 (the
-    /// controls of features it does not offer, left trapping or disabled).
+    /// SCTLR_EL1 fields aarch64-cpu 11 does not name (Arm ARM D24.2 "SCTLR_EL1"), for the
+    /// guest's reset value (vm.rs `init_el2_state`).
+    pub SCTLR_EL1_EXT [
+        /// Load/Store Multiple Atomicity and Ordering Enable (AArch32 EL0): 1 = no trap, the
+        /// ordering of an LDM/STM is not relaxed. RES1 without FEAT_LSMAOC.
+        LSMAOE OFFSET(29) NUMBITS(1) [],
+        /// No Trap Load Multiple and Store Multiple to Device memory (AArch32 EL0). RES1
+        /// without FEAT_LSMAOC.
+        NTLSMD OFFSET(28) NUMBITS(1) [],
+        /// Set Privileged Access Never on exception entry to EL1: 1 = PSTATE.PAN unchanged.
+        /// RES1 without FEAT_PAN.
+        SPAN OFFSET(23) NUMBITS(1) [],
+        /// Exception entry is a context synchronization event. RES1 without FEAT_ExS.
+        EIS OFFSET(22) NUMBITS(1) [],
+        /// Trap EL0 access to SCXTNUM_EL0: 1 = trapped. RES1 without FEAT_CSV2_2.
+        TSCXT OFFSET(20) NUMBITS(1) [],
+        /// Exception return is a context synchronization event. RES1 without FEAT_ExS.
+        EOS OFFSET(11) NUMBITS(1) [],
+    ]
+}
+
+register_bitfields! {u64,
+    /// ICH_HCR_EL2 trap fields aarch64-cpu 11 lacks (Arm IHI 0069 GICv3, "ICH_HCR_EL2").
+    pub ICH_HCR_EL2_TRAPS [
+        /// Trap all EL1 accesses to ICC_* / ICV_* Group 1 registers to EL2.
+        TALL1 OFFSET(12) NUMBITS(1) [],
+        /// Trap all EL1 accesses to ICC_* / ICV_* Group 0 registers to EL2.
+        TALL0 OFFSET(11) NUMBITS(1) [],
+        /// Trap EL1 accesses to the registers common to both groups (ICC_SGI*, ICC_ASGI1R,
+        /// ICC_CTLR_EL1, ICC_DIR_EL1, ICC_PMR_EL1, ICC_RPR_EL1) to EL2.
+        TC OFFSET(10) NUMBITS(1) [],
+        /// Trap EL1 writes to ICC_DIR_EL1 / ICV_DIR_EL1 to EL2.
+        TDIR OFFSET(14) NUMBITS(1) [],
+        /// Virtual CPU interface enable: 0, no virtual interrupts are delivered.
+        EN OFFSET(0) NUMBITS(1) [],
+    ]
+}
+
+register_bitfields! {u64,
+    /// HCRX_EL2 (FEAT_HCX), the one field used here.
     pub HCRX_EL2 [
-        /// Memory Copy and Memory Set instructions enabled at EL1/EL0 (FEAT_MOPS). With 0 they
-        /// are UNDEFINED, and a guest that saw FEAT_MOPS in its ID registers (glibc's memcpy on
-        /// QEMU 10) faults.
-        MSCEn OFFSET(11) NUMBITS(1) [],
+        /// Memory Set and Copy instructions (FEAT_MOPS) enabled at EL1 and EL0.
+        MSCEN OFFSET(11) NUMBITS(1) [],
     ]
 }
 
 global_asm!(
     r#"
-    // hcrx_el2_write(x0): MSR HCRX_EL2, x0, by encoding (op0=3, op1=4, CRn=1, CRm=2, op2=2):
-    // the assembler may not know the name. Only on a CPU with FEAT_HCX.
-    .global hcrx_el2_write
-hcrx_el2_write:
-    msr     s3_4_c1_c2_2, x0
-    ret
-    // vpidr_el2_write(x0): MSR VPIDR_EL2, x0 (op0=3, op1=4, CRn=0, CRm=0, op2=0): the MIDR_EL1
-    // an EL1 read returns. aarch64-cpu 11 has no VPIDR_EL2.
+    // EL2 registers aarch64-cpu 11 does not model, named by encoding so they assemble whatever
+    // the target's feature set: each writes x0 to one register and returns.
     .global vpidr_el2_write
-vpidr_el2_write:
+vpidr_el2_write:                 // VPIDR_EL2: op0 3, op1 4, CRn 0, CRm 0, op2 0
     msr     s3_4_c0_c0_0, x0
     ret
-    // id_aa64isar2_el1_read() -> x0: MRS ID_AA64ISAR2_EL1 (op0=3, op1=0, CRn=0, CRm=6, op2=2),
-    // RAZ where not implemented (an unallocated ID-space encoding).
-    .global id_aa64isar2_el1_read
-id_aa64isar2_el1_read:
-    mrs     x0, s3_0_c0_c6_2
+    .global hstr_el2_write
+hstr_el2_write:                  // HSTR_EL2: op0 3, op1 4, CRn 1, CRm 1, op2 3
+    msr     s3_4_c1_c1_3, x0
+    ret
+    .global hcrx_el2_write
+hcrx_el2_write:                  // HCRX_EL2 (FEAT_HCX): op0 3, op1 4, CRn 1, CRm 2, op2 2
+    msr     s3_4_c1_c2_2, x0
+    ret
+    .global vsesr_el2_write
+vsesr_el2_write:                 // VSESR_EL2 (FEAT_RAS): op0 3, op1 4, CRn 5, CRm 2, op2 3
+    msr     s3_4_c5_c2_3, x0
+    ret
+    .global pmcr_el0_read
+pmcr_el0_read:                   // PMCR_EL0: op0 3, op1 3, CRn 9, CRm 12, op2 0
+    mrs     x0, s3_3_c9_c12_0
     ret
 "#
 );
 
 unsafe extern "C" {
-    fn hcrx_el2_write(value: u64);
     fn vpidr_el2_write(value: u64);
-    fn id_aa64isar2_el1_read() -> u64;
+    fn hstr_el2_write(value: u64);
+    fn hcrx_el2_write(value: u64);
+    fn vsesr_el2_write(value: u64);
+    fn pmcr_el0_read() -> u64;
 }
 
-/// Whether the CPU has FEAT_HCX (ID_AA64MMFR1_EL1.HCX, bits [43:40], non-zero): HCRX_EL2 exists.
-pub fn has_hcx() -> bool {
-    use aarch64_cpu::registers::ID_AA64MMFR1_EL1;
-    (ID_AA64MMFR1_EL1.get() >> 40) & 0xF != 0
+/// VPIDR_EL2: the MIDR_EL1 value EL1 reads. Out of reset UNKNOWN on real hardware.
+pub fn write_vpidr_el2(value: u64) {
+    // SAFETY: sets what the guest's MIDR_EL1 reads return; no memory, no hypervisor state.
+    unsafe { vpidr_el2_write(value) };
 }
 
-/// Whether the CPU has FEAT_MOPS (ID_AA64ISAR2_EL1.MOPS, bits [19:16], non-zero).
-pub fn has_mops() -> bool {
-    // SAFETY: reads one ID register (RAZ where unallocated); no memory or other state.
-    (unsafe { id_aa64isar2_el1_read() } >> 16) & 0xF != 0
+/// HSTR_EL2: traps of AArch32 EL1/EL0 accesses to CP15 registers by CRn. UNKNOWN out of reset.
+pub fn write_hstr_el2(value: u64) {
+    // SAFETY: trap controls for the guest only.
+    unsafe { hstr_el2_write(value) };
 }
 
-/// Writes HCRX_EL2 (composed from `HCRX_EL2` fields). Only when `has_hcx()`; the caller issues
-/// the ISB.
+/// HCRX_EL2. Only on a CPU with FEAT_HCX (UNDEFINED otherwise).
 pub fn write_hcrx_el2(value: &InMemoryRegister<u64, HCRX_EL2::Register>) {
-    // SAFETY: one System-register write that changes only EL1/EL0 trap and enable controls;
-    // the caller checked FEAT_HCX, without which the encoding is UNDEFINED.
+    // SAFETY: trap and enable controls for the guest only; the caller checked FEAT_HCX.
     unsafe { hcrx_el2_write(value.get()) };
 }
 
-/// Writes VPIDR_EL2: what the guest's MIDR_EL1 reads return.
-pub fn write_vpidr_el2(value: u64) {
-    // SAFETY: one System-register write that only changes what EL1 reads of MIDR_EL1 return.
-    unsafe { vpidr_el2_write(value) };
+/// VSESR_EL2: the syndrome of a virtual SError injected with HCR_EL2.VSE. Only with FEAT_RAS.
+pub fn write_vsesr_el2(value: u64) {
+    // SAFETY: only the syndrome the guest's next virtual SError reports; the caller checked
+    // FEAT_RAS.
+    unsafe { vsesr_el2_write(value) };
+}
+
+/// PMCR_EL0. Only with FEAT_PMUv3 (ID_AA64DFR0_EL1.PMUVer neither 0 nor 0xF).
+pub fn read_pmcr_el0() -> u64 {
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effects; the caller checked FEAT_PMUv3.
+    unsafe { pmcr_el0_read() }
 }

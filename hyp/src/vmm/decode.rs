@@ -1,11 +1,13 @@
 //! Turns the syndrome registers of a trap from the guest (ESR_EL2, FAR_EL2, HPFAR_EL2) into a
 //! typed `Exit`: every exception class a guest can cause gets a variant. The field decoding is
 //! the host-tested `arch_decode` crate; this file only reads the registers (and, where the Arm
-//! ARM leaves HPFAR_EL2 UNKNOWN, translates FAR_EL2 with AT S1E1R). The handlers in vcpu.rs act
-//! on the result.
+//! ARM leaves HPFAR_EL2 UNKNOWN and the fault needs an IPA, translates FAR_EL2 with AT S1E1R).
+//! The handlers in vcpu.rs act on the result.
 
 use aarch64_cpu::registers::{Readable, ESR_EL2, FAR_EL2, HPFAR_EL2};
 use arch_decode::abort::{self as abort_rules, FaultKind};
+
+pub use arch_decode::abort::Plan;
 use arch_decode::esr::{self, ec};
 
 pub use arch_decode::esr::{Access, SysReg};
@@ -29,7 +31,10 @@ pub enum FaultType {
 #[allow(dead_code)] // `level` and `cache_maintenance` are decoded for logs, gdb and handlers.
 #[derive(Clone, Copy, Debug)]
 pub struct Abort {
-    /// The faulting IPA: from HPFAR_EL2 where it is valid, else FAR_EL2 translated by AT S1E1R.
+    /// What the fault asks for, decided from the syndrome before any address is computed.
+    pub plan: Plan,
+    /// The faulting IPA: from HPFAR_EL2 (`Plan::Hpfar`) or FAR_EL2 translated by AT S1E1R
+    /// (`Plan::TranslateFar`); 0 for the other plans, which are answered without an address.
     pub ipa: u64,
     /// The faulting virtual address (FAR_EL2); meaningless if `far_valid` is false.
     pub far: u64,
@@ -47,6 +52,8 @@ pub struct Abort {
     pub access: Option<Access>,
     /// The fault happened on a stage-1 table walk (S1PTW).
     pub s1ptw: bool,
+    /// An instruction abort (a fetch), not a data abort.
+    pub fetch: bool,
     /// The raw ESR_EL2, for logging and injection.
     pub esr: u64,
 }
@@ -59,7 +66,8 @@ pub enum Exit {
     /// EC 0x20: instruction abort from a lower EL.
     InstructionAbort(Abort),
     /// An abort whose IPA had to come from FAR_EL2, but the guest's stage 1 no longer
-    /// translates it (it changed its tables since): re-run the access, as KVM does.
+    /// translates it (it changed its tables since, or the AT took an exception at EL2): re-run
+    /// the access, as KVM does.
     AbortRetry,
     /// EC 0x16: HVC from AArch64 (ELR already points past it), with its immediate.
     Hvc(u16),
@@ -97,19 +105,23 @@ fn fault_type(fsc: u8) -> FaultType {
 
 /// Decodes an abort; None if the IPA had to be found from FAR_EL2 and the guest's stage 1 no
 /// longer translates it.
+///
+/// The fault is classified first (arch_decode::abort::plan): HPFAR_EL2 is read only where the
+/// Arm ARM defines it, and AT S1E1R runs only for a stage-2 permission fault on the access itself
+/// (not S1PTW), the one fault that needs an IPA HPFAR_EL2 does not give. External aborts, TLB
+/// conflicts and other fault codes are answered without an address, so they never run an AT
+/// (whose own walk could take the same external abort, at EL2).
 fn abort(esr: u64, data: bool) -> Option<Abort> {
     let iss = esr::abort(esr, data);
     let far = FAR_EL2.get();
-    // HPFAR_EL2 only where the Arm ARM defines it (arch_decode::abort::hpfar_valid); otherwise
-    // the guest's stage 1 says which IPA FAR_EL2 maps. Without a valid FAR there is nothing to
-    // translate: HPFAR is the best there is (and such faults are external aborts, which are
-    // injected whatever the IPA).
-    let ipa = if abort_rules::hpfar_valid(iss.fsc, iss.s1ptw) || iss.far_not_valid {
-        abort_rules::ipa_from_hpfar(HPFAR_EL2.get(), far)
-    } else {
-        abort_rules::ipa_from_par(crate::arch::at_s1e1r(far), far)?
+    let plan = abort_rules::plan(iss.fsc, iss.s1ptw, !iss.far_not_valid);
+    let ipa = match plan {
+        Plan::Hpfar => abort_rules::ipa_from_hpfar(HPFAR_EL2.get(), far),
+        Plan::TranslateFar => abort_rules::ipa_from_par(crate::arch::at_s1e1r(far), far)?,
+        Plan::ForwardExternal | Plan::TlbConflict | Plan::InjectExternal => 0,
     };
     Some(Abort {
+        plan,
         ipa,
         far,
         far_valid: !iss.far_not_valid,
@@ -119,6 +131,7 @@ fn abort(esr: u64, data: bool) -> Option<Abort> {
         level: abort_rules::fault_level(iss.fsc),
         access: iss.access,
         s1ptw: iss.s1ptw,
+        fetch: !data,
         esr,
     })
 }

@@ -137,7 +137,9 @@ __hyp_trap_lower:
     mov     x0, sp
     bl      hyp_handle_lower
     cbnz    x0, __hyp_leave_guest
-    // Resume the guest from the (possibly edited) frame.
+    // Resume from the (possibly edited) frame: the guest, or (from __hyp_trap_current) the
+    // hypervisor code an AT fixup returns to.
+__hyp_restore_frame:
     ldp     x2, x3, [sp, #256]
     msr     elr_el2, x2
     msr     spsr_el2, x3
@@ -173,14 +175,15 @@ __hyp_leave_guest:
     add     sp, sp, #96
     ret
 
-    // An exception taken at EL2 itself: a hypervisor bug (or semihosting without -semihosting).
+    // An exception taken at EL2 itself: the AT of arch::at_s1e1r faulting (fixed up: resume after
+    // it), else a hypervisor bug (or semihosting without -semihosting), which does not return.
+    // Restoring SP_EL1 from the frame writes back the value just read: harmless.
 __hyp_trap_current:
     SAVE_GPRS
     mov     x1, x0
     mov     x0, sp
     bl      hyp_handle_current
-5:  wfi
-    b       5b
+    b       __hyp_restore_frame
 
     // enter_guest(x0 = initial frame): save our callee-saved registers and ERET into the guest.
     //
@@ -274,7 +277,21 @@ extern "C" fn hyp_handle_lower(frame: &mut Frame, kind: u64, entry_ticks: u64) -
     }
 }
 
+/// An exception taken at EL2. The one expected kind is a synchronous exception (vector 0 or 4:
+/// current EL with SP0 / SPx) taken by the AT S1E1R of `arch::at_s1e1r` while this CPU's
+/// "AT in progress" marker is set: the guest's stage-1 walk (which the guest controls) can end
+/// in an external abort reported as an exception. It is answered as KVM answers it: the AT
+/// counts as failed (PAR_EL1.F = 1) and execution resumes after it (`arch::at_fault_fixup`), so
+/// the abort is re-run. ESR_EL2/FAR_EL2 now hold this exception's syndrome; the caller of the AT
+/// reads neither again (decode.rs read them first, and a re-run needs no syndrome). Anything
+/// else is a hypervisor bug and stops the machine with a report.
 #[unsafe(no_mangle)]
-extern "C" fn hyp_handle_current(frame: &mut Frame, kind: u64) -> ! {
+extern "C" fn hyp_handle_current(frame: &mut Frame, kind: u64) {
+    if kind == 0 || kind == 4 {
+        if let Some(resume) = arch::at_fault_fixup(frame.elr) {
+            frame.elr = resume;
+            return;
+        }
+    }
     crate::exit::fatal_el2_exception(frame, kind)
 }

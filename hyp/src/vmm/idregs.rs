@@ -1,11 +1,12 @@
 //! The guest's reads of the ID registers (trapped by HCR_EL2.TID3, EC 0x18): the hardware's value
-//! read at EL2, sanitised by the table in arch_decode::idregs (PARange = 40 bits, no feature the
-//! hypervisor traps, zero for unallocated and unknown encodings). Writes are UNDEFINED.
+//! read at EL2, sanitised by the allow-list in arch_decode::idregs (PARange = 40 bits, only
+//! fields the table knows, no feature the hypervisor traps, the GIC per VM, zero for unallocated
+//! and unknown encodings). Writes are UNDEFINED.
 //! Also the ID group 1 registers (HCR_EL2.TID1): REVIDR_EL1 and AIDR_EL1 pass through; SMIDR_EL1
 //! is UNDEFINED because the guest is shown no SME.
 
 use arch_decode::esr::SysReg;
-use arch_decode::idregs::{self, IdRead};
+use arch_decode::idregs::{self, IdPolicy};
 use core::arch::asm;
 
 /// Reads ID register (op0 3, op1 0, CRn 0, `crm`, `op2`) at EL2 by its generic name
@@ -32,7 +33,8 @@ macro_rules! read_id_register {
     };
 }
 
-fn hardware(crm: u8, op2: u8) -> u64 {
+/// The hardware's value of ID register (CRm, op2), read at EL2 (0 for encodings not listed).
+pub fn hardware(crm: u8, op2: u8) -> u64 {
     read_id_register!(crm, op2;
         (1, 0), (1, 1), (1, 2), (1, 4), (1, 5), (1, 6), (1, 7),
         (2, 0), (2, 1), (2, 2), (2, 3), (2, 4), (2, 5), (2, 6), (2, 7),
@@ -49,12 +51,10 @@ pub fn is_id_register(r: &SysReg) -> bool {
     idregs::is_id_space(r.op0, r.op1, r.crn, r.crm)
 }
 
-/// The value the guest reads from ID register (CRm, op2) of the TID3 space.
-pub fn read(crm: u8, op2: u8) -> u64 {
-    match idregs::rule(crm, op2) {
-        IdRead::Hardware(fields) => idregs::apply(hardware(crm, op2), fields),
-        IdRead::Zero => 0,
-    }
+/// The value the guest reads from ID register (CRm, op2) of the TID3 space under the VM's
+/// `policy` (vm.rs `Vm::id_policy`).
+pub fn read(crm: u8, op2: u8, policy: IdPolicy) -> u64 {
+    idregs::sanitise(crm, op2, hardware(crm, op2), policy)
 }
 
 /// The value of an ID group 1 register the guest reads (trapped by HCR_EL2.TID1), or None when

@@ -60,31 +60,58 @@ pub fn sync_external_abort(
     cache_maintenance: bool,
     far: Option<u64>,
 ) {
-    let esr = entry::sync_external_abort_esr(
+    abort(
+        frame,
+        data,
+        write,
+        cache_maintenance,
+        far,
+        entry::FSC_SYNC_EXTERNAL,
+    );
+}
+
+/// Injects an abort like `sync_external_abort` with fault status code `fsc` instead (e.g.
+/// `FSC_ADDRESS_SIZE_L0` for an IPA beyond the guest's PARange).
+pub fn abort(
+    frame: &mut Frame,
+    data: bool,
+    write: bool,
+    cache_maintenance: bool,
+    far: Option<u64>,
+    fsc: u64,
+) {
+    let esr = entry::abort_esr(
         Source::of(frame.spsr),
         data,
         write,
         cache_maintenance,
         far.is_some(),
+        fsc,
     );
     enter_el1(frame, esr, far);
 }
 
 /// Steps over the instruction that trapped, after the hypervisor completed it: PC += 2 or 4 as
-/// ESR_EL2.IL says (a 16-bit T32 instruction is 2), and for T32 in an IT block ITSTATE advances
-/// as the Arm ARM's ITAdvance does. Call only while ESR_EL2 still holds this trap's syndrome,
+/// ESR_EL2.IL says (a 16-bit T32 instruction is 2), PSTATE.SS and (AArch64) BTYPE are cleared as
+/// executing the instruction would have, and for T32 in an IT block ITSTATE advances as the Arm
+/// ARM's ITAdvance does (arch_decode::exception::pstate_after_step). Call only while ESR_EL2 still holds this trap's syndrome,
 /// and only for traps that report the instruction's length (data aborts with ISV = 1, EC 0x18,
 /// trapped SMC, WFx).
 pub fn skip_instruction(frame: &mut Frame) {
     let len = esr::instruction_len(ESR_EL2.get());
     frame.elr = entry::next_pc(frame.elr, len, frame.spsr);
-    frame.spsr = entry::advance_itstate(frame.spsr);
+    frame.spsr = entry::pstate_after_step(frame.spsr);
 }
 
 /// Makes a virtual SError pending for the guest (HCR_EL2.VSE; Arm ARM D1.4 "Virtual
-/// interrupts"): it is taken at EL1 when the guest unmasks PSTATE.A, with VSESR_EL2's syndrome
-/// (0 out of reset: an IMPLEMENTATION DEFINED error with no further information). The CPU
-/// clears VSE when the guest takes it.
+/// interrupts"): it is taken at EL1 when the guest unmasks PSTATE.A. With FEAT_RAS its ESR_EL1
+/// syndrome is VSESR_EL2, which is UNKNOWN out of reset: it is written (0: an IMPLEMENTATION
+/// DEFINED error with no further information) before VSE is set, here and at cold start
+/// (vm.rs). Without FEAT_RAS the syndrome is IMPLEMENTATION DEFINED. The CPU clears VSE when the
+/// guest takes it.
 pub fn virtual_serror() {
+    if crate::vm::has_ras() {
+        crate::sysreg_ext::write_vsesr_el2(0);
+    }
     HCR_EL2.modify(HCR_EL2::VSE::SET);
 }

@@ -185,6 +185,15 @@ impl Memslot {
             .map(|_| ())
     }
 
+    /// Calls `f` with the PA of every 4 KiB page of this memslot that has backing now.
+    pub fn for_each_backed(&self, mut f: impl FnMut(u64)) {
+        for index in 0..self.pages() {
+            if let Some(pa) = self.backing(index) {
+                f(pa);
+            }
+        }
+    }
+
     /// Returns every backing page to `data` (teardown, after every vCPU stopped).
     pub fn release(&self, data: &Region) -> usize {
         let mut n = 0;

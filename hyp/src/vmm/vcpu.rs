@@ -12,7 +12,7 @@ use core::sync::atomic::Ordering;
 use stage2::{Error, Mapped};
 
 use crate::abi;
-use crate::decode::{decode, Abort, Access, Exit, FaultType, SysReg};
+use crate::decode::{decode, Abort, Access, Exit, FaultType, Plan, SysReg};
 use crate::exceptions::Frame;
 use crate::lifecycle;
 use crate::memslot::NoBacking;
@@ -22,6 +22,7 @@ use crate::pool::{self, PAGE};
 use crate::psci::{self, GuestPsci};
 use crate::vm::{self, Vm};
 use crate::{idregs, inject, irq};
+use arch_decode::abort::Unbacked;
 
 /// What the trap return path does.
 pub enum Action {
@@ -40,7 +41,7 @@ pub const REASONS: [&str; 9] = [
     "out of memory backing guest RAM",
     "stage-2 map failed",
     "the guest turned its vCPU off before reporting",
-    "unexpected fault status in a memslot",
+    "(unused: a fault status the hypervisor cannot repair gets an injected abort)",
     "a workload barrier timed out waiting for the other vCPUs",
     "the stage-2 table pool ran dry (tables=) and RCU had nothing to return",
 ];
@@ -49,7 +50,6 @@ const WHY_TRAP: u32 = 2;
 const WHY_OOM: u32 = 3;
 const WHY_MAP: u32 = 4;
 const WHY_OFF_EARLY: u32 = 5;
-const WHY_FSC: u32 = 6;
 /// A barrier (phases.rs) waited past the run's timeout.
 pub const WHY_BARRIER: u32 = 7;
 const WHY_TABLES: u32 = 8;
@@ -142,8 +142,10 @@ pub fn handle_exit(frame: &mut Frame, kind: u64, entry_ticks: u64) -> Action {
         Exit::InstructionAbort(a) => handle_abort(vm, cpu, frame, &a, false, entry_ticks),
         Exit::AbortRetry => {
             // The guest changed its stage 1 since the fault: re-running the access faults
-            // again (with a FAR that translates) or succeeds.
+            // again (with a FAR that translates) or succeeds. This CPU's stale stage-1 entry
+            // goes first, or the re-run could fault the same way for ever.
             cpu.counters.trap(Trap::AbortRetry);
+            crate::arch::abort_retry_invalidate_local();
             Action::Resume
         }
         Exit::Hvc(imm) => {
@@ -254,7 +256,7 @@ fn is_set_way(r: &SysReg) -> bool {
 /// A trapped MSR/MRS/System instruction (EC 0x18).
 fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
     if idregs::is_id_register(r) && r.read {
-        frame.set_reg(r.rt, idregs::read(r.crm, r.op2));
+        frame.set_reg(r.rt, idregs::read(r.crm, r.op2, vm::get().id_policy()));
         cpu.counters.trap(Trap::SysregEmulated);
         inject::skip_instruction(frame);
         return Action::Resume;
@@ -265,11 +267,44 @@ fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
         inject::skip_instruction(frame);
         return Action::Resume;
     }
+    if arch_decode::razwi::is_raz_wi(r.op0, r.op1, r.crn, r.crm, r.op2) {
+        // RAS error records (HCR_EL2.TERR) and ACTLR_EL1 (HCR_EL2.TACR): RAZ/WI, a CPU without
+        // error records and without auxiliary controls (arch_decode::razwi).
+        if r.read {
+            frame.set_reg(r.rt, 0);
+        }
+        let n = cpu.counters.trap(Trap::SysregEmulated);
+        if log_sampled(n) {
+            log::info!(
+                "vcpu {}: {} S{}_{}_C{}_C{}_{}: RAZ/WI ({n} emulated so far)",
+                cpu.index,
+                if r.read { "MRS" } else { "MSR" },
+                r.op0,
+                r.op1,
+                r.crn,
+                r.crm,
+                r.op2
+            );
+        }
+        inject::skip_instruction(frame);
+        return Action::Resume;
+    }
     if is_set_way(r) {
-        // Set/way operations act on this PE's caches only and cannot make memory coherent with
-        // other observers (Arm ARM "Performing cache maintenance instructions"); the guest's
-        // memory is Normal write-back and coherent already, so completing them as a NOP loses
-        // nothing.
+        // Set/way operations act on this PE's caches only, and a guest cannot know the physical
+        // cache geometry, so they cannot be passed through (Arm ARM "Performing cache
+        // maintenance instructions": set/way is for power management, not coherency). What a
+        // guest means by them is "my memory is in RAM now", e.g. before it turns its caches or
+        // MMU off and reads memory uncached.
+        // - With FEAT_S2FWB the guest's accesses to RAM are forced Write-Back whatever its own
+        //   attributes (HCR_EL2.FWB), so cached and "uncached" views never differ: a NOP loses
+        //   nothing.
+        // - Without it, an uncached guest read goes past dirty lines in the caches: clean and
+        //   invalidate every backed page of every memslot to the point of coherency (KVM's
+        //   stage2_flush_vm does the same). One full pass per trapped operation: set/way loops
+        //   are rare (firmware, power-down paths), and each op then really leaves memory clean.
+        if !crate::arch::has_fwb() {
+            vm::get().clean_invalidate_backed_memory();
+        }
         cpu.counters.trap(Trap::SysregEmulated);
         inject::skip_instruction(frame);
         return Action::Resume;
@@ -308,20 +343,60 @@ fn handle_abort(
     data: bool,
     entry_ticks: u64,
 ) -> Action {
-    // A synchronous external abort from the memory system is the guest's, whatever the IPA:
-    // forward it (KVM does the same when the host's RAS code does not claim it).
-    if let FaultType::Other(fsc) = a.fault {
-        if arch_decode::abort::fault_kind(fsc) == arch_decode::abort::FaultKind::External {
-            return inject_abort(cpu, frame, a, data, "took a synchronous external abort");
+    // The fault is classified before its address is looked at (decode.rs, arch_decode::abort::
+    // plan): the answers below need no IPA.
+    match a.plan {
+        // A synchronous external abort from the memory system is the guest's, whatever the IPA:
+        // forward it (KVM does the same when the host's RAS code does not claim it).
+        Plan::ForwardExternal => {
+            return inject_abort(cpu, frame, a, data, "took a synchronous external abort")
         }
+        // TLB conflict: this CPU's TLB holds overlapping entries; invalidate them and re-run.
+        Plan::TlbConflict => {
+            let n = cpu.counters.trap(Trap::AbortRetry);
+            if log_sampled(n) {
+                log::warn!(
+                    "vcpu {}: TLB conflict abort (ESR {:#x}): invalidated this CPU's stage 1+2 \
+                     entries, access re-runs",
+                    cpu.index,
+                    a.esr
+                );
+            }
+            crate::arch::tlb_conflict_invalidate_local();
+            return Action::Resume;
+        }
+        // Alignment, unsupported atomic update, ...: nothing to repair; never stop the vCPU.
+        Plan::InjectExternal => {
+            return inject_abort(
+                cpu,
+                frame,
+                a,
+                data,
+                "has a fault status the hypervisor cannot repair",
+            )
+        }
+        Plan::Hpfar | Plan::TranslateFar => {}
     }
     if vm.slot(a.ipa).is_some() {
+        if let FaultType::Other(fsc) = a.fault {
+            // A stage-2 address size fault inside a memslot: the output address of our own
+            // table is beyond VTCR_EL2.PS, which no guest can cause. Answer the guest anyway;
+            // the log says it is the hypervisor's.
+            log::error!(
+                "vcpu {}: fault status {fsc:#x} at IPA {:#x} in a memslot (ESR {:#x})",
+                cpu.index,
+                a.ipa,
+                a.esr
+            );
+            return inject_abort(cpu, frame, a, data, "faulted with an unexpected status");
+        }
         cpu.counters.trap(Trap::AbortMemslot);
         let action = handle_stage2_fault(vm, cpu, a);
         percpu::record_fault_time(cpu, CNTPCT_EL0.get().wrapping_sub(entry_ticks));
         return action;
     }
-    if data && in_uart(a.ipa) {
+    let cache_maintenance = data && a.cache_maintenance;
+    if data && !cache_maintenance && in_uart(a.ipa) {
         match a.access {
             // Only an access that lies wholly inside the window is the UART's: one that runs
             // past its end gets what its second half gets, and nothing is mapped there.
@@ -360,22 +435,51 @@ fn handle_abort(
         // Bad-guest case 12: the overcommit memslot, backed only up to its budget (badguest.rs).
         return action;
     }
-    inject_abort(cpu, frame, a, data, "is outside guest memory")
+    match arch_decode::abort::unbacked(a.ipa, vm::IPA_BITS, cache_maintenance) {
+        Unbacked::AddressSizeFault => {
+            inject::abort(
+                frame,
+                data,
+                a.write,
+                a.cache_maintenance,
+                a.far_valid.then_some(a.far),
+                arch_decode::exception::FSC_ADDRESS_SIZE_L0,
+            );
+            Counters::inc(&cpu.counters.injected);
+            let n = cpu.counters.trap(Trap::AbortInjected);
+            if log_sampled(n) {
+                log::info!(
+                    "vcpu {}: {} at IPA {:#x} is beyond the {}-bit IPA space: injected an \
+                     address size fault, level 0 ({n} so far)",
+                    cpu.index,
+                    if data { "access" } else { "fetch" },
+                    a.ipa,
+                    vm::IPA_BITS
+                );
+            }
+            Action::Resume
+        }
+        Unbacked::SkipCacheMaintenance => {
+            let n = cpu.counters.trap(Trap::AbortSkipped);
+            if log_sampled(n) {
+                log::info!(
+                    "vcpu {}: cache maintenance at IPA {:#x} (not RAM: nothing there can be \
+                     cached): skipped ({n} so far)",
+                    cpu.index,
+                    a.ipa
+                );
+            }
+            inject::skip_instruction(frame);
+            Action::Resume
+        }
+        Unbacked::ExternalAbort => inject_abort(cpu, frame, a, data, "is outside guest memory"),
+    }
 }
 
 /// The stage-2 fault path: memslot -> backing page -> `stage2` map -> ERET re-runs the access.
 /// Never inlined, so gdb can always break on it (`break hyp::vmm::vcpu::handle_stage2_fault`).
 #[inline(never)]
 fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
-    if let FaultType::Other(_) = a.fault {
-        log::error!(
-            "vcpu {}: fault ESR {:#x} at IPA {:#x} in a memslot",
-            cpu.index,
-            a.esr,
-            a.ipa
-        );
-        return stop(cpu, WHY_FSC);
-    }
     let Some(slot) = vm.slot(a.ipa) else {
         return stop(cpu, WHY_TRAP);
     };
@@ -425,6 +529,10 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
         Err(Error::Retry) => Counters::inc(&c.retries),
         Err(Error::NoMemory) => return table_pool_dry(s2, cpu),
         Err(_) => return stop(cpu, WHY_MAP),
+    }
+    if a.fetch {
+        // The page may be recycled: no stale I-cache line of its earlier life may be fetched.
+        crate::arch::icache_sync_for_exec_fault();
     }
     // Do NOT advance ELR: the faulting instruction re-executes against the new mapping.
     Action::Resume

@@ -3,12 +3,14 @@
 //! stage-2 table itself, which the reporter takes back at teardown.
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2, ICC_SRE_EL2,
-    ID_AA64DFR0_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, MPIDR_EL1, SCTLR_EL1, VBAR_EL1,
-    VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2, HDFGRTR_EL2,
+    HDFGWTR_EL2, HFGITR_EL2, HFGRTR_EL2, HFGWTR_EL2, ICC_SRE_EL2, ICH_HCR_EL2, ID_AA64DFR0_EL1,
+    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, MPIDR_EL1, SCTLR_EL1,
+    VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use alloc::format;
 use alloc::string::String;
+use arch_decode::idregs::IdPolicy;
 use core::cell::UnsafeCell;
 use spin::Once;
 use stage2::{Config, MemAttrEncoding, Stage2};
@@ -21,7 +23,7 @@ use crate::memslot::Memslot;
 use crate::options::{Backing, Options, Workload};
 use crate::passthrough::Passthrough;
 use crate::pool::Region;
-use crate::sysreg_ext::{self, CPTR_EL2_NVHE};
+use crate::sysreg_ext::{self, CPTR_EL2_NVHE, HCRX_EL2, ICH_HCR_EL2_TRAPS, SCTLR_EL1_EXT};
 use crate::tables::HypPool;
 use crate::tlb::HypTlb;
 use crate::{arch, guest_image, mmu, percpu};
@@ -137,6 +139,19 @@ pub fn create(
             opts.vcpus,
             (needed * 4096) >> 20,
             (backing.pages * 4096) >> 20
+        ));
+    }
+    // The stage-2 input size may not exceed the physical address size the CPU implements, and
+    // the guest is told PARange = IPA_BITS (idregs): refuse to start on a smaller CPU rather than
+    // run with an IPA size the hardware does not support (Arm ARM VTCR_EL2; KVM caps the IPA
+    // size at PARange the same way).
+    let parange = aarch64_cpu::registers::ID_AA64MMFR0_EL1
+        .read(aarch64_cpu::registers::ID_AA64MMFR0_EL1::PARange) as u8;
+    if !arch_decode::idregs::ipa_size_supported(parange, IPA_BITS) {
+        return Err(format!(
+            "this CPU's physical address range (ID_AA64MMFR0_EL1.PARange = {parange:#06b}, {} \
+             bits) is smaller than the {IPA_BITS}-bit IPA space the guest is given",
+            arch_decode::idregs::parange_bits(parange).unwrap_or(0)
         ));
     }
     if abi::DATA_BASE + data_size > 1 << IPA_BITS {
@@ -305,6 +320,18 @@ impl Vm {
             .find(|s| s.contains(ipa))
     }
 
+    /// Cleans and invalidates to the point of coherency every page of guest RAM that has backing
+    /// (every memslot, the bad-guest overcommit slot included): after it, what the guest wrote
+    /// through a cache is in memory and no line shadows memory (arch::clean_invalidate_dcache,
+    /// which ends with DSB SY). Used for trapped set/way maintenance without FEAT_S2FWB.
+    pub fn clean_invalidate_backed_memory(&self) {
+        let clean =
+            |pa: u64| arch::clean_invalidate_dcache(pa as usize, crate::pool::PAGE as usize);
+        self.image.for_each_backed(clean);
+        self.data.for_each_backed(clean);
+        crate::badguest::for_each_backed(clean);
+    }
+
     /// Data region of vCPU `id` as (IPA, size).
     pub fn region(&self, id: usize) -> (u64, u64) {
         if shared_region(&self.opts) {
@@ -322,7 +349,6 @@ fn set_feature_traps() {
     let sve = ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::SVE) != 0;
     let amu = ID_AA64PFR0_EL1.read(ID_AA64PFR0_EL1::AMU) != 0;
     let trace_sysregs = ID_AA64DFR0_EL1.read(ID_AA64DFR0_EL1::TraceVer) != 0;
-    let spe = ID_AA64DFR0_EL1.read(ID_AA64DFR0_EL1::PMSVer) != 0;
 
     let cptr: InMemoryRegister<u64, CPTR_EL2_NVHE::Register> = InMemoryRegister::new(0);
     cptr.write(
@@ -372,33 +398,16 @@ fn set_feature_traps() {
         // length is fine for it.
         sysreg_ext::write_zcr_el2(sysreg_ext::ZCR_LEN_MAX);
     }
-    if spe {
-        // SPE: trapped (TPMS: the sampling controls PMS*_EL1; E2PB = 0b00: the profiling buffer
-        // controls PMB*_EL1, which would otherwise let the guest aim the profiler at memory).
-        // modify, not write: every other field stays as firmware left it, in particular HPMN,
-        // which must stay PMCR_EL0.N (a smaller value hands counters to EL2).
-        MDCR_EL2.modify(MDCR_EL2::TPMS::SET + MDCR_EL2::E2PB::OwnedByEL2OrEL1);
-    }
+    // SPE, the trace buffer and TRFCR_EL1 are trapped through MDCR_EL2, written whole by
+    // `init_el2_state`.
 }
 
-/// EL2 state only a guest from files needs, on the CPU that runs its vCPU (this one).
+/// EL2 state only a guest from files needs, on the CPU that runs its vCPU (this one). (HCRX_EL2,
+/// VPIDR_EL2 and VMPIDR_EL2 are written for every guest by `init_el2_state`: vCPU i runs on CPU
+/// i, so VMPIDR = this CPU's MPIDR, and its GICR frame and the affinities the guest programs into
+/// GICD_IROUTER are the real ones under GICv3 pass-through.)
 fn configure_files_guest(mpidrs: &[u64]) {
-    // FEAT_HCX: HCRX_EL2 resets to an UNKNOWN value; MSCEn enables the FEAT_MOPS memcpy/memset
-    // instructions at EL1/EL0 when the CPU has them (the ID registers show them to the guest).
-    if sysreg_ext::has_hcx() {
-        let hcrx: InMemoryRegister<u64, sysreg_ext::HCRX_EL2::Register> = InMemoryRegister::new(0);
-        if sysreg_ext::has_mops() {
-            hcrx.write(sysreg_ext::HCRX_EL2::MSCEn::SET);
-        }
-        sysreg_ext::write_hcrx_el2(&hcrx);
-    }
-    // The guest reads this CPU's identity: MIDR_EL1 (VPIDR_EL2) and MPIDR_EL1 (VMPIDR_EL2).
-    // vCPU i runs on CPU i, so VMPIDR = this CPU's MPIDR: its GICR frame and the affinities the
-    // guest programs into GICD_IROUTER are the real ones (GICv3 pass-through).
-    sysreg_ext::write_vpidr_el2(MIDR_EL1.get());
-    let mpidr = MPIDR_EL1.get();
-    debug_assert!(mpidrs.contains(&(mpidr & 0xFF_00FF_FFFF)));
-    VMPIDR_EL2.set(mpidr);
+    debug_assert!(mpidrs.contains(&(MPIDR_EL1.get() & 0xFF_00FF_FFFF)));
     // EL1 may use the GICv3 CPU interface's system registers (ICC_*_EL1) itself: SRE = 1 at
     // EL2 and Enable = 1, so EL1 accesses to ICC_SRE_EL1 do not trap to EL2 (Arm GICv3 spec,
     // 12.7.x "ICC_SRE_EL2").
@@ -512,17 +521,276 @@ pub fn configure_this_cpu(vm: &Vm) {
     // hypervisor is soft-float and never touches FP/SIMD state, so the guest's stays in the
     // registers across every trap (exceptions.rs).
     CPACR_EL1.write(CPACR_EL1::FPEN::TrapNothing);
-    // The guest's EL1 starts with its MMU and caches off, little-endian, no alignment checks.
-    SCTLR_EL1.modify(
-        SCTLR_EL1::M::Disable
-            + SCTLR_EL1::C::NonCacheable
-            + SCTLR_EL1::I::NonCacheable
-            + SCTLR_EL1::A::Disable
-            + SCTLR_EL1::EE::LittleEndian
-            + SCTLR_EL1::E0E::LittleEndian,
-    );
+    // Every other EL2 control and the guest's SCTLR_EL1, written whole (UNKNOWN out of reset).
+    init_el2_state(vm);
     // The guest's vectors are its own business: an exception the hypervisor injects before the
     // guest sets VBAR_EL1 goes to the reset value's offsets (inject.rs), as it would on hardware.
     VBAR_EL1.set(0);
     arch::isb();
+}
+
+/// The CPU features `init_el2_state` depends on, from this CPU's ID registers (all fields are
+/// 4 bits; Arm ARM D24.2 "ID_AA64*").
+struct El2Features {
+    /// FEAT_RAS (ID_AA64PFR0_EL1.RAS != 0): TERR/TEA, VSESR_EL2 exist.
+    ras: bool,
+    /// A GICv3 CPU interface with System registers (ID_AA64PFR0_EL1.GIC != 0): ICH_* exist.
+    gic: bool,
+    /// FEAT_HCX (ID_AA64MMFR1_EL1.HCX, bits [43:40]): HCRX_EL2 exists.
+    hcx: bool,
+    /// FEAT_MOPS (ID_AA64ISAR2_EL1.MOPS, bits [19:16]).
+    mops: bool,
+    /// FEAT_FGT (ID_AA64MMFR0_EL1.FGT, bits [59:56]): HFG*_EL2, HDFG*_EL2 exist.
+    fgt: bool,
+    /// ID_AA64DFR0_EL1.PMUVer (bits [11:8]): 0 none, 0xF IMPLEMENTATION DEFINED, else PMUv3
+    /// (4 = v3p1: MDCR_EL2.HPMD; 6 = v3p5: MDCR_EL2.HCCD).
+    pmuver: u64,
+    /// FEAT_SPE (PMSVer, bits [35:32]).
+    spe: bool,
+    /// FEAT_TRF (TraceFilt, bits [43:40]): TRFCR_EL1, MDCR_EL2.TTRF.
+    trf: bool,
+    /// FEAT_TRBE (TraceBuffer, bits [47:44]): MDCR_EL2.E2TB.
+    trbe: bool,
+}
+
+fn field(v: u64, shift: u32) -> u64 {
+    (v >> shift) & 0xF
+}
+
+impl El2Features {
+    fn read() -> Self {
+        let pfr0 = ID_AA64PFR0_EL1.get();
+        let dfr0 = ID_AA64DFR0_EL1.get();
+        Self {
+            ras: field(pfr0, 28) != 0,
+            gic: field(pfr0, 24) != 0,
+            hcx: field(ID_AA64MMFR1_EL1.get(), 40) != 0,
+            mops: field(crate::idregs::hardware(6, 2), 16) != 0,
+            fgt: field(ID_AA64MMFR0_EL1.get(), 56) != 0,
+            pmuver: field(dfr0, 8),
+            spe: field(dfr0, 32) != 0,
+            trf: field(dfr0, 40) != 0,
+            trbe: field(dfr0, 44) != 0,
+        }
+    }
+
+    fn pmuv3(&self) -> bool {
+        self.pmuver != 0 && self.pmuver != 0xF
+    }
+}
+
+/// Whether this CPU has FEAT_RAS (inject.rs writes VSESR_EL2 only then).
+pub fn has_ras() -> bool {
+    field(ID_AA64PFR0_EL1.get(), 28) != 0
+}
+
+/// Whether this CPU has FEAT_FGT (the fuzzer's must-UNDEF oracle for SMPRI_EL1/TPIDR2_EL0
+/// depends on it: only fine-grained traps, `init_el2_state`, reach those at EL1).
+pub fn has_fgt() -> bool {
+    field(ID_AA64MMFR0_EL1.get(), 56) != 0
+}
+
+impl Vm {
+    /// What this VM's guest is told by the ID registers beyond the fixed policy (idregs.rs):
+    /// the built-in guest gets no GIC (the hypervisor does not virtualise its interrupts, and
+    /// every ICC_* access of its is UNDEFINED, see `init_el2_state`); MOPS as HCRX_EL2.MSCEn
+    /// enables it; AArch32 ID registers only if some EL implements AArch32.
+    pub fn id_policy(&self) -> IdPolicy {
+        let f = El2Features::read();
+        IdPolicy {
+            // Guests from files get the GICv3 CPU interface passed through (passthrough.rs).
+            gic: !self.builtin(),
+            aarch32: arch_decode::idregs::aarch32_implemented(ID_AA64PFR0_EL1.get()),
+            mops: f.hcx && f.mops,
+        }
+    }
+}
+
+/// Writes every EL2 control and EL1 register the guest's world depends on that is UNKNOWN out
+/// of reset on real hardware (QEMU zeroes most of them, so nothing here shows under QEMU: each
+/// line names the rule it meets). Every CPU, before its vCPU, after HCR_EL2 is written.
+fn init_el2_state(vm: &Vm) {
+    let f = El2Features::read();
+    let policy = vm.id_policy();
+
+    // HCR_EL2 additions (on top of configure_this_cpu's value):
+    // - TIDCP: EL1 accesses to the IMPLEMENTATION DEFINED System register space (op0 3, CRn 11
+    //   and 15) trap to EL2 (EC 0x18) and get an UNDEF there: an IMPLEMENTATION DEFINED
+    //   register can control anything about the physical CPU (prefetchers, errata workarounds,
+    //   power), so the guest is shown none.
+    // - TACR: ACTLR_EL1 (IMPLEMENTATION DEFINED auxiliary control) traps; it reads as zero and
+    //   ignores writes (vcpu.rs, arch_decode::razwi), as KVM answers it.
+    // - TERR, TEA with FEAT_RAS: the error record registers (ERRIDR_EL1, ERRSELR_EL1, ERX*_EL1)
+    //   trap and read as "no records" (RAZ/WI, as KVM answers them), so the guest cannot read or
+    //   clear the physical CPU's error records; synchronous external aborts are routed to EL2
+    //   (EC 0x24/0x20, FSC 0x10/0x14..), where the abort path forwards them to the guest.
+    let ras = if f.ras {
+        HCR_EL2::TERR::SET + HCR_EL2::TEA::SET
+    } else {
+        HCR_EL2::TERR::CLEAR + HCR_EL2::TEA::CLEAR
+    };
+    HCR_EL2.modify(HCR_EL2::TIDCP::SET + HCR_EL2::TACR::SET + ras);
+
+    // VPIDR_EL2 / VMPIDR_EL2: what the guest's MIDR_EL1 / MPIDR_EL1 reads return (UNKNOWN out
+    // of reset). The physical values: vCPU n runs on CPU n for its whole life, so this CPU's
+    // MPIDR is the vCPU's, and the guest's CPU identification is the real one's.
+    sysreg_ext::write_vpidr_el2(MIDR_EL1.get());
+    VMPIDR_EL2.set(MPIDR_EL1.get());
+    // HSTR_EL2: no trap of AArch32 CP15 accesses by CRn (EL1 is AArch64; EL0 AArch32 accesses
+    // are the guest's). UNKNOWN out of reset.
+    sysreg_ext::write_hstr_el2(0);
+
+    // MDCR_EL2, written whole. Policy (docs/robustness.md): the guest owns self-hosted debug and
+    // the PMU: each physical CPU runs one vCPU, so nothing needs to be multiplexed, and the
+    // ID registers show them (DebugVer, PMUVer, BRPs, WRPs pass).
+    // - HPMN = PMCR_EL0.N: every event counter belongs to EL1/EL0 (a smaller value hands the
+    //   rest to EL2); HPME = 0 (EL2 has no counters).
+    // - HPMD = 1 (FEAT_PMUv3p1), HCCD = 1 (FEAT_PMUv3p5): nothing the hypervisor does is counted
+    //   in the guest's event counters or cycle counter.
+    // - TPM = TPMCR = 0: PMU registers are the guest's, not trapped.
+    // - TDE = 0: debug exceptions go to EL1 and are never generated at EL2 (the debug target EL
+    //   is EL1, below EL2, so EL2 is not debuggable by the guest's breakpoints/watchpoints).
+    //   TDA = TDOSA = TDRA = 0: the guest's debug, OS lock and ROM registers are its own.
+    // - SPE (FEAT_SPE): TPMS = 1 (sampling controls PMS*_EL1 trap), E2PB = 0b00 (the profiling
+    //   buffer PMB*_EL1 is EL2's: EL1 accesses trap): a guest must not aim the profiler at
+    //   memory. Trapped accesses get UNDEF; ID_AA64DFR0_EL1.PMSVer = 0.
+    // - Trace buffer (FEAT_TRBE): E2TB = 0b00 (owned by EL2, EL1 accesses to TRB*_EL1 trap ->
+    //   UNDEF); trace filter (FEAT_TRF): TTRF = 1 (TRFCR_EL1 traps -> UNDEF). Trace is trapped by
+    //   policy (CPTR_EL2.TTA); TraceBuffer and TraceFilt read 0.
+    let hpmn = if f.pmuv3() {
+        (sysreg_ext::read_pmcr_el0() >> 11) & 0x1F
+    } else {
+        0
+    };
+    MDCR_EL2.write(
+        MDCR_EL2::HPMN.val(hpmn)
+            + MDCR_EL2::HPME::CLEAR
+            + if f.pmuver >= 4 && f.pmuv3() {
+                MDCR_EL2::HPMD::SET
+            } else {
+                MDCR_EL2::HPMD::CLEAR
+            }
+            + if f.pmuver >= 6 && f.pmuv3() {
+                MDCR_EL2::HCCD::SET
+            } else {
+                MDCR_EL2::HCCD::CLEAR
+            }
+            + MDCR_EL2::TPM::CLEAR
+            + MDCR_EL2::TPMCR::CLEAR
+            + MDCR_EL2::TDE::CLEAR
+            + MDCR_EL2::TDA::CLEAR
+            + MDCR_EL2::TDOSA::CLEAR
+            + MDCR_EL2::TDRA::CLEAR
+            + if f.spe {
+                MDCR_EL2::TPMS::SET + MDCR_EL2::E2PB::OwnedByEL2OrEL1
+            } else {
+                MDCR_EL2::TPMS::CLEAR
+            }
+            + if f.trf {
+                MDCR_EL2::TTRF::SET
+            } else {
+                MDCR_EL2::TTRF::CLEAR
+            },
+        // E2TB = 0b00 (the write's zero) with FEAT_TRBE; RES0 without it.
+    );
+    let _ = f.trbe;
+
+    if f.gic {
+        // GIC (issue 9 B3): the built-in guest is shown no GIC (id_policy), so every ICC_*
+        // access of its must be UNDEFINED, consistently: ICH_HCR_EL2.TALL0/TALL1/TC/TDIR trap
+        // all of its EL1 accesses to the CPU interface (which with HCR_EL2.IMO/FMO = 1 would go
+        // to the virtual interface, ICV_*; ICC_SGI*R trap anyway), and ICC_SRE_EL2.Enable = 0
+        // traps its ICC_SRE_EL1 accesses; vcpu.rs answers each with an UNDEF. En = 0: no virtual
+        // interrupt is delivered. (idle.rs's EL2 use of the GIC needs only ICC_SRE_EL2.SRE.) A
+        // guest kind with GIC pass-through would write ICH_HCR_EL2 = 0 and Enable = 1 instead.
+        // ICH_HCR_EL2 is UNKNOWN out of reset, so it is written either way.
+        let ich: InMemoryRegister<u64, ICH_HCR_EL2_TRAPS::Register> = InMemoryRegister::new(0);
+        if policy.gic {
+            ich.write(ICH_HCR_EL2_TRAPS::EN::CLEAR);
+        } else {
+            ich.write(
+                ICH_HCR_EL2_TRAPS::TALL0::SET
+                    + ICH_HCR_EL2_TRAPS::TALL1::SET
+                    + ICH_HCR_EL2_TRAPS::TC::SET
+                    + ICH_HCR_EL2_TRAPS::TDIR::SET
+                    + ICH_HCR_EL2_TRAPS::EN::CLEAR,
+            );
+        }
+        ICH_HCR_EL2.set(ich.get());
+        ICC_SRE_EL2.modify(if policy.gic {
+            ICC_SRE_EL2::ENABLE::SET
+        } else {
+            ICC_SRE_EL2::ENABLE::CLEAR
+        });
+    }
+
+    if f.hcx {
+        // HCRX_EL2 (FEAT_HCX, UNKNOWN out of reset): no extra traps or enables, except MSCEn
+        // with FEAT_MOPS (the memory copy/set instructions are UNDEFINED at EL1/EL0 without it;
+        // ID_AA64ISAR2_EL1.MOPS says so to the guest, id_policy).
+        let hcrx: InMemoryRegister<u64, HCRX_EL2::Register> = InMemoryRegister::new(0);
+        hcrx.write(if f.mops {
+            HCRX_EL2::MSCEN::SET
+        } else {
+            HCRX_EL2::MSCEN::CLEAR
+        });
+        sysreg_ext::write_hcrx_el2(&hcrx);
+    }
+
+    if f.fgt {
+        // Fine-grained traps (FEAT_FGT, UNKNOWN out of reset): all 0. A plain bit at 0 does not
+        // trap; an "n" bit (nSMPRI_EL1, nTPIDR2_EL0, nPIR_EL1, nPOR_EL1, nGCS*, ...) at 0 does.
+        // So SMPRI_EL1 and TPIDR2_EL0 (SME registers, which CPTR_EL2.TSM cannot trap) reach EL2
+        // and get an UNDEF, as on a CPU without SME; the other n-bit registers belong to
+        // features the ID registers hide (S1PIE, S1POE, GCS, THE, LS64), so trapping them is
+        // consistent, and where a feature is absent the bit is RES0 and 0 is right.
+        HFGRTR_EL2.set(0);
+        HFGWTR_EL2.set(0);
+        HFGITR_EL2.set(0);
+        HDFGRTR_EL2.set(0);
+        HDFGWTR_EL2.set(0);
+    }
+
+    if f.ras {
+        // VSESR_EL2 (FEAT_RAS): the syndrome of a virtual SError (inject.rs); UNKNOWN out of
+        // reset. 0: an IMPLEMENTATION DEFINED error with no further information.
+        sysreg_ext::write_vsesr_el2(0);
+    }
+
+    // SCTLR_EL1: the guest's EL1 starts as after a reset, written whole (most fields are
+    // UNKNOWN out of reset): MMU, caches, alignment checks off (M = C = I = A = SA = SA0 = 0),
+    // little-endian (EE = E0E = 0), no EL0 access to cache maintenance, DC ZVA, CTR_EL0, WFI/WFE
+    // or DAIF (UCI = DZE = UCT = nTWI = nTWE = UMA = 0), pointer authentication off (EnIA,
+    // EnIB, EnDA, EnDB = 0), WXN off; and Linux's INIT_SCTLR_EL1_MMU_OFF RES1-or-safe bits:
+    // LSMAOE, nTLSMD, EIS, TSCXT, EOS. Unlike Linux, SPAN = 1 (PSTATE.PAN unchanged on
+    // exception entry): the built-in guest never manages PAN, and the bit is RES1 without
+    // FEAT_PAN.
+    let sctlr: InMemoryRegister<u64, SCTLR_EL1_EXT::Register> = InMemoryRegister::new(0);
+    sctlr.write(
+        SCTLR_EL1_EXT::LSMAOE::SET
+            + SCTLR_EL1_EXT::NTLSMD::SET
+            + SCTLR_EL1_EXT::SPAN::SET
+            + SCTLR_EL1_EXT::EIS::SET
+            + SCTLR_EL1_EXT::TSCXT::SET
+            + SCTLR_EL1_EXT::EOS::SET,
+    );
+    let base: InMemoryRegister<u64, SCTLR_EL1::Register> = InMemoryRegister::new(sctlr.get());
+    base.modify(
+        SCTLR_EL1::M::Disable
+            + SCTLR_EL1::C::NonCacheable
+            + SCTLR_EL1::I::NonCacheable
+            + SCTLR_EL1::A::Disable
+            + SCTLR_EL1::SA::Disable
+            + SCTLR_EL1::SA0::Disable
+            + SCTLR_EL1::EE::LittleEndian
+            + SCTLR_EL1::E0E::LittleEndian
+            + SCTLR_EL1::WXN::Disable
+            + SCTLR_EL1::UCI::Trap
+            + SCTLR_EL1::DZE::Trap
+            + SCTLR_EL1::UCT::Trap
+            + SCTLR_EL1::NTWE::Trap
+            + SCTLR_EL1::NTWI::Trap
+            + SCTLR_EL1::UMA::Trap,
+    );
+    SCTLR_EL1.set(base.get());
 }
