@@ -73,10 +73,10 @@ done
 if [ -z "$elf" ]; then
     if [ "$release" = 1 ]; then
         cargo build --release -p hyp >&2
-        elf=target/aarch64-unknown-none-softfloat/release/hyp
+        elf=${CARGO_TARGET_DIR:-target}/aarch64-unknown-none-softfloat/release/hyp
     else
         cargo build -p hyp >&2
-        elf=target/aarch64-unknown-none-softfloat/debug/hyp
+        elf=${CARGO_TARGET_DIR:-target}/aarch64-unknown-none-softfloat/debug/hyp
     fi
 fi
 

@@ -22,6 +22,8 @@ run() {
     local name=$1; shift
     local log="$LOG_DIR/$name.log"
     local start=$SECONDS
+    # Say what runs now: some steps (loom) take minutes on a loaded machine.
+    printf '%-8s %-28s\n' "..." "$name"
     if "$@" >"$log" 2>&1; then
         local status=ok
     else

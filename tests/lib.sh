@@ -45,7 +45,7 @@ build_hyp() {
         fail build "cargo build --release -p hyp failed (see $log)"
         finish
     fi
-    ELF=target/aarch64-unknown-none-softfloat/release/hyp
+    ELF=${CARGO_TARGET_DIR:-target}/aarch64-unknown-none-softfloat/release/hyp
 }
 
 # qemu_boot LOG OPTIONS...: boot $ELF with a hard timeout (RUN_TIMEOUT), output to LOG; sets $out

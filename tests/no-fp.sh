@@ -133,7 +133,7 @@ else
     build_hyp
     check_elf release "$ELF"
     if cargo build -p hyp >"$LOG_DIR/no-fp-build-debug.log" 2>&1; then
-        check_elf debug target/aarch64-unknown-none-softfloat/debug/hyp
+        check_elf debug "${CARGO_TARGET_DIR:-target}/aarch64-unknown-none-softfloat/debug/hyp"
     else
         tail -n 20 "$LOG_DIR/no-fp-build-debug.log"
         fail debug "cargo build -p hyp failed (see $LOG_DIR/no-fp-build-debug.log)"

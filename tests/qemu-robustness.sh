@@ -72,9 +72,10 @@ fi
 # it needs mem to be a multiple of 2M.
 CASES=22
 badguest() {
-    local mode=$1 backing=$2 name="badguest-$1" mem=1M
+    local mode=$1 backing=$2 vcpus=${3:-4} name="badguest-$1" mem=1M
     if [ "$backing" = 2m ]; then name="badguest-2m-$1"; mem=2M; fi
-    run "$name" 4 vcpus=4 mem=$mem backing="$backing" workload=badguest duration=1 mode="$mode"
+    if [ "$vcpus" != 4 ]; then name="$name-$vcpus"; fi
+    run "$name" "$vcpus" vcpus="$vcpus" mem=$mem backing="$backing" workload=badguest duration=1 mode="$mode"
     if [ "$code" -ne 0 ] || [ "$(field status)" != pass ]; then
         fail "$name" "exit $code, status=$(field status), $(firstfail)"
     elif [ "$(field badguest_ok)" != $CASES ] || [ "$(field badguest_cases)" != $CASES ] \
@@ -92,6 +93,8 @@ badguest parallel 4k
 badguest locked 4k
 badguest parallel 2m
 badguest locked 2m
+# 3 vCPUs x 1M: the bad vCPU's 2 MiB chunk runs past the end of the data memslot (case 19).
+badguest parallel 4k 3
 
 # psci MODE VCPUS: the PSCI lifecycle (workload=psci, docs/robustness.md): vCPU 1 turns itself
 # off, is turned on again at a new entry with a context ID, turns off again and is turned on by

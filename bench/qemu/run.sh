@@ -90,7 +90,7 @@ fi
 
 echo "bench/qemu: building the release hypervisor" >&2
 cargo build --release -p hyp >&2
-ELF=target/aarch64-unknown-none-softfloat/release/hyp
+ELF=${CARGO_TARGET_DIR:-target}/aarch64-unknown-none-softfloat/release/hyp
 command -v qemu-system-aarch64 >/dev/null || { echo "bench/qemu: qemu-system-aarch64 missing (apt-get install qemu-system-arm)" >&2; exit 127; }
 
 # The machine, for the report.

@@ -279,13 +279,17 @@ fn badguest_call(vm: &Vm, cpu: &PerCpu, case: u64, obs1: u64, obs2: u64) -> u64 
 /// write-protected, or NOT_SUPPORTED if the chunk is not inside the data memslot.
 fn write_protect_chunk(vm: &Vm, cpu: &PerCpu, ipa: u64) -> u64 {
     let chunk = ipa & !(CHUNK - 1);
-    if !vm.data.contains(chunk) || !vm.data.contains(chunk + CHUNK - 1) {
+    if !vm.data.contains(ipa) {
         return crate::psci::not_supported();
     }
+    // The part of the chunk inside the data memslot: with 4k backing the last vCPU's region can
+    // end mid-chunk (e.g. vcpus=3 mem=1M), and nothing is mapped past the slot.
+    let start = chunk.max(vm.data.ipa);
+    let end = (chunk + CHUNK).min(vm.data.ipa + vm.data.size);
     crate::phases::set_logging(true);
     let s2 = vm.s2.get();
     let g = s2.exclusive(cpu.index);
-    let r = g.write_protect(chunk, chunk + CHUNK);
+    let r = g.write_protect(start, end);
     drop(g);
     s2.reclaim(cpu.index);
     match r {

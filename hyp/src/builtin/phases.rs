@@ -106,7 +106,7 @@ pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, call: &Call) -> Option<Act
             Some(release) => release,
             None => {
                 log::error!(
-                    "vcpu {}: barrier {a1} timed out waiting for the other vCPUs",
+                    "vcpu {}: barrier {a1} did not complete (timeout, or a vCPU was stopped)",
                     cpu.index
                 );
                 cpu.result.why.store(WHY_BARRIER, Ordering::Relaxed);
@@ -154,6 +154,19 @@ fn barrier(vm: &Vm, cpu: &PerCpu, n: u64) -> Option<u64> {
             crate::pool::honour_drain_requests(cpu, vm.tables, vm.backing);
             let now = CNTPCT_EL0.get();
             if now > DEADLINE.load(Ordering::Relaxed) {
+                return None;
+            }
+            // A vCPU the hypervisor stopped (pool dry, out of memory, ...) never arrives: fail
+            // now rather than at the timeout, so the run ends with the real reason first.
+            if let Some(peer) = percpu::all()[..vm.opts.vcpus]
+                .iter()
+                .find(|c| c.result.status.load(Ordering::Acquire) == status::FAILED)
+            {
+                log::error!(
+                    "vcpu {}: barrier {n} cannot complete: vcpu {} was stopped",
+                    cpu.index,
+                    peer.index
+                );
                 return None;
             }
             match napper(cpu.index) {

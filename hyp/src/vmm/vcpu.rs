@@ -42,7 +42,7 @@ pub const REASONS: [&str; 9] = [
     "stage-2 map failed",
     "the guest turned its vCPU off before reporting",
     "(unused: a fault status the hypervisor cannot repair gets an injected abort)",
-    "a workload barrier timed out waiting for the other vCPUs",
+    "a workload barrier could not complete (timed out, or another vCPU was stopped)",
     "the stage-2 table pool ran dry (tables=) and RCU had nothing to return",
 ];
 const WHY_GUEST_STATUS: u32 = 1;
