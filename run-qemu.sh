@@ -59,7 +59,15 @@ while [ $# -gt 0 ]; do
         --cmdline=*) cmdline=${1#--cmdline=}; have_cmdline=1 ;;
         --cpu) need_arg "$1" $#; cpu=$2; shift ;;
         --cpu=*) cpu=${1#--cpu=} ;;
-        --help|-h) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --help|-h)
+            # As cargo's runner (`cargo run -- --help`: the ELF came first) the user asks for
+            # the hypervisor's options; run directly, for this script's.
+            if [ -n "$elf" ]; then
+                echo "run-qemu.sh: the hypervisor's options follow; ./run-qemu.sh --help lists this script's" >&2
+                opts+=(help)
+            else
+                sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
+            fi ;;
         *)
             if [ -z "$elf" ] && [ ${#opts[@]} -eq 0 ] && [ -f "$1" ]; then
                 elf=$1
@@ -86,9 +94,16 @@ command -v qemu-system-aarch64 >/dev/null 2>&1 || need+=(qemu-system-arm)
 if [ "$gdb" = 1 ] && ! command -v gdb-multiarch >/dev/null 2>&1; then need+=(gdb-multiarch); fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "run-qemu.sh: installing ${need[*]} with apt-get" >&2
-        apt-get update -qq >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
+        echo "run-qemu.sh: installing ${need[*]} with apt-get (about a minute)..." >&2
+        # Quietly: dpkg's progress lines would flood the terminal; the log is kept for failures.
+        apt_log=$(mktemp)
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}"; } \
+            >"$apt_log" 2>&1; then
+            tail -n 20 "$apt_log" >&2
+            echo "run-qemu.sh: apt-get install ${need[*]} failed (log: $apt_log)" >&2
+            exit 127
+        fi
+        rm -f "$apt_log"
     else
         echo "run-qemu.sh: missing ${need[*]}; install it (Debian/Ubuntu: sudo apt-get install ${need[*]})" >&2
         exit 127
