@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # QEMU robustness tests (docs/robustness.md): a short chaos run in both modes (a pruner CPU races
 # the vCPUs; zero lost writes, zero leaks), a broken pruner that must be caught (selftest=nocopy),
-# the bad-guest matrix in both modes and with 4k and 2m backing (22 cases, every answer the
+# the bad-guest matrix in both modes and with 4k and 2m backing (23 cases, every answer the
 # expected one, the verifying vCPUs still pass), a table pool too small for 2 vCPUs (must stop
 # cleanly), tables=256K with 4 vCPUs (must pass), the PSCI lifecycle (workload=psci) in both
 # modes and at 1, 2 and 4 vCPUs, and option errors.
@@ -67,10 +67,10 @@ else
     fail chaos-nocopy "exit $code, status=$(field status), lost_writes=$lost"
 fi
 
-# badguest MODE BACKING: the 22 cases on the last vCPU, the others verify; all answers as
+# badguest MODE BACKING: the 23 cases on the last vCPU, the others verify; all answers as
 # expected. backing=2m is where case 19 (an S1PTW fault in a write-protected 2 MiB block) bites;
 # it needs mem to be a multiple of 2M.
-CASES=22
+CASES=23
 badguest() {
     local mode=$1 backing=$2 vcpus=${3:-4} name="badguest-$1" mem=1M
     if [ "$backing" = 2m ]; then name="badguest-2m-$1"; mem=2M; fi

@@ -1,6 +1,6 @@
 //! Workload `badguest`: the bad-guest matrix (docs/robustness.md).
 //!
-//! The last vCPU does, one after the other, 22 things a guest should not do (or that are
+//! The last vCPU does, one after the other, 23 things a guest should not do (or that are
 //! hard to get right), and reports over `HVC_BADGUEST` what it saw for each: the ESR_EL1 of an
 //! abort the hypervisor injected, an x0 answer, or a count. The hypervisor compares each with
 //! the architecturally expected answer (hyp/src/builtin/badguest.rs). Every vCPU first joins a storm of
@@ -370,6 +370,46 @@ fn s1ptw_af(base: u64, size: u64) -> (u64, u64) {
     (u64::from(value == MAGIC && af), writable)
 }
 
+/// Case 23: a store through the guest's own stage-1 mapping whose VA is not the IPA (VA 2..3 GiB
+/// -> IPA 1..2 GiB) into a write-protected 2 MiB chunk: a stage-2 permission fault with
+/// S1PTW = 0, for which HPFAR_EL2 is UNKNOWN, so the hypervisor must find the IPA by `AT S1E1R`
+/// of FAR_EL2 (a VA here). Returns (the word landed at its IPA: 1, pages of the rest of our region
+/// in that chunk that stage 2 maps writable afterwards: 1, the stored page alone).
+fn at_translated_store(base: u64, size: u64) -> (u64, u64) {
+    const XN: u64 = 3 << 53;
+    const MAGIC: u64 = 0xA7A7_0000_0000_0023;
+    let target = base + 9 * abi::PAGE_SIZE;
+    s1_table(
+        base,
+        &[
+            AF | 0b01 | XN,
+            AF | s1_normal(0x4000_0000),
+            AF | s1_normal(0x4000_0000),
+        ],
+    );
+    let _ = crate::hvc(abi::HVC_WP_CHUNK, base, 0, 0);
+    mmu_on(base, 0);
+    // SAFETY: VA 0x8000_0000 + x maps IPA 0x4000_0000 + x (entry 2), i.e. `target`, a word of
+    // our own region unused by the other cases.
+    unsafe { write_volatile((target - 0x4000_0000 + 0x8000_0000) as *mut u64, MAGIC) };
+    mmu_off();
+    // SAFETY: `target`, identity-mapped with the MMU off.
+    let landed = unsafe { read_volatile(target as *const u64) } == MAGIC;
+    let chunk_end = (base | (CHUNK - 1)) + 1;
+    let end = chunk_end.min(base + size);
+    let writable = crate::hvc(
+        abi::HVC_WP_COUNT,
+        base + abi::PAGE_SIZE,
+        end - base - abi::PAGE_SIZE,
+        0,
+    );
+    say(format_args!(
+        "case 23: store through VA {:#x} landed {landed}, {writable} other pages writable",
+        target - 0x4000_0000 + 0x8000_0000
+    ));
+    (u64::from(landed), writable)
+}
+
 /// Case 10: LSE atomics and an exclusive pair on pages never touched: each must fault in and
 /// then succeed. Returns (ldadd ok, cas + ldxr/stxr ok).
 fn atomics(a: u64, b: u64) -> (u64, u64) {
@@ -494,6 +534,9 @@ fn bad_cases(id: u64, base: u64, size: u64, vcpus: u64) {
     // SAFETY: as for cases 1-3: the read traps (or not) and our vector returns its ESR.
     let pmr = unsafe { bg_icc_pmr_read() };
     report(22, (pfr0 >> 24) & 0xF, pmr);
+    // 23. A permission fault whose IPA only AT S1E1R can give (non-identity stage 1, S1PTW = 0).
+    let (landed, writable) = at_translated_store(base, size);
+    report(23, landed, writable);
 }
 
 /// W0 of an SMC32 answer (SMCCC: a 32-bit call returns its results in W0..W3).

@@ -84,7 +84,7 @@ struct Case {
 const ERR: fn(i32) -> u64 = |e| i64::from(e) as u64;
 
 /// Cases in the matrix.
-const CASES: usize = 22;
+const CASES: usize = 23;
 
 /// The matrix. `obs2` of case 11 is the vCPU count (checked at run time).
 fn cases() -> [Case; CASES] {
@@ -226,6 +226,14 @@ fn cases() -> [Case; CASES] {
                      0x02000000 (ICH_HCR_EL2.TALL0/TALL1/TC trap every ICC_* access)",
             obs1: 0,
             obs2: Some(0x0200_0000),
+        },
+        Case {
+            what: "store through a non-identity stage-1 mapping (VA 2 GiB up -> IPA 1 GiB up) \
+                   into a write-protected chunk: permission fault, S1PTW = 0",
+            answer: "the IPA comes from AT S1E1R of FAR_EL2 (HPFAR_EL2 is UNKNOWN): the store \
+                     lands (1), only its page made writable (1)",
+            obs1: 1,
+            obs2: Some(1),
         },
     ]
 }
