@@ -21,12 +21,13 @@
 # toucher pinned on every CPU (F files of 1 MiB x R rounds each), prints `S2PAR-GUEST: PASS ...` or
 # `S2PAR-GUEST: FAIL why`, and powers off (PSCI SYSTEM_OFF).
 #
-# Boot: ./run-qemu.sh HYP --timeout S --kernel Image --initrd initramfs --cmdline "console=ttyAMA0
-# ... s2par_cpus=N" vcpus=N mode=M [backing=2m] [chaos=on] [HYPERVISOR OPTIONS], with QEMU's
-# `-cpu max,pauth-impdef=on` (QARMA5 pointer authentication under TCG makes a boot about 3x
-# slower) and SMP = N, plus one CPU for the chaos pruner. A run passes when: run-qemu.sh exits 0,
-# the init marker is printed, the verdict is PASS with cpus=N, the RESULT line says status=pass
-# and leaked=0, and every vCPU 0..N-1 has faults > 0 in the per-CPU counters table.
+# Boot: ./run-qemu.sh HYP --timeout S --cpu max,pauth-impdef=on --kernel Image --initrd initramfs
+# --cmdline "console=ttyAMA0 ... s2par_cpus=N" vcpus=N mode=M [backing=2m] [chaos=on]
+# [HYPERVISOR OPTIONS] with SMP = N, plus one CPU for the chaos pruner (pauth-impdef: QARMA5
+# pointer authentication under TCG makes a boot about 3x slower). A run passes when: run-qemu.sh
+# exits 0, the init marker is printed, the verdict is PASS with cpus=N, the RESULT line says
+# status=pass and leaked=0, and its faults_vcpu= has N entries, each > 0 (every vCPU took
+# stage-2 faults).
 #
 # --bare: boot the same kernel and initramfs directly on QEMU at EL1, without the hypervisor
 # (same -cpu, -smp N, MEM): the baseline for boot times, and a check of the initramfs on its own;
@@ -196,18 +197,9 @@ build_initramfs() {
     mv "$INITRD.tmp" "$INITRD"
 }
 
-# vcpu_faults LOG: "cpu:faults" for each row of the hypervisor's per-CPU counters table (the
-# first table whose header starts with `cpu faults`), space-separated.
-vcpu_faults() {
-    awk '
-        !seen && $1 == "cpu" && $2 == "faults" { seen = 1; intable = 1; next }
-        intable && $1 ~ /^[0-9]+$/ && $2 ~ /^[0-9]+$/ { printf "%s:%s ", $1, $2; next }
-        intable { intable = 0 }
-    ' "$1"
-}
-
 # run_guest NAME VCPUS MODE CHAOS BACKING [GUEST ARGS]: one boot (on the hypervisor, or on bare
-# QEMU with --bare); sets out (the log), code (exit status), secs, verdict, initline and faults.
+# QEMU with --bare); sets out (the log), code (exit status), secs, verdict, initline and faults
+# (the RESULT line's faults_vcpu: stage-2 faults of vCPU 0, 1, ... comma-separated).
 run_guest() {
     local name=$1 n=$2 m=$3 ch=$4 bk=$5 extra=${6:-}
     local cmdline="console=ttyAMA0 panic=-1 s2par_cpus=$n s2par_files=$files s2par_rounds=$rounds${extra:+ $extra}"
@@ -222,26 +214,26 @@ run_guest() {
             -cpu max,pauth-impdef=on -smp "$n" -m "${MEM:-1G}" -nographic -no-reboot \
             -kernel "$kernel" -initrd "$initrd" -append "$cmdline" </dev/null >"$out" 2>&1
     else
-        # The chaos pruner runs on a CPU of its own, outside the guest's.
-        SMP=$((n + ch)) QEMU_EXTRA="${QEMU_EXTRA:-} -cpu max,pauth-impdef=on" \
-            ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" --kernel "$kernel" --initrd "$initrd" \
-            --cmdline "$cmdline" "${opts[@]}" </dev/null >"$out" 2>&1
+        # One vCPU per CPU; the chaos pruner runs on a CPU of its own, outside the guest's.
+        SMP=$((n + ch)) ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" --cpu max,pauth-impdef=on \
+            --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" "${opts[@]}" </dev/null >"$out" 2>&1
     fi
     code=$?
     secs=$((SECONDS - start))
     verdict=$(grep -aoE 'S2PAR-GUEST: (PASS|FAIL).*' "$out" | tail -n 1 | tr -d '\r')
     initline=$(grep -aoE 'S2PAR-GUEST: init.*' "$out" | head -n 1 | tr -d '\r')
-    faults=$(vcpu_faults "$out")
+    faults=$(field faults_vcpu)
 }
 
 # boot NAME VCPUS MODE CHAOS BACKING: one boot and its checks (pass/fail).
 boot() {
-    local name=$1 n=$2 missing="" c f
+    local name=$1 n=$2 missing="" c=0 f
     run_guest "$@"
-    for c in $(seq 0 $((n - 1))); do
-        f=$(echo " $faults" | grep -oE " $c:[0-9]+" | cut -d: -f2)
-        [ -n "$f" ] && [ "$f" -gt 0 ] || missing="$missing $c"
+    for f in $(echo "$faults" | tr ',' ' '); do
+        [ "$f" -gt 0 ] 2>/dev/null || missing="$missing $c"
+        c=$((c + 1))
     done
+    [ "$c" = "$n" ] || missing="$missing (faults_vcpu has $c entries, expected $n)"
     if [ "$code" -ne 0 ]; then
         fail "$name" "exit status $code after ${secs}s${verdict:+, guest said '$verdict'}, $(grep -aE '^(FAIL|error)' "$out" | head -n 1) (log: $out)"
     elif [ -z "$initline" ]; then
@@ -253,9 +245,9 @@ boot() {
     elif [ "$(field status)" != pass ] || [ "$(field leaked)" != 0 ]; then
         fail "$name" "RESULT status=$(field status) leaked=$(field leaked) (log: $out)"
     elif [ -n "$missing" ]; then
-        fail "$name" "no stage-2 faults counted for vCPU(s)$missing (per-CPU table: ${faults:-not found}) (log: $out)"
+        fail "$name" "no stage-2 faults counted for vCPU(s)$missing (RESULT faults_vcpu=${faults:-missing}) (log: $out)"
     else
-        pass "$name (${secs}s, ${initline#S2PAR-GUEST: }, ${verdict#S2PAR-GUEST: PASS }, faults per cpu ${faults% })"
+        pass "$name (${secs}s, ${initline#S2PAR-GUEST: }, ${verdict#S2PAR-GUEST: PASS }, faults per vCPU $faults)"
     fi
 }
 
