@@ -17,7 +17,8 @@
 # sieve are not in it and are defined below): selftest-setup, selftest-vectors-kernel,
 # selftest-vectors-user, selftest-smp, psci, timer, gicv3-ipi, gicv3-active, cache, every pmu-*
 # test, debug-bp, debug-wp, debug-sstep, fpu-context, spinlock, sieve, micro-bench. Each runs at
-# every vCPU count of --vcpus that it allows (psci, gicv3-ipi, fpu-context and micro-bench need 2):
+# every vCPU count of --vcpus that it allows (psci, gicv3-ipi, fpu-context and micro-bench need 2;
+# micro-bench runs at 2 only):
 #   SMP=N ./run-qemu.sh HYP --timeout S --kernel BUILD/arm/X.flat --initrd ENVIRON --cmdline "ARGS"
 #         vcpus=N ram=KUT_MEM_MB"M"
 # where ENVIRON holds ERRATA_6c7a5dce22b3=y (it enables psci's cpu-on race test) and ARGS are the
@@ -25,7 +26,8 @@
 #
 # A run passes when the test printed `EXIT: STATUS=1` and run-qemu.sh exited 0; STATUS=77 (the
 # test skipped everything itself) is a skip; any other status, a missing EXIT line or a timeout
-# fails. EXPECTED_SKIP below lists tests not run at all, each with its reason. Prints a table
+# fails; RETRY_ONCE below names the tests with a wall-clock bound that get a second try.
+# EXPECTED_SKIP below lists tests not run at all, each with its reason. Prints a table
 # test x vCPUs and ends with `guests-kut: N passed, M failed, K skipped`; exits non-zero if any
 # run failed. Logs: $LOG_DIR/guests-kut-TEST-N.log.
 #
@@ -47,8 +49,12 @@ list=0
 cache=""
 hyp_opts=()
 
-# Tests the script does not run, each with the reason (none so far).
-declare -A EXPECTED_SKIP=()
+# Tests not run unless named in --tests, each with the reason (measured on this project's
+# 2-core machine with QEMU 7.2, bare QEMU at EL1: tests/guests/kvm-unit-tests.sh --bare).
+declare -A EXPECTED_SKIP=(
+    [pmu-event-introspection]="QEMU 7.2's TCG PMU does not implement events 0x8 (INST_RETIRED) and 0x1b (INST_SPEC) that it requires: it fails on bare QEMU too"
+    [sieve]="three sieves of 100 MB take about 5 minutes under TCG (288 s at 2 vCPUs on bare QEMU), more than the CI budget of all guest tests; run it with --tests sieve"
+)
 
 # Tests that need at least this many vCPUs (read from their sources: below it they abort or skip).
 declare -A MIN_VCPUS=(
@@ -56,6 +62,17 @@ declare -A MIN_VCPUS=(
     [gicv3-ipi]=2   # gic.c ipi: nr_cpu_check(2) (report_abort)
     [fpu-context]=2 # fpu.c: nr_cpu_check(2) (report_abort)
     [micro-bench]=2 # micro-bench.c: "At least two cpus required, skipping tests"
+)
+
+# Tests whose checks include a wall-clock bound that a loaded host can miss under TCG: a failure is
+# run once more, and the table shows a pass on the second try as "pass(2)".
+declare -A RETRY_ONCE=(
+    [timer]="its busy-loop checks want the timer interrupt within 10 ms of the deadline"
+)
+
+# Tests run only up to this many vCPUs.
+declare -A MAX_VCPUS=(
+    [micro-bench]=2 # unittests.cfg: smp = 2; its IPI benchmark uses CPUs 0 and 1 and takes a minute under TCG
 )
 
 # The tests outside arm/unittests.cfg: file and arguments. spinlock-test takes any argument but
@@ -239,7 +256,7 @@ read -r -a TESTS <<<"$(test_names)"
 [ ${#TESTS[@]} -gt 0 ] || die "no test selected (--tests '$only'; --list shows the names)"
 if [ "$list" = 1 ]; then
     for t in "${TESTS[@]}"; do
-        printf '%-28s %-20s min_vcpus=%s args="%s"%s\n' "$t" "$(test_file "$t")" "${MIN_VCPUS[$t]:-1}" \
+        printf '%-28s %-20s vcpus=%s..%s args="%s"%s\n' "$t" "$(test_file "$t")" "${MIN_VCPUS[$t]:-1}" "${MAX_VCPUS[$t]:-}" \
             "$(test_args "$t")" "${EXPECTED_SKIP[$t]+ expected skip: ${EXPECTED_SKIP[$t]}}"
     done
     exit 0
@@ -265,15 +282,21 @@ declare -A CELL=()
 start=$SECONDS
 for t in "${TESTS[@]}"; do
     for n in $vcpu_list; do
-        if [ -n "${EXPECTED_SKIP[$t]+x}" ]; then
+        if [ -n "${EXPECTED_SKIP[$t]+x}" ] && [[ " $only " != *" $t "* ]]; then
             cell="xskip"
-        elif [ "$n" -lt "${MIN_VCPUS[$t]:-1}" ]; then
+        elif [ "$n" -lt "${MIN_VCPUS[$t]:-1}" ] || [ "$n" -gt "${MAX_VCPUS[$t]:-$n}" ]; then
             cell="n/a"
         else
             t0=$SECONDS
             run_test "$t" "$n"
+            if [ "${cell#FAIL}" != "$cell" ] && [ -n "${RETRY_ONCE[$t]+x}" ]; then
+                echo "RETRY $t vcpus=$n: $cell (${RETRY_ONCE[$t]}); first log kept as $out.1"
+                mv "$out" "$out.1"
+                run_test "$t" "$n"
+                [ "$cell" != pass ] || cell="pass(2)"
+            fi
             case "$cell" in
-                pass) pass "$t vcpus=$n ($((SECONDS - t0))s)" ;;
+                pass*) pass "$t vcpus=$n ($((SECONDS - t0))s)" ;;
                 skip) echo "SKIP $t vcpus=$n: the test skipped all its checks (STATUS=77) (log: $out)"; skipped=$((skipped + 1)) ;;
                 *) fail "$t vcpus=$n" "$cell: $(grep -aE '^(FAIL|ABORT|error)' "$out" | head -n 1) (log: $out)" ;;
             esac
@@ -291,8 +314,10 @@ for t in "${TESTS[@]}"; do
     for n in $vcpu_list; do printf ' %-10s' "${CELL[$t:$n]}"; done
     echo
 done
-echo "(pass: EXIT: STATUS=1 and exit 0; skip: STATUS=77; n/a: the test needs more vCPUs; xskip: expected skip, not run)"
-for t in "${!EXPECTED_SKIP[@]}"; do echo "expected skip $t: ${EXPECTED_SKIP[$t]}"; done
+echo "(pass: EXIT: STATUS=1 and exit 0; pass(2): on the second try; skip: STATUS=77; n/a: outside the test's vCPU range; xskip: expected skip, not run)"
+for t in "${TESTS[@]}"; do
+    [ "${CELL[$t:${vcpu_list%% *}]}" != xskip ] || echo "expected skip $t: ${EXPECTED_SKIP[$t]}"
+done
 echo "time: $((SECONDS - start))s for ${#TESTS[@]} tests at vCPUs $vcpu_list$([ "$bare" = 1 ] && echo ' (bare QEMU)')"
 echo "$SUITE: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
