@@ -223,7 +223,7 @@ run_test() {
     args=$(test_args "$name" | sed -E "s/(^| )smp=[0-9]+/\1smp=$n/; s/(^| )mem=[0-9]+/\1mem=$KUT_MEM_MB/")
     out=$LOG_DIR/guests-kut-$name-$n.log
     if [ ! -f "$BUILD/arm/$file" ]; then
-        cell="FAIL(no $file)"
+        cell="FAIL:nofile"
         return
     fi
     if [ "$bare" = 1 ]; then
@@ -239,15 +239,15 @@ run_test() {
     code=$?
     status=$(grep -aoE 'EXIT: STATUS=[0-9]+' "$out" | tail -n 1 | cut -d= -f2)
     if [ "$code" = 124 ]; then
-        cell="FAIL(timeout)"
+        cell="FAIL:timeout"
     elif [ "$status" = 1 ] && [ "$code" = 0 ]; then
         cell=pass
     elif [ "$status" = 77 ]; then
         cell=skip
     elif [ -n "$status" ]; then
-        cell="FAIL(STATUS=$status,exit=$code)"
+        cell="FAIL:S=$status"
     else
-        cell="FAIL(no EXIT,exit=$code)"
+        cell="FAIL:exit$code"
     fi
 }
 
@@ -298,7 +298,7 @@ for t in "${TESTS[@]}"; do
             case "$cell" in
                 pass*) pass "$t vcpus=$n ($((SECONDS - t0))s)" ;;
                 skip) echo "SKIP $t vcpus=$n: the test skipped all its checks (STATUS=77) (log: $out)"; skipped=$((skipped + 1)) ;;
-                *) fail "$t vcpus=$n" "$cell: $(grep -aE '^(FAIL|ABORT|error)' "$out" | head -n 1) (log: $out)" ;;
+                *) fail "$t vcpus=$n" "$cell (exit $code): $(grep -aE '(FAIL|ABORT|error)' "$out" | head -n 1) (log: $out)" ;;
             esac
         fi
         CELL[$t:$n]=$cell
@@ -307,14 +307,15 @@ done
 
 echo
 printf '%-28s' "test \\ vCPUs"
-for n in $vcpu_list; do printf ' %-10s' "$n"; done
+for n in $vcpu_list; do printf ' %-12s' "$n"; done
 echo
 for t in "${TESTS[@]}"; do
     printf '%-28s' "$t"
-    for n in $vcpu_list; do printf ' %-10s' "${CELL[$t:$n]}"; done
+    for n in $vcpu_list; do printf ' %-12s' "${CELL[$t:$n]}"; done
     echo
 done
-echo "(pass: EXIT: STATUS=1 and exit 0; pass(2): on the second try; skip: STATUS=77; n/a: outside the test's vCPU range; xskip: expected skip, not run)"
+echo "(pass: EXIT: STATUS=1 and exit 0; pass(2): on the second try; skip: STATUS=77; n/a: outside the test's"
+echo " vCPU range; xskip: expected skip, not run; FAIL:S=n: EXIT: STATUS=n; FAIL:exitN: no EXIT line, exit N)"
 for t in "${TESTS[@]}"; do
     [ "${CELL[$t:${vcpu_list%% *}]}" != xskip ] || echo "expected skip $t: ${EXPECTED_SKIP[$t]}"
 done
