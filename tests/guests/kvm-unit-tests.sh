@@ -24,7 +24,8 @@
 # where ENVIRON holds ERRATA_6c7a5dce22b3=y (it enables psci's cpu-on race test) and ARGS are the
 # test's arguments with smp= and mem= set to this run's vCPUs and guest RAM (KUT_MEM_MB, 256).
 #
-# A run passes when the test printed `EXIT: STATUS=1` and run-qemu.sh exited 0; STATUS=77 (the
+# A run passes when the test printed `EXIT: STATUS=1`, run-qemu.sh exited 0 and its RESULT line
+# says status=pass and leaked=0 (no stage-2 table page leaked at teardown); STATUS=77 (the
 # test skipped everything itself) is a skip; any other status, a missing EXIT line or a timeout
 # fails; RETRY_ONCE below names the tests with a wall-clock bound that get a second try.
 # EXPECTED_SKIP below lists tests not run at all, each with its reason. Prints a table
@@ -240,6 +241,9 @@ run_test() {
     status=$(grep -aoE 'EXIT: STATUS=[0-9]+' "$out" | tail -n 1 | cut -d= -f2)
     if [ "$code" = 124 ]; then
         cell="FAIL:timeout"
+    elif [ "$status" = 1 ] && [ "$code" = 0 ] && [ "$bare" = 0 ] \
+        && { [ "$(field status)" != pass ] || [ "$(field leaked)" != 0 ]; }; then
+        cell="FAIL:RESULT"
     elif [ "$status" = 1 ] && [ "$code" = 0 ]; then
         cell=pass
     elif [ "$status" = 77 ]; then
@@ -315,7 +319,8 @@ for t in "${TESTS[@]}"; do
     echo
 done
 echo "(pass: EXIT: STATUS=1 and exit 0; pass(2): on the second try; skip: STATUS=77; n/a: outside the test's"
-echo " vCPU range; xskip: expected skip, not run; FAIL:S=n: EXIT: STATUS=n; FAIL:exitN: no EXIT line, exit N)"
+echo " vCPU range; xskip: expected skip, not run; FAIL:S=n: EXIT: STATUS=n; FAIL:exitN: no EXIT line, exit N;"
+echo " FAIL:RESULT: the hypervisor's RESULT line says status other than pass or leaked other than 0)"
 for t in "${TESTS[@]}"; do
     [ "${CELL[$t:${vcpu_list%% *}]}" != xskip ] || echo "expected skip $t: ${EXPECTED_SKIP[$t]}"
 done

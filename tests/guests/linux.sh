@@ -264,7 +264,7 @@ corrupt() {
 }
 
 if [ -z "$kernel" ] || [ -z "$initrd" ]; then
-    fetch_busybox
+    [ -n "$initrd" ] || fetch_busybox
     [ -n "$kernel" ] || { fetch_kernel; kernel=$KERNEL_IMAGE; echo "kernel: $KERNEL_PACKAGE ($kernel)"; }
     [ -n "$initrd" ] || { build_initramfs; initrd=$INITRD; echo "initramfs: $initrd ($(wc -c <"$initrd") bytes, $(cat "$GUEST_CACHE/busybox/package"))"; }
 fi
