@@ -81,7 +81,7 @@ declare -A MAX_VCPUS=(
 declare -A EXTRA_FILE=([spinlock]=spinlock-test.flat [sieve]=sieve.flat)
 declare -A EXTRA_ARGS=([spinlock]=atomic [sieve]="")
 
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 die() { echo "kvm-unit-tests.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -4,7 +4,7 @@
 #
 #   tests/guests/linux.sh [--vcpus N] [--mode parallel|locked] [--chaos] [--backing 4k|2m]
 #                         [--release] [--timeout S] [--kernel IMAGE] [--initrd FILE]
-#                         [--files F] [--rounds R] [--backports] [--refresh] [--cache DIR]
+#                         [--ram SIZE] [--files F] [--rounds R] [--backports] [--refresh] [--cache DIR]
 #                         [--fetch-only] [--bare] [--suite] [-- HYPERVISOR OPTIONS...]
 #
 # Fetch (skipped when --kernel and --initrd are both given): the kernel package that Debian's
@@ -22,7 +22,7 @@
 # `S2PAR-GUEST: FAIL why`, and powers off (PSCI SYSTEM_OFF).
 #
 # Boot: ./run-qemu.sh HYP --timeout S --cpu max,pauth-impdef=on --kernel Image --initrd initramfs
-# --cmdline "console=ttyAMA0 ... s2par_cpus=N" vcpus=N mode=M [backing=2m] [chaos=on]
+# --cmdline "console=ttyAMA0 ... s2par_cpus=N" vcpus=N ram=SIZE mode=M [backing=2m] [chaos=on]
 # [HYPERVISOR OPTIONS] with SMP = N, plus one CPU for the chaos pruner (pauth-impdef: QARMA5
 # pointer authentication under TCG makes a boot about 3x slower). A run passes when: run-qemu.sh
 # exits 0, the init marker is printed, the verdict is PASS with cpus=N, the RESULT line says
@@ -30,13 +30,16 @@
 # stage-2 faults).
 #
 # --bare: boot the same kernel and initramfs directly on QEMU at EL1, without the hypervisor
-# (same -cpu, -smp N, MEM): the baseline for boot times, and a check of the initramfs on its own;
-# such a run passes on exit 0, the init marker and the PASS verdict.
+# (same -cpu, -smp N, -m of --ram, default 512M like the hypervisor's ram=): the baseline for
+# boot times, and a check of the initramfs on its own; such a run passes on exit 0, the init
+# marker and the PASS verdict.
 #
 # --suite: vCPUs 1, 2, 4 in both modes, then 4 vCPUs with backing=2m and 4 vCPUs with chaos=on
 # (release build), and selftest-corrupt: a guest told to damage one of its files
-# (s2par_selftest=corrupt) must print the FAIL verdict that names it. Prints `PASS name (...)` or `FAIL name: why` per run and ends with
-# `guests-linux: N passed, M failed`; exits non-zero if any run failed. Logs: $LOG_DIR/guests-linux-*.log.
+# (s2par_selftest=corrupt) must print the FAIL verdict that names it.
+#
+# Prints `PASS name (...)` or `FAIL name: why` per run and ends with `guests-linux: N passed,
+# M failed`; exits non-zero if any run failed. Logs: $LOG_DIR/guests-linux-*.log.
 set -u
 cd "$(dirname "$0")/../.." || exit 2
 
@@ -50,6 +53,7 @@ release=0
 kernel=""
 initrd=""
 files=4
+ram=512M # guest RAM (the hypervisor's ram=, bare QEMU's -m)
 rounds=2
 refresh=0
 fetch_only=0
@@ -58,7 +62,7 @@ bare=0
 cache=""
 hyp_opts=()
 
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
 die() { echo "linux.sh: $*" >&2; exit 2; }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -70,6 +74,7 @@ while [ $# -gt 0 ]; do
         --timeout) [ $# -ge 2 ] || die "--timeout needs seconds"; RUN_TIMEOUT=$2; shift ;;
         --kernel) [ $# -ge 2 ] || die "--kernel needs a file"; kernel=$2; shift ;;
         --initrd) [ $# -ge 2 ] || die "--initrd needs a file"; initrd=$2; shift ;;
+        --ram) [ $# -ge 2 ] || die "--ram needs a size, e.g. 512M"; ram=$2; shift ;;
         --files) [ $# -ge 2 ] || die "--files needs a number"; files=$2; shift ;;
         --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; rounds=$2; shift ;;
         --cache) [ $# -ge 2 ] || die "--cache needs a directory"; cache=$2; shift ;;
@@ -203,7 +208,7 @@ build_initramfs() {
 run_guest() {
     local name=$1 n=$2 m=$3 ch=$4 bk=$5 extra=${6:-}
     local cmdline="console=ttyAMA0 panic=-1 s2par_cpus=$n s2par_files=$files s2par_rounds=$rounds${extra:+ $extra}"
-    local opts=("vcpus=$n" "mode=$m")
+    local opts=("vcpus=$n" "ram=$ram" "mode=$m")
     [ -z "$bk" ] || opts+=("backing=$bk")
     [ "$ch" = 0 ] || opts+=(chaos=on)
     opts+=(${hyp_opts[@]+"${hyp_opts[@]}"})
@@ -211,7 +216,7 @@ run_guest() {
     out=$LOG_DIR/guests-linux-$name.log
     if [ "$bare" = 1 ]; then
         timeout --foreground -k 5 "$RUN_TIMEOUT" qemu-system-aarch64 -M virt,gic-version=3 \
-            -cpu max,pauth-impdef=on -smp "$n" -m "${MEM:-1G}" -nographic -no-reboot \
+            -cpu max,pauth-impdef=on -smp "$n" -m "$ram" -nographic -no-reboot \
             -kernel "$kernel" -initrd "$initrd" -append "$cmdline" </dev/null >"$out" 2>&1
     else
         # One vCPU per CPU; the chaos pruner runs on a CPU of its own, outside the guest's.
