@@ -126,6 +126,7 @@ MAX_CPUS=64 # /s2par/expected covers CPUs 0..MAX_CPUS-1
 # fetch_kernel: sets KERNEL_IMAGE (the cached Image) and KERNEL_PACKAGE ("name version").
 fetch_kernel() {
     local dir=$GUEST_CACHE/linux pkg ver img
+    [ "$DEBIAN_BACKPORTS" = 0 ] || dir=$GUEST_CACHE/linux-backports
     if [ "$refresh" = 0 ] && [ -s "$dir/Image" ] && [ -s "$dir/package" ]; then
         KERNEL_IMAGE=$dir/Image
         KERNEL_PACKAGE=$(cat "$dir/package")
