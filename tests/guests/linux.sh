@@ -5,7 +5,7 @@
 #   tests/guests/linux.sh [--vcpus N] [--mode parallel|locked] [--chaos] [--backing 4k|2m]
 #                         [--release] [--timeout S] [--kernel IMAGE] [--initrd FILE]
 #                         [--ram SIZE] [--files F] [--rounds R] [--backports] [--refresh] [--cache DIR]
-#                         [--fetch-only] [--bare] [--suite] [-- HYPERVISOR OPTIONS...]
+#                         [--fetch-only] [--bare] [--repeat K] [--suite] [-- HYPERVISOR OPTIONS...]
 #
 # Fetch (skipped when --kernel and --initrd are both given): the kernel package that Debian's
 # linux-image-arm64 currently depends on (its -unsigned variant: the same Image without the EFI
@@ -34,6 +34,10 @@
 # boot times, and a check of the initramfs on its own; such a run passes on exit 0, the init
 # marker and the PASS verdict.
 #
+# --repeat K: boot K times and print the medians of the guest's time to the init marker (its
+# uptime, the same virtual counter on the hypervisor and on bare QEMU) and of the wall time of
+# the whole run (QEMU start to exit): how docs/guests.md compares the two.
+#
 # --suite: vCPUs 1, 2, 4 in both modes, then 4 vCPUs with backing=2m and 4 vCPUs with chaos=on
 # (release build), and selftest-corrupt: a guest told to damage one of its files
 # (s2par_selftest=corrupt) must print the FAIL verdict that names it.
@@ -59,6 +63,7 @@ refresh=0
 fetch_only=0
 suite=0
 bare=0
+repeat=1
 cache=""
 hyp_opts=()
 
@@ -82,6 +87,7 @@ while [ $# -gt 0 ]; do
         --refresh) refresh=1 ;;
         --fetch-only) fetch_only=1 ;;
         --bare) bare=1 ;;
+        --repeat) [ $# -ge 2 ] || die "--repeat needs a count"; repeat=$2; shift ;;
         --suite) suite=1; release=1 ;;
         --help | -h) usage; exit 0 ;;
         --) shift; hyp_opts=("$@"); break ;;
@@ -92,7 +98,8 @@ done
 case "$vcpus" in '' | *[!0-9]* | 0) die "--vcpus '$vcpus': a number from 1" ;; esac
 case "$mode" in parallel | locked) ;; *) die "--mode '$mode': parallel or locked" ;; esac
 case "$backing" in '' | 4k | 2m) ;; *) die "--backing '$backing': 4k or 2m" ;; esac
-case "$RUN_TIMEOUT$files$rounds" in *[!0-9]*) die "--timeout, --files and --rounds take whole numbers" ;; esac
+case "$RUN_TIMEOUT$files$rounds$repeat" in *[!0-9]*) die "--timeout, --files, --rounds and --repeat take whole numbers" ;; esac
+[ "$repeat" -ge 1 ] || die "--repeat: at least 1"
 for f in "$kernel" "$initrd"; do
     [ -z "$f" ] || [ -f "$f" ] || die "no such file: $f"
 done
@@ -213,7 +220,8 @@ run_guest() {
     [ -z "$bk" ] || opts+=("backing=$bk")
     [ "$ch" = 0 ] || opts+=(chaos=on)
     opts+=(${hyp_opts[@]+"${hyp_opts[@]}"})
-    local start=$SECONDS
+    local start
+    start=$(date +%s%N)
     out=$LOG_DIR/guests-linux-$name.log
     if [ "$bare" = 1 ]; then
         timeout --foreground -k 5 "$RUN_TIMEOUT" qemu-system-aarch64 -M virt,gic-version=3 \
@@ -225,7 +233,7 @@ run_guest() {
             --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" "${opts[@]}" </dev/null >"$out" 2>&1
     fi
     code=$?
-    secs=$((SECONDS - start))
+    secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
     verdict=$(grep -aoE 'S2PAR-GUEST: (PASS|FAIL).*' "$out" | tail -n 1 | tr -d '\r')
     initline=$(grep -aoE 'S2PAR-GUEST: init.*' "$out" | head -n 1 | tr -d '\r')
     faults=$(field faults_vcpu)
@@ -308,6 +316,18 @@ else
     name="$mode-$vcpus${backing:+-$backing}"
     [ "$bare" = 0 ] || name="bare-$vcpus"
     [ "$chaos" = 0 ] || name="$name-chaos"
-    boot "$name" "$vcpus" "$mode" "$chaos" "$backing"
+    if [ "$repeat" = 1 ]; then
+        boot "$name" "$vcpus" "$mode" "$chaos" "$backing"
+    else
+        inits=()
+        walls=()
+        for r in $(seq 1 "$repeat"); do
+            boot "$name-r$r" "$vcpus" "$mode" "$chaos" "$backing"
+            inits+=("$(echo "$initline" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')")
+            walls+=("$secs")
+        done
+        median() { printf '%s\n' "$@" | grep . | sort -n | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+        echo "$name x$repeat: init marker at median $(median "${inits[@]}") s guest uptime (${inits[*]}), run median $(median "${walls[@]}") s wall (${walls[*]})"
+    fi
 fi
 finish
