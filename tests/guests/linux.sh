@@ -99,16 +99,15 @@ case "$vcpus" in '' | *[!0-9]* | 0) die "--vcpus '$vcpus': a number from 1" ;; e
 case "$mode" in parallel | locked) ;; *) die "--mode '$mode': parallel or locked" ;; esac
 case "$backing" in '' | 4k | 2m) ;; *) die "--backing '$backing': 4k or 2m" ;; esac
 case "$RUN_TIMEOUT$files$rounds$repeat" in *[!0-9]*) die "--timeout, --files, --rounds and --repeat take whole numbers" ;; esac
-[ "$repeat" -ge 1 ] || die "--repeat: at least 1"
-for f in "$kernel" "$initrd"; do
-    [ -z "$f" ] || [ -f "$f" ] || die "no such file: $f"
-done
+[ "$repeat" -ge 1 ] && [ "$files" -ge 1 ] && [ "$rounds" -ge 1 ] || die "--repeat, --files and --rounds: at least 1"
 
-# A file given relative to where the user stood: make it absolute before the cd above matters.
-# (The cd already happened; resolve against the old directory, $OLDPWD.)
+# A path the user gave is relative to where they stood, $OLDPWD since the cd above.
 abs() { case "$1" in /*) echo "$1" ;; *) echo "$OLDPWD/$1" ;; esac; }
 [ -z "$kernel" ] || kernel=$(abs "$kernel")
 [ -z "$initrd" ] || initrd=$(abs "$initrd")
+for f in "$kernel" "$initrd"; do
+    [ -z "$f" ] || [ -f "$f" ] || die "no such file: $f"
+done
 
 if [ -n "$cache" ]; then
     GUEST_CACHE=$(abs "$cache")
