@@ -194,6 +194,9 @@ test_names() {
     names+=(fpu-context spinlock sieve micro-bench)
     if [ -n "$only" ]; then
         local keep=() t
+        for t in $only; do
+            case " ${names[*]} " in *" $t "*) ;; *) echo "unknown:$t"; return ;; esac
+        done
         for t in "${names[@]}"; do
             case " $only " in *" $t "*) keep+=("$t") ;; esac
         done
@@ -257,6 +260,7 @@ run_test() {
 
 prepare_source
 read -r -a TESTS <<<"$(test_names)"
+case "${TESTS[0]:-}" in unknown:*) die "--tests: no test named '${TESTS[0]#unknown:}' (--list shows the names)" ;; esac
 [ ${#TESTS[@]} -gt 0 ] || die "no test selected (--tests '$only'; --list shows the names)"
 if [ "$list" = 1 ]; then
     for t in "${TESTS[@]}"; do
