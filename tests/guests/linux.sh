@@ -214,7 +214,11 @@ build_initramfs() {
 # (the RESULT line's faults_vcpu: stage-2 faults of vCPU 0, 1, ... comma-separated).
 run_guest() {
     local name=$1 n=$2 m=$3 ch=$4 bk=$5 extra=${6:-}
-    local cmdline="console=ttyAMA0 panic=-1 s2par_cpus=$n s2par_files=$files s2par_rounds=$rounds${extra:+ $extra}"
+    # Under chaos=on the toucher runs three times as many rounds: its re-reads then span more of the
+    # pruner's collapse/split/unmap/migrate passes over the pages it wrote.
+    local r=$rounds
+    [ "$ch" = 0 ] || r=$((rounds * 3))
+    local cmdline="console=ttyAMA0 panic=-1 s2par_cpus=$n s2par_files=$files s2par_rounds=$r${extra:+ $extra}"
     local opts=("vcpus=$n" "ram=$ram" "mode=$m")
     [ -z "$bk" ] || opts+=("backing=$bk")
     [ "$ch" = 0 ] || opts+=(chaos=on)
