@@ -249,6 +249,8 @@ run_test() {
         cell="FAIL:RESULT"
     elif [ "$status" = 1 ] && [ "$code" = 0 ]; then
         cell=pass
+    elif [ "$status" = 1 ]; then
+        cell="FAIL:S=1/x$code"
     elif [ "$status" = 77 ]; then
         cell=skip
     elif [ -n "$status" ]; then
@@ -315,16 +317,17 @@ done
 
 echo
 printf '%-28s' "test \\ vCPUs"
-for n in $vcpu_list; do printf ' %-12s' "$n"; done
+for n in $vcpu_list; do printf ' %-14s' "$n"; done
 echo
 for t in "${TESTS[@]}"; do
     printf '%-28s' "$t"
-    for n in $vcpu_list; do printf ' %-12s' "${CELL[$t:$n]}"; done
+    for n in $vcpu_list; do printf ' %-14s' "${CELL[$t:$n]}"; done
     echo
 done
 echo "(pass: EXIT: STATUS=1 and exit 0; pass(2): on the second try; skip: STATUS=77; n/a: outside the test's"
 echo " vCPU range; xskip: expected skip, not run; FAIL:S=n: EXIT: STATUS=n; FAIL:exitN: no EXIT line, exit N;"
-echo " FAIL:RESULT: the hypervisor's RESULT line says status other than pass or leaked other than 0)"
+echo " FAIL:S=1/xN: STATUS=1 but run-qemu.sh exited N; FAIL:RESULT: the hypervisor's RESULT line says"
+echo " status other than pass or leaked other than 0)"
 for t in "${TESTS[@]}"; do
     [ "${CELL[$t:${vcpu_list%% *}]}" != xskip ] || echo "expected skip $t: ${EXPECTED_SKIP[$t]}"
 done
