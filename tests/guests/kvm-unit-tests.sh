@@ -220,9 +220,10 @@ test_args() {
     echo "$a"
 }
 
-# run_test NAME N: one run; sets cell (pass, skip, FAIL(...)) and out.
+# run_test NAME N: one run; sets cell (pass, skip, FAIL:...), out (the log), code (exit status)
+# and status (the EXIT: STATUS= value, or empty).
 run_test() {
-    local name=$1 n=$2 file args status
+    local name=$1 n=$2 file args
     file=$(test_file "$name")
     args=$(test_args "$name" | sed -E "s/(^| )smp=[0-9]+/\1smp=$n/; s/(^| )mem=[0-9]+/\1mem=$KUT_MEM_MB/")
     out=$LOG_DIR/guests-kut-$name-$n.log
@@ -308,7 +309,7 @@ for t in "${TESTS[@]}"; do
             case "$cell" in
                 pass*) pass "$t vcpus=$n ($((SECONDS - t0))s)" ;;
                 skip) echo "SKIP $t vcpus=$n: the test skipped all its checks (STATUS=77) (log: $out)"; skipped=$((skipped + 1)) ;;
-                *) fail "$t vcpus=$n" "$cell (exit $code): $(grep -aE '(FAIL|ABORT|error)' "$out" | head -n 1) (log: $out)" ;;
+                *) fail "$t vcpus=$n" "$cell (exit $code, ${status:+EXIT: STATUS=$status}${status:-no EXIT line}): $(grep -aE '(FAIL|ABORT|error)' "$out" | head -n 1) (log: $out)" ;;
             esac
         fi
         CELL[$t:$n]=$cell
