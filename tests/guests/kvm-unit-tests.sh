@@ -309,7 +309,9 @@ for t in "${TESTS[@]}"; do
             case "$cell" in
                 pass*) pass "$t vcpus=$n ($((SECONDS - t0))s)" ;;
                 skip) echo "SKIP $t vcpus=$n: the test skipped all its checks (STATUS=77) (log: $out)"; skipped=$((skipped + 1)) ;;
-                *) fail "$t vcpus=$n" "$cell (exit $code, ${status:+EXIT: STATUS=$status}${status:-no EXIT line}): $(grep -aE '(FAIL|ABORT|error)' "$out" | head -n 1) (log: $out)" ;;
+                *)
+                    if [ -n "$status" ]; then printed="EXIT: STATUS=$status"; else printed="no EXIT line"; fi
+                    fail "$t vcpus=$n" "$cell (exit $code, $printed): $(grep -aE '(FAIL:|ABORT|error)' "$out" | head -n 1) (log: $out)" ;;
             esac
         fi
         CELL[$t:$n]=$cell
