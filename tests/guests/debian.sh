@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Fetches arm64 packages from Debian's archive with a private apt configuration; sourced, not run.
 #
 # Nothing of the machine's own apt setup is read or changed: the configuration under
