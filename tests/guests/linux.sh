@@ -1,0 +1,336 @@
+#!/usr/bin/env bash
+# Boots the current Debian arm64 Linux kernel with a busybox initramfs on the hypervisor and checks
+# that it ran: SMP, its RAM demand-paged through the stage-2 fault path, nothing lost.
+#
+#   tests/guests/linux.sh [--vcpus N] [--mode parallel|locked] [--chaos] [--backing 4k|2m]
+#                         [--release] [--timeout S] [--kernel IMAGE] [--initrd FILE]
+#                         [--ram SIZE] [--files F] [--rounds R] [--backports] [--refresh] [--cache DIR]
+#                         [--fetch-only] [--bare] [--repeat K] [--suite] [-- HYPERVISOR OPTIONS...]
+#
+# Fetch (skipped when --kernel and --initrd are both given): the kernel package that Debian's
+# linux-image-arm64 currently depends on (its -unsigned variant: the same Image without the EFI
+# signature) and busybox-static, both arm64, with a private apt configuration (tests/guests/
+# debian.sh) into the cache directory: --cache, else $S2PAR_GUEST_CACHE, else
+# $XDG_CACHE_HOME/s2par/guests when XDG_CACHE_HOME is set, else target/guests. What is there is
+# reused without touching the network; --refresh resolves and downloads again. --backports takes
+# bookworm-backports' newer kernel instead. Kernels are never committed: the cache is outside git.
+#
+# Initramfs (always rebuilt, about a second): busybox, tests/guests/initramfs/init and
+# s2par-toucher, and /s2par/expected (the SHA-256 of each CPU's pattern, computed here on the
+# host), as cpio newc + gzip. The guest prints `S2PAR-GUEST: init ...`, checks nproc, runs the
+# toucher pinned on every CPU (F files of 1 MiB x R rounds each), prints `S2PAR-GUEST: PASS ...` or
+# `S2PAR-GUEST: FAIL why`, and powers off (PSCI SYSTEM_OFF).
+#
+# Boot: ./run-qemu.sh HYP --timeout S --cpu max,pauth-impdef=on --kernel Image --initrd initramfs
+# --cmdline "console=ttyAMA0 ... s2par_cpus=N" vcpus=N ram=SIZE mode=M [backing=2m] [chaos=on]
+# [HYPERVISOR OPTIONS] with SMP = N, plus one CPU for the chaos pruner (pauth-impdef: QARMA5
+# pointer authentication under TCG makes a boot about 3x slower). A run passes when: run-qemu.sh
+# exits 0, the init marker is printed, the verdict is PASS with cpus=N, the RESULT line says
+# status=pass and leaked=0, and its faults_vcpu= has N entries, each > 0 (every vCPU took
+# stage-2 faults).
+#
+# --bare: boot the same kernel and initramfs directly on QEMU at EL1, without the hypervisor
+# (same -cpu, -smp N, -m of --ram, default 512M like the hypervisor's ram=): the baseline for
+# boot times, and a check of the initramfs on its own; such a run passes on exit 0, the init
+# marker and the PASS verdict.
+#
+# --repeat K: boot K times and print the medians of the guest's time to the init marker (its
+# uptime, the same virtual counter on the hypervisor and on bare QEMU) and of the wall time of
+# the whole run (QEMU start to exit): how docs/guests.md compares the two.
+#
+# --suite: vCPUs 1, 2, 4 in both modes, then 4 vCPUs with backing=2m and 4 vCPUs with chaos=on
+# (release build), and selftest-corrupt: a guest told to damage one of its files
+# (s2par_selftest=corrupt) must print the FAIL verdict that names it.
+#
+# Prints `PASS name (...)` or `FAIL name: why` per run and ends with `guests-linux: N passed,
+# M failed`; exits non-zero if any run failed. Logs: $LOG_DIR/guests-linux-*.log.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+
+SUITE=guests-linux
+RUN_TIMEOUT=120
+vcpus=1
+mode=parallel
+chaos=0
+backing=""
+release=0
+kernel=""
+initrd=""
+files=4
+ram=512M # guest RAM (the hypervisor's ram=, bare QEMU's -m)
+rounds=2
+refresh=0
+fetch_only=0
+suite=0
+bare=0
+repeat=1
+cache=""
+hyp_opts=()
+
+usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; }
+die() { echo "linux.sh: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --vcpus) [ $# -ge 2 ] || die "--vcpus needs a number"; vcpus=$2; shift ;;
+        --mode) [ $# -ge 2 ] || die "--mode needs parallel or locked"; mode=$2; shift ;;
+        --chaos) chaos=1 ;;
+        --backing) [ $# -ge 2 ] || die "--backing needs 4k or 2m"; backing=$2; shift ;;
+        --release) release=1 ;;
+        --timeout) [ $# -ge 2 ] || die "--timeout needs seconds"; RUN_TIMEOUT=$2; shift ;;
+        --kernel) [ $# -ge 2 ] || die "--kernel needs a file"; kernel=$2; shift ;;
+        --initrd) [ $# -ge 2 ] || die "--initrd needs a file"; initrd=$2; shift ;;
+        --ram) [ $# -ge 2 ] || die "--ram needs a size, e.g. 512M"; ram=$2; shift ;;
+        --files) [ $# -ge 2 ] || die "--files needs a number"; files=$2; shift ;;
+        --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; rounds=$2; shift ;;
+        --cache) [ $# -ge 2 ] || die "--cache needs a directory"; cache=$2; shift ;;
+        --backports) export DEBIAN_BACKPORTS=1 ;;
+        --refresh) refresh=1 ;;
+        --fetch-only) fetch_only=1 ;;
+        --bare) bare=1 ;;
+        --repeat) [ $# -ge 2 ] || die "--repeat needs a count"; repeat=$2; shift ;;
+        --suite) suite=1; release=1 ;;
+        --help | -h) usage; exit 0 ;;
+        --) shift; hyp_opts=("$@"); break ;;
+        *) die "unknown option '$1' (--help lists them)" ;;
+    esac
+    shift
+done
+case "$vcpus" in '' | *[!0-9]* | 0) die "--vcpus '$vcpus': a number from 1" ;; esac
+case "$mode" in parallel | locked) ;; *) die "--mode '$mode': parallel or locked" ;; esac
+case "$backing" in '' | 4k | 2m) ;; *) die "--backing '$backing': 4k or 2m" ;; esac
+case "$RUN_TIMEOUT$files$rounds$repeat" in *[!0-9]*) die "--timeout, --files, --rounds and --repeat take whole numbers" ;; esac
+[ "$repeat" -ge 1 ] && [ "$files" -ge 1 ] && [ "$rounds" -ge 1 ] || die "--repeat, --files and --rounds: at least 1"
+
+# A path the user gave is relative to where they stood, $OLDPWD since the cd above.
+abs() { case "$1" in /*) echo "$1" ;; *) echo "$OLDPWD/$1" ;; esac; }
+[ -z "$kernel" ] || kernel=$(abs "$kernel")
+[ -z "$initrd" ] || initrd=$(abs "$initrd")
+for f in "$kernel" "$initrd"; do
+    [ -z "$f" ] || [ -f "$f" ] || die "no such file: $f"
+done
+
+if [ -n "$cache" ]; then
+    GUEST_CACHE=$(abs "$cache")
+elif [ -n "${S2PAR_GUEST_CACHE:-}" ]; then
+    GUEST_CACHE=$S2PAR_GUEST_CACHE
+elif [ -n "${XDG_CACHE_HOME:-}" ]; then
+    GUEST_CACHE=$XDG_CACHE_HOME/s2par/guests
+else
+    GUEST_CACHE=$PWD/target/guests
+fi
+mkdir -p "$GUEST_CACHE" || die "cannot create the cache directory $GUEST_CACHE"
+
+. tests/lib.sh
+. tests/guests/debian.sh
+require_tools cpio:cpio gzip:gzip dpkg-deb:dpkg apt-get:apt sha256sum:coreutils \
+    qemu-system-aarch64:qemu-system-arm
+
+# PATTERN_BYTES: the size of one toucher file; the guest reads it from /s2par/config.
+PATTERN_BYTES=1048576
+MAX_CPUS=64 # /s2par/expected covers CPUs 0..MAX_CPUS-1
+
+# fetch_kernel: sets KERNEL_IMAGE (the cached Image) and KERNEL_PACKAGE ("name version").
+fetch_kernel() {
+    local dir=$GUEST_CACHE/linux pkg ver img
+    [ "$DEBIAN_BACKPORTS" = 0 ] || dir=$GUEST_CACHE/linux-backports
+    if [ "$refresh" = 0 ] && [ -s "$dir/Image" ] && [ -s "$dir/package" ]; then
+        KERNEL_IMAGE=$dir/Image
+        KERNEL_PACKAGE=$(cat "$dir/package")
+        return
+    fi
+    [ -n "${APT_CONFIG:-}" ] || debian_apt_init
+    pkg=$(debian_resolve_kernel)
+    if [ -z "$pkg" ]; then
+        fail fetch "linux-image-arm64:arm64 names no linux-image-<abi>-arm64 package (apt-cache show linux-image-arm64:arm64)"
+        finish
+    fi
+    pkg=$pkg-unsigned
+    debian_fetch "$pkg" "$GUEST_CACHE/unpack/kernel" ./boot
+    img=$(ls "$GUEST_CACHE"/unpack/kernel/boot/vmlinuz-* 2>/dev/null | head -n 1)
+    if [ -z "$img" ]; then
+        fail fetch "$pkg has no boot/vmlinuz-*"
+        finish
+    fi
+    # An arm64 Image has the magic "ARM\x64" at offset 56 (Documentation/arch/arm64/booting.rst).
+    if [ "$(od -An -tx1 -j56 -N4 "$img" | tr -d ' \n')" != 41524d64 ]; then
+        fail fetch "$img is not an uncompressed arm64 Image (no ARM\\x64 magic at offset 56)"
+        finish
+    fi
+    ver=$(dpkg-deb -f "$GUEST_CACHE"/apt/debs/"${pkg}"_*_arm64.deb Version 2>/dev/null | head -n 1)
+    mkdir -p "$dir"
+    cp "$img" "$dir/Image"
+    echo "$pkg $ver" >"$dir/package"
+    rm -rf "$GUEST_CACHE/unpack/kernel" "$GUEST_CACHE"/apt/debs/"${pkg}"_*.deb
+    KERNEL_IMAGE=$dir/Image
+    KERNEL_PACKAGE="$pkg $ver"
+}
+
+# fetch_busybox: sets BUSYBOX (the cached static arm64 busybox binary).
+fetch_busybox() {
+    local dir=$GUEST_CACHE/busybox ver
+    if [ "$refresh" = 0 ] && [ -x "$dir/busybox" ] && [ -s "$dir/package" ]; then
+        BUSYBOX=$dir/busybox
+        return
+    fi
+    [ -n "${APT_CONFIG:-}" ] || debian_apt_init
+    debian_fetch busybox-static "$GUEST_CACHE/unpack/busybox" ./bin
+    if [ ! -f "$GUEST_CACHE/unpack/busybox/bin/busybox" ]; then
+        fail fetch "busybox-static has no bin/busybox"
+        finish
+    fi
+    ver=$(dpkg-deb -f "$GUEST_CACHE"/apt/debs/busybox-static_*_arm64.deb Version 2>/dev/null | head -n 1)
+    mkdir -p "$dir"
+    cp "$GUEST_CACHE/unpack/busybox/bin/busybox" "$dir/busybox"
+    chmod 755 "$dir/busybox"
+    echo "busybox-static $ver" >"$dir/package"
+    rm -rf "$GUEST_CACHE/unpack/busybox" "$GUEST_CACHE"/apt/debs/busybox-static_*.deb
+    BUSYBOX=$dir/busybox
+}
+
+# build_initramfs: sets INITRD (cpio newc + gzip) from $BUSYBOX and tests/guests/initramfs/.
+build_initramfs() {
+    local root=$GUEST_CACHE/initramfs c
+    rm -rf "$root"
+    mkdir -p "$root/bin" "$root/s2par"
+    cp "$BUSYBOX" "$root/bin/busybox"
+    cp tests/guests/initramfs/init "$root/init"
+    cp tests/guests/initramfs/s2par-toucher "$root/bin/s2par-toucher"
+    chmod 755 "$root/init" "$root/bin/busybox" "$root/bin/s2par-toucher"
+    echo "PATTERN_BYTES=$PATTERN_BYTES" >"$root/s2par/config"
+    # The guest makes CPU c's pattern with busybox's yes and head; GNU's give the same bytes.
+    for c in $(seq 0 $((MAX_CPUS - 1))); do
+        echo "$c $(yes "s2par-guest cpu $c pattern" | head -c "$PATTERN_BYTES" | sha256sum | cut -d' ' -f1)"
+    done >"$root/s2par/expected"
+    INITRD=$GUEST_CACHE/initramfs.cpio.gz
+    if ! (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc --quiet -R 0:0 | gzip -9n) >"$INITRD.tmp"; then
+        fail initramfs "cpio/gzip of $root failed"
+        finish
+    fi
+    mv "$INITRD.tmp" "$INITRD"
+}
+
+# run_guest NAME VCPUS MODE CHAOS BACKING [GUEST ARGS]: one boot (on the hypervisor, or on bare
+# QEMU with --bare); sets out (the log), code (exit status), secs, verdict, initline and faults
+# (the RESULT line's faults_vcpu: stage-2 faults of vCPU 0, 1, ... comma-separated).
+run_guest() {
+    local name=$1 n=$2 m=$3 ch=$4 bk=$5 extra=${6:-}
+    # Under chaos=on the toucher runs three times as many rounds: its re-reads then span more of the
+    # pruner's collapse/split/unmap/migrate passes over the pages it wrote.
+    local r=$rounds
+    [ "$ch" = 0 ] || r=$((rounds * 3))
+    local cmdline="console=ttyAMA0 panic=-1 s2par_cpus=$n s2par_files=$files s2par_rounds=$r${extra:+ $extra}"
+    local opts=("vcpus=$n" "ram=$ram" "mode=$m")
+    [ -z "$bk" ] || opts+=("backing=$bk")
+    [ "$ch" = 0 ] || opts+=(chaos=on)
+    opts+=(${hyp_opts[@]+"${hyp_opts[@]}"})
+    local start
+    start=$(date +%s%N)
+    out=$LOG_DIR/guests-linux-$name.log
+    if [ "$bare" = 1 ]; then
+        timeout --foreground -k 5 "$RUN_TIMEOUT" qemu-system-aarch64 -M virt,gic-version=3 \
+            -cpu max,pauth-impdef=on -smp "$n" -m "$ram" -nographic -no-reboot \
+            -kernel "$kernel" -initrd "$initrd" -append "$cmdline" </dev/null >"$out" 2>&1
+    else
+        # One vCPU per CPU; the chaos pruner runs on a CPU of its own, outside the guest's.
+        SMP=$((n + ch)) ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" --cpu max,pauth-impdef=on \
+            --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" "${opts[@]}" </dev/null >"$out" 2>&1
+    fi
+    code=$?
+    secs=$(awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+    verdict=$(grep -aoE 'S2PAR-GUEST: (PASS|FAIL).*' "$out" | tail -n 1 | tr -d '\r')
+    initline=$(grep -aoE 'S2PAR-GUEST: init.*' "$out" | head -n 1 | tr -d '\r')
+    faults=$(field faults_vcpu)
+}
+
+# boot NAME VCPUS MODE CHAOS BACKING: one boot and its checks (pass/fail).
+boot() {
+    local name=$1 n=$2 missing="" c=0 f
+    run_guest "$@"
+    for f in $(echo "$faults" | tr ',' ' '); do
+        [ "$f" -gt 0 ] 2>/dev/null || missing="$missing $c"
+        c=$((c + 1))
+    done
+    [ "$c" = "$n" ] || missing="$missing (faults_vcpu has $c entries, expected $n)"
+    if [ "$code" -ne 0 ]; then
+        fail "$name" "exit status $code after ${secs}s${verdict:+, guest said '$verdict'}, $(grep -aE '^(FAIL|error)' "$out" | head -n 1) (log: $out)"
+    elif [ -z "$initline" ]; then
+        fail "$name" "no init marker 'S2PAR-GUEST: init' (log: $out)"
+    elif [ "${verdict#S2PAR-GUEST: PASS cpus="$n" }" = "$verdict" ]; then
+        fail "$name" "guest verdict '${verdict:-none}', expected 'S2PAR-GUEST: PASS cpus=$n ...' (log: $out)"
+    elif [ "$bare" = 1 ]; then
+        pass "$name (${secs}s, bare QEMU, ${initline#S2PAR-GUEST: }, ${verdict#S2PAR-GUEST: PASS })"
+    elif [ "$(field status)" != pass ] || [ "$(field leaked)" != 0 ]; then
+        fail "$name" "RESULT status=$(field status) leaked=$(field leaked) (log: $out)"
+    elif [ -n "$missing" ]; then
+        fail "$name" "no stage-2 faults counted for vCPU(s)$missing (RESULT faults_vcpu=${faults:-missing}) (log: $out)"
+    else
+        pass "$name (${secs}s, ${initline#S2PAR-GUEST: }, ${verdict#S2PAR-GUEST: PASS }, faults per vCPU $faults)"
+    fi
+}
+
+# corrupt NAME: the guest damages one of CPU 0's files on purpose (s2par_selftest=corrupt); its
+# verdict must be FAIL naming that file's round, and the guest must still power off cleanly.
+corrupt() {
+    local name=$1
+    run_guest "$name" 1 parallel 0 "" s2par_selftest=corrupt
+    if [ "$code" -eq 0 ] && [ "$verdict" = "S2PAR-GUEST: FAIL cpu 0: round 1: 1 of $files files read back wrong" ]; then
+        pass "$name (${secs}s, guest said '${verdict#S2PAR-GUEST: }')"
+    else
+        fail "$name" "exit status $code, guest verdict '${verdict:-none}', expected 'S2PAR-GUEST: FAIL cpu 0: round 1: 1 of $files files read back wrong' (log: $out)"
+    fi
+}
+
+if [ -z "$kernel" ] || [ -z "$initrd" ]; then
+    [ -n "$initrd" ] || fetch_busybox
+    [ -n "$kernel" ] || { fetch_kernel; kernel=$KERNEL_IMAGE; echo "kernel: $KERNEL_PACKAGE ($kernel)"; }
+    [ -n "$initrd" ] || { build_initramfs; initrd=$INITRD; echo "initramfs: $initrd ($(wc -c <"$initrd") bytes, $(cat "$GUEST_CACHE/busybox/package"))"; }
+fi
+if [ "$fetch_only" = 1 ]; then
+    echo "kernel=$kernel"
+    echo "initrd=$initrd"
+    exit 0
+fi
+
+if [ "$bare" = 1 ]; then
+    ELF=""
+elif [ "$release" = 1 ]; then
+    build_hyp
+else
+    log="$LOG_DIR/$SUITE-build.log"
+    cargo build -p hyp >"$log" 2>&1 || { tail -n 20 "$log"; fail build "cargo build -p hyp failed (see $log)"; finish; }
+    ELF=target/aarch64-unknown-none-softfloat/debug/hyp
+fi
+
+if [ "$suite" = 1 ] && [ "$bare" = 1 ]; then
+    for n in 1 2 4; do
+        boot "bare-$n" "$n" - 0 ""
+    done
+    corrupt bare-selftest-corrupt
+elif [ "$suite" = 1 ]; then
+    for m in parallel locked; do
+        for n in 1 2 4; do
+            boot "$m-$n" "$n" "$m" 0 ""
+        done
+    done
+    boot "parallel-4-2m" 4 parallel 0 2m
+    boot "parallel-4-chaos" 4 parallel 1 ""
+    corrupt selftest-corrupt
+else
+    name="$mode-$vcpus${backing:+-$backing}"
+    [ "$bare" = 0 ] || name="bare-$vcpus"
+    [ "$chaos" = 0 ] || name="$name-chaos"
+    if [ "$repeat" = 1 ]; then
+        boot "$name" "$vcpus" "$mode" "$chaos" "$backing"
+    else
+        inits=()
+        walls=()
+        for r in $(seq 1 "$repeat"); do
+            boot "$name-r$r" "$vcpus" "$mode" "$chaos" "$backing"
+            inits+=("$(echo "$initline" | sed -n 's/.*uptime=\([0-9.]*\).*/\1/p')")
+            walls+=("$secs")
+        done
+        median() { printf '%s\n' "$@" | grep . | sort -n | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
+        echo "$name x$repeat: init marker at median $(median "${inits[@]}") s guest uptime (${inits[*]}), run median $(median "${walls[@]}") s wall (${walls[*]})"
+    fi
+fi
+finish
