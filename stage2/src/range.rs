@@ -108,9 +108,11 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     /// every leaf overlapping `[start, end)` (a block is write-protected whole). A
     /// permission-only change of a valid entry needs no break-before-make; one
     /// `invalidate_leaves` at the end covers every changed leaf. In shared mode each change is a
-    /// compare-exchange (a lost one is redone with the new value; a LOCKED entry is waited for,
-    /// as nothing is held; a zapped one is skipped: it is being unmapped). A relax that runs
-    /// after a leaf was protected wins (it is a later write fault).
+    /// compare-exchange (a lost one is redone with the new value; a LOCKED or zapped entry is
+    /// skipped: it is being replaced or unmapped, and what is published there is a later
+    /// mapping). A relax that runs after a leaf was protected wins (it is a later write fault);
+    /// callers that need new mappings read-only (dirty logging) set their own flag first, so
+    /// faults that race the walk map read-only, as KVM does with KVM_MEM_LOG_DIRTY_PAGES.
     ///
     /// # Errors
     /// None at present.
@@ -153,8 +155,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     }
 
     /// Walk `[start, end)` and compare-exchange every valid leaf `old` for which `f` returns a new
-    /// value; `changed(old, span, new)` after each success. Waits for LOCKED entries (the caller
-    /// holds nothing), skips zapped ones. No invalidation.
+    /// value; `changed(old, span, new)` after each success. Skips LOCKED and zapped entries
+    /// (never waits). No invalidation.
     pub(crate) fn for_leaves(
         &self,
         start: u64,
@@ -171,11 +173,9 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                     !self.exclusive,
                     "LOCKED stage-2 entry seen under the exclusive MMU lock"
                 );
-                if old.is_locked() {
-                    // Mid-BBM or prune: it ends without waiting for anything we hold (nothing).
-                    spin_wait();
-                    continue;
-                }
+                // Mid-BBM, mid-prune or zapped: what gets published there is a later mapping.
+                // Never wait: a LOCKED entry inside a table that was pruned under this walk is
+                // never released.
                 w.skip();
                 continue;
             }
@@ -246,14 +246,12 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 w.skip();
                 continue;
             }
-            if old.is_locked() {
-                // A BBM or a prune: it never waits for a zapped entry, so it ends.
-                spin_wait();
-                continue;
-            }
-            if old.is_zapped() {
-                // Another range operation's: it releases it after its own invalidation; ours
-                // covers it as well, so on return nothing cached for it survives.
+            if old.is_busy() {
+                // LOCKED: a BBM or a prune in progress (what it publishes is a later mapping);
+                // zapped: another range operation's, released after its own invalidation. Never
+                // wait: a LOCKED entry may be the descendant of a pruned table, which nobody will
+                // ever release (the walker must not spin in a retired page). Our invalidation
+                // covers the span, so on return nothing cached for the old value survives.
                 dirty.add(w.span());
                 w.skip();
                 continue;
@@ -309,7 +307,9 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     }
 
     /// Zap the table entry `old` at the walker and every entry below it (taking entries other
-    /// range operations zapped, waiting only for LOCKED ones), adding its pages to `freed` and
+    /// range operations zapped, waiting only for LOCKED ones: the entry is ours, so no prune from
+    /// above can hold anything below it, and a BBM or a prune rooted below ends without waiting
+    /// for a zapped entry), adding its pages to `freed` and
     /// the leaves it held to `done`. False if the entry changed first (revisit it).
     fn zap_table(
         &self,

@@ -4,7 +4,7 @@
 
 use crate::desc::{Pte, ENTRIES, LAST_LEVEL};
 use crate::stats::CpuStats;
-use crate::sync::{spin_wait, Ordering};
+use crate::sync::Ordering;
 use crate::walk::Walker;
 use crate::{Error, Guard, PagePool, Stage2, Tlb};
 
@@ -44,8 +44,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
 
     /// Split every block overlapping `[start, end)` down to 4 KiB pages, each block in its own
     /// break-before-make with a pre-filled table (see `split_populated`). Returns the number of
-    /// blocks split. A LOCKED entry is waited for (nothing is held); a zapped one (being
-    /// unmapped) is skipped; a block another CPU changes first is revisited.
+    /// blocks split. A LOCKED or zapped entry is skipped (never waited for); a block another
+    /// CPU changes first is revisited.
     ///
     /// # Errors
     /// [`Error::NoMemory`] when the pool runs dry (the blocks split so far stay split).
@@ -55,9 +55,11 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         while !w.done() {
             let old = w.load();
             let level = w.level();
-            if old.is_locked() {
+            if old.is_busy() {
+                // Being replaced or unmapped: skip, never wait (it may lie in a table pruned
+                // under this walk, where nobody will release it).
                 assert!(!self.exclusive, "LOCKED entry under the exclusive lock");
-                spin_wait();
+                w.skip();
                 continue;
             }
             if old.is_leaf(level) && level < LAST_LEVEL {
