@@ -16,7 +16,19 @@ pub trait Tlb: Sync {
     fn invalidate_ipa(&self, ipa: u64, level: u8);
     /// Broadcast invalidation of everything cached for `[ipa, ipa + size)`, including walk-cache
     /// entries for tables in that span: no level hint may be used (a level hint names a leaf).
+    ///
+    /// This is the one invalidation a shared range operation issues for its whole range. The
+    /// hypervisor chooses at run time: `TLBI RIPAS2E1IS` (FEAT_TLBIRANGE, all levels) where the
+    /// CPU has it, else `TLBI IPAS2E1IS` per page for small spans or `TLBI VMALLS12E1IS` for the
+    /// VMID.
     fn invalidate_range(&self, ipa: u64, size: u64);
+    /// Broadcast invalidation of the *leaf* entries cached for `[ipa, ipa + size)`: only leaves
+    /// changed (permissions, access flag, dirty state), no table was unlinked, so walk-cache
+    /// entries may stay (`TLBI RIPAS2LE1IS` with FEAT_TLBIRANGE). Defaults to
+    /// [`Tlb::invalidate_range`], which is always sufficient.
+    fn invalidate_leaves(&self, ipa: u64, size: u64) {
+        self.invalidate_range(ipa, size);
+    }
     /// Broadcast invalidation of everything cached for this VMID.
     fn invalidate_vmid(&self);
     /// This CPU only: drop a cached translation for `ipa` that caused a permission fault.
@@ -97,6 +109,9 @@ macro_rules! delegate_arch {
             }
             fn invalidate_range(&self, ipa: u64, size: u64) {
                 (**self).invalidate_range(ipa, size);
+            }
+            fn invalidate_leaves(&self, ipa: u64, size: u64) {
+                (**self).invalidate_leaves(ipa, size);
             }
             fn invalidate_vmid(&self) {
                 (**self).invalidate_vmid();

@@ -52,7 +52,7 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
 
     /// Step 1 of BBM: own the entry. Fails with `Retry` if another CPU got there first.
     pub(crate) fn lock_entry(&self, w: &Walker<'_, P>, old: Pte) -> Result<(), Error> {
-        if old.is_locked() {
+        if old.is_busy() {
             return Err(self.locked_seen());
         }
         self.set(w, old, Pte::LOCKED).map_err(|_| self.lost_race())
@@ -184,7 +184,7 @@ pub(crate) fn collect_subtree<P: PagePool, T: Tlb>(
         let old = if g.exclusive {
             let old = Pte(entry.load(Ordering::Relaxed));
             assert!(
-                !old.is_locked(),
+                !old.is_busy(),
                 "LOCKED stage-2 entry seen under the exclusive MMU lock"
             );
             old
@@ -202,6 +202,11 @@ pub(crate) fn collect_subtree<P: PagePool, T: Tlb>(
 }
 
 /// Take one descendant entry for a prune and return what it held.
+///
+/// A zapped entry (a shared range operation's, waiting for its invalidation) is taken like any
+/// other: the prune's own span invalidation, issued after this, covers it, and the zapping CPU's
+/// release (a compare-exchange from its zapped value) then fails harmlessly. Nobody waits for a
+/// zapped entry, which is what keeps range operations free of deadlock (docs/protocol.md).
 ///
 /// An entry another CPU holds LOCKED is mid-BBM and will be released without waiting on us: its
 /// owner locked it before reaching anything we hold (everyone locks ancestors first), so it is

@@ -7,6 +7,10 @@
 //!  ignored  SW     XN      C   DBM  output addr  AF  SH    S2AP   MemAttr  type valid
 //! ```
 //! `type` is 1 for a table (levels 0-2) or a page (level 3), 0 for a block (levels 1-2).
+//!
+//! Two software states live in *invalid* descriptors (bit 0 clear: the hardware ignores every
+//! other bit, Arm ARM D8.3.1): [`Pte::LOCKED`] (a break-before-make or a prune in progress) and
+//! [`Pte::zapped`] (cleared by a shared range operation, waiting for its batched invalidation).
 
 /// Levels of the 4 KiB-granule walk: 0 is the top, 3 holds pages.
 pub const LAST_LEVEL: u8 = 3;
@@ -24,6 +28,13 @@ const S2AP_W: u64 = 1 << 7;
 const SH_SHIFT: u32 = 8;
 const SH_INNER: u64 = 0b11 << SH_SHIFT;
 const AF: u64 = 1 << 10;
+/// Stage-2 DBM (bit 51, FEAT_HAFDBS with VTCR_EL2.HD = 1): the hardware may set S2AP[1] on the
+/// first write instead of taking a permission fault. DBM = 1 with S2AP[1] = 0 is
+/// "writable-clean", DBM = 1 with S2AP[1] = 1 "writable-dirty" (Arm ARM, VMSAv8-64 "Hardware
+/// management of the dirty state": at stage 2, S2AP[1] is the dirty state).
+const DBM: u64 = 1 << 51;
+/// Where a zapped entry keeps the number of the CPU that zapped it (+1); ignored by hardware.
+const ZAP_OWNER_SHIFT: u32 = 12;
 /// Stage-2 XN[1] (bit 54): execute-never at EL1 and EL0. XN[0] (bit 53) is only meaningful with
 /// FEAT_XNX and we never set it, so both ELs see the same permission.
 const XN: u64 = 1 << 54;
@@ -284,6 +295,29 @@ impl Pte {
     /// it; bit 10 set makes it distinct from [`Pte::EMPTY`] so software walkers see it is taken.
     pub const LOCKED: Pte = Pte(AF);
 
+    /// A zapped entry: invalid (bit 0 clear, so the hardware walker faults and caches nothing),
+    /// distinct from [`Pte::EMPTY`] and [`Pte::LOCKED`] (bit 1 set), tagged with the CPU whose
+    /// shared range operation cleared it. It means "cleared; the invalidation covering the old
+    /// translation has not completed yet": nobody may fill it (a fault returns `Retry`), nobody
+    /// ever waits for it, a prune or another range operation may take it over, and only its
+    /// owner releases it to EMPTY once its one batched invalidation has completed.
+    #[must_use]
+    pub const fn zapped(cpu: usize) -> Pte {
+        Pte(AF | TYPE_TABLE_OR_PAGE | (((cpu as u64) + 1) << ZAP_OWNER_SHIFT))
+    }
+
+    /// Cleared by a shared range operation and waiting for its invalidation (any owner).
+    #[must_use]
+    pub const fn is_zapped(self) -> bool {
+        self.0 & (VALID | TYPE_TABLE_OR_PAGE | AF) == (TYPE_TABLE_OR_PAGE | AF)
+    }
+
+    /// LOCKED or zapped: invalid but not free, so it must not be filled.
+    #[must_use]
+    pub const fn is_busy(self) -> bool {
+        self.is_locked() || self.is_zapped()
+    }
+
     /// A table descriptor pointing at the table page at `pa`.
     #[must_use]
     pub const fn table(pa: u64) -> Pte {
@@ -375,11 +409,71 @@ impl Pte {
         Pte((self.0 & !(S2AP_R | S2AP_W | XN)) | perm_bits(perms))
     }
 
-    /// Whether `self` and `other` differ only in their permission bits.
+    /// Whether `self` and `other` differ only in their permission bits (and in the access flag
+    /// and DBM, which the hardware and the dirty-log and aging operations change in place).
     #[must_use]
     pub const fn same_but_perms(self, other: Pte) -> bool {
-        let mask = !(S2AP_R | S2AP_W | XN);
+        let mask = !(S2AP_R | S2AP_W | XN | AF | DBM);
         self.0 & mask == other.0 & mask
+    }
+
+    /// The access flag (bit 10) of a valid leaf: set by the hardware on the first access when
+    /// VTCR_EL2.HA = 1, else an access with AF = 0 takes an Access flag fault (Arm ARM, VMSAv8-64
+    /// "Hardware management of the Access flag").
+    #[must_use]
+    pub const fn young(self) -> bool {
+        self.0 & AF != 0
+    }
+
+    /// This leaf with the access flag set or cleared.
+    #[must_use]
+    pub const fn with_young(self, young: bool) -> Pte {
+        if young {
+            Pte(self.0 | AF)
+        } else {
+            Pte(self.0 & !AF)
+        }
+    }
+
+    /// The DBM bit (bit 51) of a valid leaf.
+    #[must_use]
+    pub const fn dbm(self) -> bool {
+        self.0 & DBM != 0
+    }
+
+    /// This leaf with DBM set or cleared.
+    #[must_use]
+    pub const fn with_dbm(self, dbm: bool) -> Pte {
+        if dbm {
+            Pte(self.0 | DBM)
+        } else {
+            Pte(self.0 & !DBM)
+        }
+    }
+
+    /// This leaf with S2AP[1] (write) set or cleared, every other bit unchanged.
+    #[must_use]
+    pub const fn with_write(self, write: bool) -> Pte {
+        if write {
+            Pte(self.0 | S2AP_W)
+        } else {
+            Pte(self.0 & !S2AP_W)
+        }
+    }
+
+    /// Entry `i` of the fully populated table that replaces this block (at `level`) in an eager
+    /// split: a leaf one level down mapping the `i`-th sub-span, with every attribute bit (memory
+    /// type, permissions, AF, DBM, software bits) of the block.
+    #[must_use]
+    pub const fn split_child(self, level: u8, i: u64) -> Pte {
+        let child = level + 1;
+        let ty = if child == LAST_LEVEL {
+            TYPE_TABLE_OR_PAGE
+        } else {
+            0
+        };
+        let attrs = self.0 & !(OA_MASK | TYPE_TABLE_OR_PAGE);
+        Pte(attrs | (self.addr() + i * level_size(child)) | ty)
     }
 }
 
@@ -489,6 +583,51 @@ mod tests {
                 sw: 0b1010,
                 ..Attrs::device_rw()
             }
+        );
+    }
+
+    #[test]
+    fn zapped_is_invalid_tagged_and_distinct() {
+        for cpu in [0, 1, 7, 4095] {
+            let z = Pte::zapped(cpu);
+            assert!(!z.is_valid() && z.is_zapped() && z.is_busy() && !z.is_locked());
+            assert!(!z.is_empty());
+            for level in 0..=3 {
+                assert!(!z.is_table(level) && !z.is_leaf(level));
+            }
+        }
+        assert_ne!(Pte::zapped(0), Pte::zapped(1));
+        assert!(!Pte::LOCKED.is_zapped() && Pte::LOCKED.is_busy());
+        assert!(!Pte::EMPTY.is_busy());
+        // No valid descriptor is zapped.
+        assert!(!Pte::table(0x1000).is_zapped());
+        assert!(!Pte::leaf(0x1000, 3, Attrs::normal_rwx(), C).is_zapped());
+    }
+
+    #[test]
+    fn af_dbm_and_split_children() {
+        let p = Pte::leaf(0x20_0000, 2, Attrs::normal(Perms::RX), C);
+        assert!(p.young() && !p.dbm());
+        let old = p.with_young(false);
+        assert_eq!(old.0 & (1 << 10), 0);
+        assert!(old.is_leaf(2) && old.same_but_perms(p));
+        let clean = p.with_dbm(true);
+        assert_eq!(clean.0 & (1 << 51), 1 << 51);
+        assert!(!clean.perms().write);
+        assert!(clean.with_write(true).perms().write);
+        // A 2 MiB block splits into 4 KiB pages with its attributes.
+        let c = clean.split_child(2, 3);
+        assert!(c.is_leaf(3) && c.dbm());
+        assert_eq!(c.addr(), 0x20_3000);
+        assert_eq!(
+            c,
+            Pte::leaf(0x20_3000, 3, Attrs::normal(Perms::RX), C).with_dbm(true)
+        );
+        // A 1 GiB block into 2 MiB blocks.
+        let g = Pte::leaf(0x4000_0000, 1, Attrs::normal_rwx(), C);
+        assert_eq!(
+            g.split_child(1, 511),
+            Pte::leaf(0x4000_0000 + 511 * (2 << 20), 2, Attrs::normal_rwx(), C)
         );
     }
 

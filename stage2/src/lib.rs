@@ -17,14 +17,19 @@ extern crate alloc;
 #[cfg(any(test, feature = "std"))]
 extern crate std;
 
+mod age;
 pub mod arch;
 mod bbm;
 pub mod desc;
+mod dirty;
 mod geometry;
+#[cfg(feature = "testing")]
+mod hwwalk;
 mod map;
 mod range;
 mod rcu;
 mod relax;
+mod split;
 mod stats;
 mod sync;
 #[cfg(feature = "testing")]
@@ -35,9 +40,13 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::marker::PhantomData;
 
+pub use age::Aged;
 pub use arch::{PageMeta, PagePool, Table, Tlb};
 pub use desc::{Attrs, MemAttrEncoding, MemType, Perms, Pte, Size};
+pub use dirty::{DirtyBitmap, DirtyFault, Harvest};
 pub use geometry::Geometry;
+#[cfg(feature = "testing")]
+pub use hwwalk::HwAccess;
 pub use stats::Stats;
 
 use rcu::Rcu;
@@ -51,7 +60,8 @@ pub enum Error {
     Retry,
     /// The page pool is dry; nothing was published.
     NoMemory,
-    /// The operation needs the exclusive mode ([`Stage2::exclusive`]).
+    /// The operation needs the exclusive mode ([`Stage2::exclusive`]). No operation returns it
+    /// any more (every data-path operation runs in shared mode); kept for callers that match it.
     NeedsExclusive,
     /// An address is outside the IPA space or not aligned to the mapping size.
     BadAddress,
@@ -79,6 +89,11 @@ pub struct Translation {
     pub level: u8,
     /// Its attributes.
     pub attrs: Attrs,
+    /// The access flag (see [`Guard::test_clear_young`]).
+    pub young: bool,
+    /// The DBM bit: writable-clean when set and `attrs.perms.write` is clear (hardware dirty
+    /// logging, see [`Guard::dirty_log_enable_hw`]).
+    pub dbm: bool,
 }
 
 /// What a range operation ([`Guard::unmap`], [`Guard::write_protect`]) changed.
@@ -318,6 +333,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 pa: old.addr() + (ipa & (size - 1)),
                 level: w.level(),
                 attrs: old.attrs(self.s2.memattr),
+                young: old.young(),
+                dbm: old.dbm(),
             });
         }
         None

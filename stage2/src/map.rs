@@ -50,7 +50,9 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         loop {
             let old = w.load();
             let level = w.level();
-            if old.is_locked() {
+            if old.is_busy() {
+                // LOCKED (mid-BBM or prune) or zapped (a range operation's invalidation is still
+                // pending: filling it now would break before the invalidation completed).
                 return Err(self.locked_seen());
             }
             if level < target {
@@ -94,6 +96,18 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             if old == new {
                 CpuStats::bump(&self.stats().spurious);
                 return Ok(Mapped::Spurious);
+            }
+            if old.is_leaf(level) && old.with_young(true) == new {
+                // The same leaf made old by aging: an Access flag fault (VTCR_EL2.HA = 0). Setting
+                // AF is an in-place change of a valid entry, no break (see `mark_young`).
+                return match self.set(&w, old, new) {
+                    Ok(()) => {
+                        *stored = true;
+                        CpuStats::bump(&self.stats().spurious);
+                        Ok(Mapped::Spurious)
+                    }
+                    Err(_) => Err(self.lost_race()),
+                };
             }
             if old.is_table(level) {
                 self.prune(&w, old, new)?;

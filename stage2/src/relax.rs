@@ -28,13 +28,14 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 w.next(old);
                 continue;
             }
-            if old.is_locked() {
+            if old.is_busy() {
                 break Err(self.locked_seen());
             }
             if !old.is_valid() {
                 break Err(Error::Retry);
             }
-            let new = old.with_perms(old.perms().union(perms));
+            // The faulting access happened: the page is young too.
+            let new = old.with_perms(old.perms().union(perms)).with_young(true);
             if new == old {
                 break Ok(()); // another vCPU relaxed it already
             }

@@ -95,6 +95,12 @@ counters! {
     max_deferred,
     /// Operations that failed because the page pool was dry.
     no_memory,
+    /// Pages newly marked dirty by the dirty-log write-fault path.
+    dirtied,
+    /// Dirty pages reported by get-and-clear or a hardware harvest.
+    harvested,
+    /// Leaves whose access flag aging cleared.
+    aged,
 }
 
 impl Stats {

@@ -211,6 +211,8 @@ pub enum TlbOp {
         size: u64,
         entry: Option<u64>,
     },
+    /// `invalidate_leaves(ipa, size)`: leaves only (write-protect, dirty harvest, aging).
+    Leaves { ipa: u64, size: u64 },
     /// `invalidate_vmid()`.
     Vmid,
     /// `invalidate_ipa_local(ipa, level)`.
@@ -312,6 +314,11 @@ impl Tlb for RecordingTlb {
             None
         };
         self.record(TlbOp::Range { ipa, size, entry });
+    }
+
+    fn invalidate_leaves(&self, ipa: u64, size: u64) {
+        self.broadcasts.fetch_add(1, Ordering::SeqCst);
+        self.record(TlbOp::Leaves { ipa, size });
     }
 
     fn invalidate_vmid(&self) {

@@ -26,7 +26,10 @@ use loom::sync::atomic::AtomicBool;
 use loom::sync::atomic::Ordering::{Acquire, Release};
 use loom::thread;
 use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
-use stage2::{Attrs, Config, Error, Mapped, Perms, Pte, Size, Stage2, Translation};
+use stage2::{
+    Attrs, Config, DirtyBitmap, Error, HwAccess, Mapped, Perms, Pte, RangeDone, Size, Stage2,
+    Translation,
+};
 
 type S2 = Stage2<Arc<CountingPool>, Arc<RecordingTlb>>;
 
@@ -783,6 +786,328 @@ fn writer_section_happens_before_later_reader() {
             } else {
                 "reader first"
             });
+            finish(s2, &pool);
+        },
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 11: every data-path operation in shared mode.
+
+/// `unmap` in a fresh read-side section (it never returns `Retry`), then a reclaim.
+fn unmap_shared(s2: &S2, cpu: usize, start: u64, end: u64) -> RangeDone {
+    let r = s2.shared(cpu).unmap(start, end).expect("shared unmap");
+    s2.reclaim(cpu);
+    r
+}
+
+/// Model 8: a shared unmap empties a level-3 table (its only page) while the other CPU maps
+/// another page into the same table.
+///
+/// The unmapper zaps the page, finds the table left with only its own zapped entry, zaps the
+/// table entry and every entry below it (the prune rule), issues one range invalidation, then
+/// releases and retires. The mapper either lands first (the table is no longer empty and
+/// stays), or meets a zapped entry and retries (then rebuilds the tables), or installs into the
+/// table between the emptiness check and the zap (its leaf is taken with the table: stage 2 is a
+/// cache, the page refaults). Never: a table published into the unlinked subtree (a leak), a
+/// write into a freed table, a wrong count.
+#[test]
+fn shared_unmap_vs_map_into_the_same_table() {
+    let expect = [
+        "map first, table kept",
+        "unmap first, table rebuilt",
+        "map retried on a zapped entry",
+    ];
+    let name = "shared_unmap_vs_map_into_the_same_table";
+    model(name, None, &expect, |seen, flip| {
+        // Root, level-2, two level-3 tables (the page at `MB2` keeps the level-2 table alive, so
+        // one table of 512 entries is zapped); the mapper may rebuild the level-3 table.
+        let (s2, pool, _) = setup(6);
+        let attrs = Attrs::normal_rwx();
+        s2.shared(0)
+            .map(MB2, RAM, Size::Page4K, attrs)
+            .expect("premap");
+        s2.shared(0)
+            .map(0x1000, RAM + 0x1000, Size::Page4K, attrs)
+            .expect("premap");
+        let unmapper = {
+            let s2 = s2.clone();
+            first(flip, move || unmap_shared(&s2, 0, 0x1000, 0x2000))
+        };
+        let mapper = {
+            let s2 = s2.clone();
+            second(flip, move || {
+                let r = map_until_done(&s2, 1, 0x2000, RAM + 0x2000, Size::Page4K, attrs);
+                s2.reclaim(1);
+                r
+            })
+        };
+        let done = unmapper.join();
+        let (first_try, mapped) = mapper.join();
+        assert_eq!(mapped, Ok(Mapped::Installed));
+        assert!(done.flushed);
+        assert_eq!(translate(&s2, 0x1000), None, "the unmapped page is gone");
+        if first_try == Err(Error::Retry) {
+            seen.hit("map retried on a zapped entry");
+        }
+        match (translate(&s2, 0x2000), done.tables) {
+            (Some(_), _) => assert_eq!(done.leaves, 1, "{done:?}"),
+            (None, _) => assert_eq!(done.leaves, 2, "{done:?}"),
+        }
+        match (translate(&s2, 0x2000), done.tables) {
+            (Some(t), 0) => {
+                assert_eq!(t.pa, RAM + 0x2000);
+                seen.hit("map first, table kept");
+            }
+            (Some(t), 1) => {
+                assert_eq!(t.pa, RAM + 0x2000);
+                seen.hit("unmap first, table rebuilt");
+            }
+            // Installed between the emptiness check and the zap: dropped with the table.
+            (None, 1) => seen.hit("racing install dropped with the table"),
+            other => panic!("unexpected end state {other:?}"),
+        }
+        check_pool(&pool);
+        s2.barrier(0);
+        finish(s2, &pool);
+    });
+}
+
+/// Model 9: a shared unmap of one page vs a collapse (prune) of the 2 MiB span holding it.
+///
+/// The prune locks every descendant; it takes the unmapper's zapped entry like any other (its
+/// own span invalidation covers it), and the unmapper's release of that entry then fails
+/// harmlessly. Neither waits for the other forever (nobody waits for a zapped entry), the
+/// level-3 table is freed exactly once, counts stay exact.
+#[test]
+fn shared_unmap_vs_prune() {
+    let expect = [
+        "block survives",
+        "block after the unlink",
+        "unmap removed the block",
+    ];
+    model("shared_unmap_vs_prune", None, &expect, |seen, flip| {
+        // Root, level-2, two level-3 tables (the page at 0x1000 keeps the level-2 table alive).
+        let (s2, pool, _) = setup(4);
+        let attrs = Attrs::normal_rwx();
+        s2.shared(0)
+            .map(0x1000, RAM + 0x1000, Size::Page4K, attrs)
+            .expect("premap");
+        s2.shared(0)
+            .map(MB2 + 0x1000, RAM + 0x1000, Size::Page4K, attrs)
+            .expect("premap");
+        let unmapper = {
+            let s2 = s2.clone();
+            first(flip, move || {
+                unmap_shared(&s2, 0, MB2 + 0x1000, MB2 + 0x2000)
+            })
+        };
+        let collapser = {
+            let s2 = s2.clone();
+            second(flip, move || {
+                let r = loop {
+                    let r = s2.shared(1).collapse(MB2, RAM, Size::Block2M, attrs);
+                    if r != Err(Error::Retry) {
+                        break r;
+                    }
+                    thread::yield_now();
+                };
+                s2.reclaim(1);
+                r
+            })
+        };
+        let done = unmapper.join();
+        let collapsed = collapser.join();
+        assert!(done.flushed, "{done:?}");
+        match translate(&s2, MB2 + 0x5000) {
+            Some(t) => {
+                assert_eq!((t.pa, t.level), (RAM + 0x5000, 2));
+                // Replaced the table, or installed over the entry the unmap had emptied.
+                match collapsed {
+                    Ok(Mapped::Replaced) => seen.hit("block survives"),
+                    Ok(Mapped::Installed) => seen.hit("block after the unlink"),
+                    other => panic!("collapse: {other:?}"),
+                }
+            }
+            None => {
+                assert_eq!(translate(&s2, MB2 + 0x1000), None);
+                seen.hit("unmap removed the block");
+            }
+        }
+        check_pool(&pool);
+        s2.barrier(0);
+        finish(s2, &pool);
+    });
+}
+
+/// Model 10: a shared write-protect vs a break-before-make to another page followed by a relax
+/// (+W) of the same IPA.
+///
+/// Write-protect changes only the value it read (compare-exchange), so it never writes the old
+/// page's protected descriptor over the new mapping; it waits for the LOCKED entry and protects
+/// what the break published, or runs after and protects the relaxed one, or before. The final
+/// entry always maps the new page; it is writable exactly when the relax came after the
+/// protection, and write-protect flushed exactly when it changed a leaf.
+#[test]
+fn write_protect_vs_map_vs_relax() {
+    let expect = [
+        "protected last",
+        "relaxed last",
+        "protected the old page only",
+    ];
+    model(
+        "write_protect_vs_map_vs_relax",
+        None,
+        &expect,
+        |seen, flip| {
+            let (s2, pool, _) = setup(3);
+            s2.shared(0)
+                .map(0x1000, RAM, Size::Page4K, Attrs::normal_rwx())
+                .expect("premap");
+            let protector = {
+                let s2 = s2.clone();
+                first(flip, move || s2.shared(0).write_protect(0x1000, 0x2000))
+            };
+            let mapper = {
+                let s2 = s2.clone();
+                second(flip, move || {
+                    let new = RAM + 0x10_000;
+                    let (_, m) =
+                        map_until_done(&s2, 1, 0x1000, new, Size::Page4K, Attrs::normal(Perms::RX));
+                    let r = s2.shared(1).relax_perms(0x1000, Perms::W);
+                    (m, r)
+                })
+            };
+            let wp = protector.join().unwrap();
+            let (mapped, relaxed) = mapper.join();
+            assert_eq!(mapped, Ok(Mapped::Replaced));
+            assert_eq!(relaxed, Ok(()), "the relax finds a valid leaf");
+            assert_eq!(wp.flushed, wp.leaves == 1);
+            let t = translate(&s2, 0x1000).unwrap();
+            assert_eq!(
+                t.pa,
+                RAM + 0x10_000,
+                "write-protect clobbered the new mapping"
+            );
+            if t.attrs.perms.write {
+                seen.hit("relaxed last");
+                if wp.leaves == 1 {
+                    seen.hit("protected the old page only");
+                }
+            } else {
+                // Only a protection after the relax leaves it read-only.
+                assert_eq!(wp.leaves, 1);
+                seen.hit("protected last");
+            }
+            finish(s2, &pool);
+        },
+    );
+}
+
+/// Model 11: a hardware-dirty harvest races a guest write that the hardware walker turns into
+/// a descriptor update (DBM = 1: compare-exchange setting S2AP[1]), modelled as the other CPU's
+/// `hw_access`.
+///
+/// The write is reported exactly once: by the racing harvest or by the next one; never lost,
+/// never twice; after the next harvest the leaf is writable-clean again.
+#[test]
+fn harvest_vs_hardware_dbm_update() {
+    let expect = [
+        "reported by the racing harvest",
+        "reported by the next harvest",
+    ];
+    model(
+        "harvest_vs_hardware_dbm_update",
+        None,
+        &expect,
+        |seen, flip| {
+            let (s2, pool, _) = setup(3);
+            s2.shared(0)
+                .map(0x1000, RAM, Size::Page4K, Attrs::normal_rwx())
+                .expect("premap");
+            assert_eq!(s2.shared(0).dirty_log_enable_hw(0, MB2).leaves, 1);
+            let log = Arc::new(DirtyBitmap::new(0, 512));
+            let harvester = {
+                let (s2, log) = (s2.clone(), log.clone());
+                first(flip, move || {
+                    let mut pages = 0;
+                    s2.shared(0)
+                        .dirty_log_harvest_hw(&log, 0, MB2, |_, b| pages += b.count_ones());
+                    pages
+                })
+            };
+            let hardware = {
+                let s2 = s2.clone();
+                second(flip, move || {
+                    s2.shared(1).hw_access(0x1008, true, true, true)
+                })
+            };
+            let racing = harvester.join();
+            let access = hardware.join();
+            assert_eq!(
+                access,
+                HwAccess::Done {
+                    pa: RAM + 8,
+                    updated: true
+                }
+            );
+            let mut next = 0;
+            s2.shared(0)
+                .dirty_log_harvest_hw(&log, 0, MB2, |_, b| next += b.count_ones());
+            assert_eq!(racing + next, 1, "the write is reported exactly once");
+            seen.hit(if racing == 1 {
+                "reported by the racing harvest"
+            } else {
+                "reported by the next harvest"
+            });
+            let t = translate(&s2, 0x1000).unwrap();
+            assert!(t.dbm && !t.attrs.perms.write, "writable-clean again: {t:?}");
+            finish(s2, &pool);
+        },
+    );
+}
+
+/// Model 12: lockless aging (`test_clear_young` under RCU only) vs a shared unmap that unlinks
+/// the level-3 and level-2 tables under it and reclaims.
+///
+/// The ager never touches a freed table (the pool panics on that in any execution), never
+/// writes into an unlinked one (its compare-exchange fails on the zapped entry), and finds the
+/// page young (before the unmap) or nothing; the tables are freed by a reclaim or the barrier.
+#[test]
+fn aging_vs_unmap_and_rcu_free() {
+    let expect = ["aged the page", "nothing left to age"];
+    model(
+        "aging_vs_unmap_and_rcu_free",
+        None,
+        &expect,
+        |seen, flip| {
+            let (s2, pool, _) = setup(3);
+            s2.shared(0)
+                .map(MB2 + 0x1000, RAM, Size::Page4K, Attrs::normal_rwx())
+                .expect("premap");
+            let ager = {
+                let s2 = s2.clone();
+                first(flip, move || {
+                    let a = s2.shared(1).test_clear_young(MB2, MB2 + 0x2000);
+                    s2.reclaim(1);
+                    a
+                })
+            };
+            let unmapper = {
+                let s2 = s2.clone();
+                second(flip, move || unmap_shared(&s2, 0, MB2, 2 * MB2))
+            };
+            let aged = ager.join();
+            let done = unmapper.join();
+            assert_eq!((done.leaves, done.tables), (1, 2), "{done:?}");
+            assert_eq!(translate(&s2, MB2 + 0x1000), None);
+            seen.hit(match aged.young {
+                1 => "aged the page",
+                0 => "nothing left to age",
+                n => panic!("{n} young leaves"),
+            });
+            s2.barrier(0);
+            assert_eq!(pool.frees(), 2);
             finish(s2, &pool);
         },
     );

@@ -33,7 +33,10 @@ use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
 use stage2::desc::level_size;
 use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
-use stage2::{Attrs, Config, Error, Mapped, MemType, Perms, Pte, RangeDone, Size, Stage2};
+use stage2::{
+    Aged, Attrs, Config, DirtyBitmap, DirtyFault, Error, HwAccess, Mapped, MemType, Perms, Pte,
+    RangeDone, Size, Stage2,
+};
 
 type S2 = Stage2<Arc<CountingPool>, Arc<RecordingTlb>>;
 
@@ -67,6 +70,10 @@ struct Leaf {
     level: u8,
     pa: u64,
     attrs: Attrs,
+    /// The access flag (aging clears it; an access, a relax or a same-leaf map sets it).
+    young: bool,
+    /// The DBM bit (hardware dirty logging).
+    dbm: bool,
 }
 
 /// The reference: non-overlapping leaves keyed by their first IPA, and the tables below the root.
@@ -77,12 +84,17 @@ struct Model {
     leaves: BTreeMap<u64, Leaf>,
     /// `(level of its entries, first IPA it covers)`.
     tables: BTreeSet<(u8, u64)>,
+    /// Pages of the window marked in the dirty bitmap.
+    dirty: BTreeSet<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
     Map(Result<Mapped, Error>),
     Relax(Result<(), Error>),
+    Dirty(Result<DirtyFault, Error>),
+    Split(Result<u64, Error>),
+    Hw(HwAccess),
 }
 
 /// `(first IPA, bytes)`.
@@ -202,6 +214,13 @@ impl Model {
                 seen(Seen::Spurious);
                 return (Ok(Mapped::Spurious), tlb);
             }
+            if old.pa == new.pa && old.attrs == new.attrs && !old.dbm {
+                // The same leaf, made old by aging: the map sets AF (an Access flag fault).
+                seen(Seen::MapMadeYoung);
+                self.leaves.insert(ipa, new);
+                tlb.push(TlbOp::Publish);
+                return (Ok(Mapped::Spurious), tlb);
+            }
             if old.pa == new.pa && old.attrs.mem == new.attrs.mem && old.attrs.sw == new.attrs.sw {
                 seen(Seen::PermsOnlyRetry);
                 return (Err(Error::Retry), tlb);
@@ -227,6 +246,7 @@ impl Model {
             Some((b, mut leaf)) => {
                 seen(Seen::Relaxed);
                 leaf.attrs.perms = leaf.attrs.perms.union(perms);
+                leaf.young = true;
                 self.leaves.insert(b, leaf);
                 let tlb = vec![TlbOp::Local {
                     ipa: b,
@@ -293,34 +313,208 @@ impl Model {
         (leaves, tables)
     }
 
-    /// Returns the spans of the leaves that lost write permission.
+    /// Returns the spans of the leaves that lost write permission (or DBM).
     fn write_protect(&mut self, start: u64, end: u64) -> Vec<Span> {
+        self.update(start, end, |l| {
+            (l.attrs.perms.write || l.dbm).then(|| {
+                l.attrs.perms.write = false;
+                l.dbm = false;
+            })
+        })
+    }
+
+    /// Apply `f` to every leaf overlapping `[start, end)`; the spans of those it changed.
+    fn update(&mut self, start: u64, end: u64, f: impl Fn(&mut Leaf) -> Option<()>) -> Vec<Span> {
         let mut changed = vec![];
         for b in self.overlapping(start, end) {
             let l = self.leaves.get_mut(&b).unwrap();
-            if l.attrs.perms.write {
-                l.attrs.perms.write = false;
+            if f(l).is_some() {
                 changed.push((b, level_size(l.level)));
             }
         }
         changed
+    }
+
+    /// Replace the block at `base` with a table of its children (an eager split).
+    fn split_block(&mut self, base: u64, tlb: &mut Vec<TlbOp>) {
+        let l = self.leaves.remove(&base).unwrap();
+        let child = level_size(l.level + 1);
+        for i in 0..512 {
+            self.leaves.insert(
+                base + i * child,
+                Leaf {
+                    level: l.level + 1,
+                    pa: l.pa + i * child,
+                    ..l
+                },
+            );
+        }
+        self.tables.insert((l.level + 1, base));
+        tlb.push(TlbOp::Ipa {
+            ipa: base,
+            level: l.level,
+            entry: Some(Pte::LOCKED.0),
+        });
+        seen(if l.level == 1 {
+            Seen::EagerSplit1G
+        } else {
+            Seen::EagerSplit2M
+        });
+    }
+
+    /// `split_range`: every block overlapping the range, in walk order, down to pages.
+    fn split_range(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut budget: Option<u64>,
+    ) -> (Result<u64, Error>, Vec<TlbOp>) {
+        let mut tlb = vec![];
+        let mut n = 0;
+        while let Some(b) = self
+            .overlapping(start, end)
+            .into_iter()
+            .find(|b| self.leaves[b].level < 3)
+        {
+            if budget == Some(0) {
+                seen(Seen::NoMemory);
+                tlb.push(TlbOp::Publish);
+                return (Err(Error::NoMemory), tlb);
+            }
+            budget = budget.map(|x| x - 1);
+            self.split_block(b, &mut tlb);
+            n += 1;
+        }
+        if n > 0 {
+            tlb.push(TlbOp::Publish);
+        }
+        (Ok(n), tlb)
+    }
+
+    /// The dirty-log write fault on `ipa`.
+    fn dirty_fault(
+        &mut self,
+        ipa: u64,
+        mut budget: Option<u64>,
+    ) -> (Result<DirtyFault, Error>, Vec<TlbOp>) {
+        let mut tlb = vec![];
+        let mut split = false;
+        let result = loop {
+            let Some((b, l)) = self.lookup(ipa) else {
+                let level = self.walk_level(ipa);
+                tlb.push(TlbOp::Local {
+                    ipa: align(ipa, level),
+                    level,
+                });
+                seen(Seen::DirtyNotMapped);
+                break Ok(DirtyFault::NotMapped);
+            };
+            if l.attrs.perms.write {
+                seen(Seen::DirtySpurious);
+                tlb.push(TlbOp::Local {
+                    ipa: b,
+                    level: l.level,
+                });
+                break Ok(DirtyFault::Spurious);
+            }
+            if l.level < 3 {
+                if budget == Some(0) {
+                    seen(Seen::NoMemory);
+                    tlb.push(TlbOp::Local {
+                        ipa: b,
+                        level: l.level,
+                    });
+                    break Err(Error::NoMemory);
+                }
+                budget = budget.map(|x| x - 1);
+                self.split_block(b, &mut tlb);
+                split = true;
+                continue;
+            }
+            seen(Seen::DirtyRelaxed);
+            let leaf = self.leaves.get_mut(&b).unwrap();
+            leaf.attrs.perms.write = true;
+            leaf.young = true;
+            tlb.push(TlbOp::Local { ipa: b, level: 3 });
+            break Ok(DirtyFault::Relaxed);
+        };
+        if split {
+            // The publish comes before the local invalidation.
+            let local = tlb.pop().unwrap();
+            tlb.push(TlbOp::Publish);
+            tlb.push(local);
+        }
+        if matches!(result, Ok(DirtyFault::Relaxed | DirtyFault::Spurious)) {
+            self.dirty.insert(align(ipa, 3));
+        }
+        (result, tlb)
+    }
+
+    /// A modelled hardware access with HA = HD = 1.
+    fn hw_access(&mut self, ipa: u64, write: bool) -> HwAccess {
+        let Some((b, l)) = self.lookup(ipa) else {
+            return HwAccess::Translation;
+        };
+        let mut n = l;
+        n.young = true;
+        if write && !l.attrs.perms.write {
+            if !l.dbm {
+                return HwAccess::Permission;
+            }
+            n.attrs.perms.write = true;
+            seen(Seen::HwDirtied);
+        }
+        self.leaves.insert(b, n);
+        HwAccess::Done {
+            pa: l.pa + (ipa - b),
+            updated: n != l,
+        }
+    }
+
+    /// Aging: the young leaves overlapping the range, cleared if `clear`.
+    fn age(&mut self, start: u64, end: u64, clear: bool) -> Aged {
+        let mut aged = Aged::default();
+        for b in self.overlapping(start, end) {
+            let l = self.leaves.get_mut(&b).unwrap();
+            aged.leaves += 1;
+            if l.young {
+                aged.young += 1;
+                let size = level_size(l.level);
+                let lo = b.max(start);
+                let hi = (b + size).min(end);
+                aged.young_pages += (hi - lo).div_ceil(PAGE);
+                if clear {
+                    l.young = false;
+                }
+            }
+        }
+        aged
+    }
+
+    /// Take the dirty pages in `[start, end)` (clipped to the window): `(word, bits)` reports.
+    fn take_dirty(&mut self, start: u64, end: u64) -> Vec<(usize, u64)> {
+        let mut words: BTreeMap<usize, u64> = BTreeMap::new();
+        let taken: Vec<u64> = self
+            .dirty
+            .iter()
+            .copied()
+            .filter(|&p| p >= start && p < end)
+            .collect();
+        for p in taken {
+            self.dirty.remove(&p);
+            let i = (p - WIN_BASE) / PAGE;
+            *words.entry((i / 64) as usize).or_default() |= 1 << (i % 64);
+        }
+        words.into_iter().collect()
     }
 }
 
 #[derive(Clone, Debug)]
 enum Op {
     /// Map a 4 KiB page of the window (page index) to `RAM + out * 4 KiB`.
-    MapPage {
-        page: u64,
-        out: u64,
-        attrs: Attrs,
-    },
+    MapPage { page: u64, out: u64, attrs: Attrs },
     /// Map a 2 MiB block of the window (block index) to `RAM + out * 2 MiB`.
-    MapBlock {
-        block: u64,
-        out: u64,
-        attrs: Attrs,
-    },
+    MapBlock { block: u64, out: u64, attrs: Attrs },
     /// Map a 4 KiB page inside the `pick`-th block of the model (a split), or a plain page map
     /// when there is no block.
     Split {
@@ -331,34 +525,31 @@ enum Op {
     },
     /// Map the `pick`-th leaf of the model again with its own output and new attributes
     /// (spurious, perms-only retry, or a break-before-make of the attributes).
-    Remap {
-        pick: usize,
-        attrs: Attrs,
-    },
+    Remap { pick: usize, attrs: Attrs },
     /// Collapse a 2 MiB span of the window into one block.
-    Collapse {
-        block: u64,
-        out: u64,
-        attrs: Attrs,
-    },
+    Collapse { block: u64, out: u64, attrs: Attrs },
     /// Collapse the 1 GiB span `gig` (0 or 1) into one block.
-    Collapse1G {
-        gig: u64,
-        attrs: Attrs,
-    },
+    Collapse1G { gig: u64, attrs: Attrs },
     /// Add `perms` to the leaf mapping a page of the window.
-    Relax {
-        page: u64,
-        perms: Perms,
-    },
-    Unmap {
-        start: u64,
-        end: u64,
-    },
-    WriteProtect {
-        start: u64,
-        end: u64,
-    },
+    Relax { page: u64, perms: Perms },
+    /// Unmap a range, under a shared guard (`shared`) or the exclusive one.
+    Unmap { start: u64, end: u64, shared: bool },
+    /// Write-protect a range (dirty logging's enable), shared or exclusive.
+    WriteProtect { start: u64, end: u64, shared: bool },
+    /// The dirty-log write fault on a page of the window.
+    DirtyFault { page: u64 },
+    /// Get-and-clear of the dirty pages in a range.
+    DirtyClear { start: u64, end: u64 },
+    /// Eager split of a range.
+    EagerSplit { start: u64, end: u64 },
+    /// Hardware dirty logging on / off for a range.
+    HwEnable { start: u64, end: u64, on: bool },
+    /// A modelled hardware access (HA = HD = 1) to a page of the window.
+    HwAccess { page: u64, write: bool },
+    /// Hardware harvest of a range.
+    HwHarvest { start: u64, end: u64 },
+    /// `test_age` / `test_clear_young` / `clear_flush_young` (`mode` 0, 1, 2) of a range.
+    Age { start: u64, end: u64, mode: u8 },
     /// Free what waits for a grace period (otherwise deferred pages pile up until destroy).
     Reclaim,
     /// Let the pool hand out only this many table pages during the next operation.
@@ -405,6 +596,12 @@ fn range() -> impl Strategy<Value = (u64, u64)> {
     ]
 }
 
+/// A range that is the whole window half of the time (so that enabling hardware dirty logging,
+/// a hardware write and a harvest meet often enough).
+fn wide_range() -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![1 => range(), 1 => Just((WIN_BASE, WIN_END))]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         10 => (page(), 0u64..16, attrs()).prop_map(|(page, out, attrs)| Op::MapPage { page, out, attrs }),
@@ -415,8 +612,16 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0..WIN_BLOCKS, 0u64..4, attrs()).prop_map(|(block, out, attrs)| Op::Collapse { block, out, attrs }),
         1 => (0u64..2, attrs()).prop_map(|(gig, attrs)| Op::Collapse1G { gig, attrs }),
         3 => (page(), perms()).prop_map(|(page, perms)| Op::Relax { page, perms }),
-        3 => range().prop_map(|(start, end)| Op::Unmap { start, end }),
-        2 => range().prop_map(|(start, end)| Op::WriteProtect { start, end }),
+        3 => (range(), any::<bool>()).prop_map(|((start, end), shared)| Op::Unmap { start, end, shared }),
+        2 => (range(), any::<bool>()).prop_map(|((start, end), shared)| Op::WriteProtect { start, end, shared }),
+        3 => page().prop_map(|page| Op::DirtyFault { page }),
+        2 => range().prop_map(|(start, end)| Op::DirtyClear { start, end }),
+        // Clipped to the window: splitting a whole 1 GiB block to pages is 513 tables.
+        1 => range().prop_map(|(start, end)| Op::EagerSplit { start: start.max(WIN_BASE), end: end.min(WIN_END) }),
+        2 => (wide_range(), any::<bool>()).prop_map(|((start, end), on)| Op::HwEnable { start, end, on }),
+        3 => (page(), any::<bool>()).prop_map(|(page, write)| Op::HwAccess { page, write }),
+        2 => wide_range().prop_map(|(start, end)| Op::HwHarvest { start, end }),
+        2 => (range(), 0u8..3).prop_map(|((start, end), mode)| Op::Age { start, end, mode }),
         2 => Just(Op::Reclaim),
         2 => (0u64..3).prop_map(Op::Dry),
     ]
@@ -427,6 +632,8 @@ struct Rig {
     pool: Arc<CountingPool>,
     tlb: Arc<RecordingTlb>,
     model: Model,
+    /// The window's dirty bitmap.
+    log: DirtyBitmap,
     /// Set by [`Op::Dry`] for the next operation only.
     budget: Option<u64>,
 }
@@ -444,6 +651,7 @@ impl Rig {
             pool,
             tlb,
             model: Model::default(),
+            log: DirtyBitmap::new(WIN_BASE, WIN_PAGES),
             budget: None,
         }
     }
@@ -492,9 +700,19 @@ impl Rig {
         Ok(())
     }
 
-    fn range_op(&mut self, start: u64, end: u64, unmap: bool) -> Result<(), TestCaseError> {
+    fn range_op(
+        &mut self,
+        start: u64,
+        end: u64,
+        unmap: bool,
+        shared: bool,
+    ) -> Result<(), TestCaseError> {
         let done: RangeDone = {
-            let g = self.s2.exclusive(0);
+            let g = if shared {
+                self.s2.shared(0)
+            } else {
+                self.s2.exclusive(0)
+            };
             if unmap {
                 g.unmap(start, end)
             } else {
@@ -502,6 +720,9 @@ impl Rig {
             }
         }
         .unwrap();
+        if shared {
+            seen(Seen::SharedRange);
+        }
         let (leaves, tables) = if unmap {
             self.model.unmap(start, end)
         } else {
@@ -520,8 +741,11 @@ impl Rig {
         let tlb = self.tlb.take();
         prop_assert!(tlb.len() <= 1, "at most one invalidation: {:?}", tlb);
         if let Some(op) = tlb.first() {
-            let TlbOp::Range { ipa, size, .. } = *op else {
-                return Err(TestCaseError::fail(format!("not a range: {op:?}")));
+            // Unmap may unlink tables (all levels); write-protect changes leaves only.
+            let (ipa, size) = match *op {
+                TlbOp::Range { ipa, size, .. } if unmap => (ipa, size),
+                TlbOp::Leaves { ipa, size } if !unmap => (ipa, size),
+                _ => return Err(TestCaseError::fail(format!("wrong invalidation: {op:?}"))),
             };
             for &(b, s) in leaves.iter().chain(&tables) {
                 prop_assert!(
@@ -539,6 +763,27 @@ impl Rig {
         Ok(())
     }
 
+    /// Check a leaves-only batch: at most one `invalidate_leaves`, covering every changed span.
+    fn check_leaves_flush(&self, changed: &[Span], flushed: bool) -> Result<(), TestCaseError> {
+        let tlb = self.tlb.take();
+        prop_assert_eq!(flushed, !changed.is_empty());
+        prop_assert!(tlb.len() <= 1, "at most one invalidation: {:?}", tlb);
+        match tlb.first() {
+            None => prop_assert!(changed.is_empty(), "no invalidation for {:?}", changed),
+            Some(&TlbOp::Leaves { ipa, size }) => {
+                for &(b, s) in changed {
+                    prop_assert!(
+                        ipa <= b && b + s <= ipa + size,
+                        "invalidation misses {:#x}",
+                        b
+                    );
+                }
+            }
+            Some(op) => return Err(TestCaseError::fail(format!("wrong invalidation: {op:?}"))),
+        }
+        Ok(())
+    }
+
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
         let r = self.apply_inner(op);
         self.budget = match *op {
@@ -549,7 +794,13 @@ impl Rig {
     }
 
     fn apply_inner(&mut self, op: &Op) -> Result<(), TestCaseError> {
-        let leaf = |level: u8, pa: u64, attrs: Attrs| Leaf { level, pa, attrs };
+        let leaf = |level: u8, pa: u64, attrs: Attrs| Leaf {
+            level,
+            pa,
+            attrs,
+            young: true,
+            dbm: false,
+        };
         match *op {
             Op::MapPage { page, out, attrs } => self.map(
                 WIN_BASE + page * PAGE,
@@ -606,8 +857,146 @@ impl Rig {
             ),
             Op::Collapse1G { gig, attrs } => self.map(gig * GB, leaf(1, RAM, attrs), true),
             Op::Relax { page, perms } => self.relax(WIN_BASE + page * PAGE, perms),
-            Op::Unmap { start, end } => self.range_op(start, end, true),
-            Op::WriteProtect { start, end } => self.range_op(start, end, false),
+            Op::Unmap { start, end, shared } => self.range_op(start, end, true, shared),
+            Op::WriteProtect { start, end, shared } => self.range_op(start, end, false, shared),
+            Op::DirtyFault { page } => {
+                let ipa = WIN_BASE + page * PAGE;
+                if let Some(n) = self.budget {
+                    self.pool.set_budget(n);
+                }
+                let got = self.s2.shared(0).dirty_write_fault(ipa, &self.log);
+                self.pool.set_budget(u64::MAX);
+                let (want, want_tlb) = self.model.dirty_fault(ipa, self.budget);
+                prop_assert_eq!(
+                    Step::Dirty(got),
+                    Step::Dirty(want),
+                    "dirty fault {:#x}",
+                    ipa
+                );
+                prop_assert_eq!(self.tlb.take(), want_tlb, "TLB calls of the dirty fault");
+                Ok(())
+            }
+            Op::DirtyClear { start, end } => {
+                let mut got = vec![];
+                let done = self
+                    .s2
+                    .shared(0)
+                    .dirty_log_clear(&self.log, start, end, |w, b| got.push((w, b)));
+                let want = self.model.take_dirty(start, end);
+                let pages: u64 = want.iter().map(|(_, b)| u64::from(b.count_ones())).sum();
+                prop_assert_eq!(&got, &want, "dirty pages reported");
+                prop_assert_eq!(done.pages, pages);
+                let mut changed = vec![];
+                for &(w, bits) in &want {
+                    for i in 0..64 {
+                        if bits & (1 << i) != 0 {
+                            let p = WIN_BASE + (w as u64 * 64 + i) * PAGE;
+                            changed.extend(self.model.write_protect(p, p + PAGE));
+                        }
+                    }
+                }
+                if pages > 0 {
+                    seen(Seen::DirtyHarvested);
+                }
+                prop_assert_eq!(done.leaves, changed.len() as u64, "leaves protected again");
+                self.check_leaves_flush(&changed, done.flushed)
+            }
+            Op::EagerSplit { start, end } => {
+                if let Some(n) = self.budget {
+                    self.pool.set_budget(n);
+                }
+                let got = self.s2.shared(0).split_range(start, end);
+                self.pool.set_budget(u64::MAX);
+                let (want, want_tlb) = self.model.split_range(start, end, self.budget);
+                prop_assert_eq!(Step::Split(got), Step::Split(want), "eager split");
+                prop_assert_eq!(self.tlb.take(), want_tlb, "TLB calls of the eager split");
+                Ok(())
+            }
+            Op::HwEnable { start, end, on } => {
+                let g = self.s2.shared(0);
+                let done = if on {
+                    g.dirty_log_enable_hw(start, end)
+                } else {
+                    g.dirty_log_disable_hw(start, end)
+                };
+                drop(g);
+                let changed = if on {
+                    self.model.update(start, end, |l| {
+                        l.attrs.perms.write.then(|| {
+                            l.attrs.perms.write = false;
+                            l.dbm = true;
+                        })
+                    })
+                } else {
+                    self.model.update(start, end, |l| {
+                        l.dbm.then(|| {
+                            l.attrs.perms.write = true;
+                            l.dbm = false;
+                        })
+                    })
+                };
+                prop_assert_eq!(done.leaves, changed.len() as u64);
+                self.check_leaves_flush(&changed, done.flushed)
+            }
+            Op::HwAccess { page, write } => {
+                let ipa = WIN_BASE + page * PAGE + 8;
+                let got = self.s2.shared(0).hw_access(ipa, write, true, true);
+                let want = self.model.hw_access(ipa, write);
+                prop_assert_eq!(Step::Hw(got), Step::Hw(want), "hardware access {:#x}", ipa);
+                prop_assert_eq!(self.tlb.take(), vec![], "the hardware invalidates nothing");
+                Ok(())
+            }
+            Op::HwHarvest { start, end } => {
+                let mut got = vec![];
+                let done = self
+                    .s2
+                    .shared(0)
+                    .dirty_log_harvest_hw(&self.log, start, end, |w, b| got.push((w, b)));
+                let changed = self.model.update(start, end, |l| {
+                    (l.dbm && l.attrs.perms.write).then(|| l.attrs.perms.write = false)
+                });
+                for &(b, s) in &changed {
+                    let mut p = b.max(WIN_BASE);
+                    while p < (b + s).min(WIN_END) {
+                        self.model.dirty.insert(p);
+                        p += PAGE;
+                    }
+                }
+                if !changed.is_empty() {
+                    seen(Seen::HwHarvested);
+                }
+                let want = self.model.take_dirty(start, end);
+                prop_assert_eq!(&got, &want, "hardware-dirty pages reported");
+                prop_assert_eq!(done.leaves, changed.len() as u64);
+                self.check_leaves_flush(&changed, done.flushed)
+            }
+            Op::Age { start, end, mode } => {
+                let g = self.s2.shared(0);
+                let got = match mode {
+                    0 => g.test_age(start, end),
+                    1 => g.test_clear_young(start, end),
+                    _ => g.clear_flush_young(start, end),
+                };
+                drop(g);
+                let young_before: Vec<Span> = self
+                    .model
+                    .overlapping(start, end)
+                    .into_iter()
+                    .filter(|b| self.model.leaves[b].young)
+                    .map(|b| (b, level_size(self.model.leaves[&b].level)))
+                    .collect();
+                let want = self.model.age(start, end, mode > 0);
+                prop_assert_eq!(got, want, "aging");
+                if mode > 0 && want.young > 0 {
+                    seen(Seen::AgedYoung);
+                }
+                if mode == 2 {
+                    self.check_leaves_flush(&young_before, !young_before.is_empty())
+                } else {
+                    prop_assert_eq!(self.tlb.take(), vec![], "aging without flush");
+                    Ok(())
+                }
+            }
             Op::Reclaim => {
                 if self.s2.deferred(0) > 0 {
                     seen(Seen::ReclaimedDeferred);
@@ -627,10 +1016,12 @@ impl Rig {
             .map(|p| WIN_BASE + p * PAGE)
             .chain(PROBES.iter().copied());
         for ipa in probes {
-            let got = g.translate(ipa + 0x10).map(|t| (t.pa, t.level, t.attrs));
+            let got = g
+                .translate(ipa + 0x10)
+                .map(|t| (t.pa, t.level, t.attrs, t.young, t.dbm));
             let want = self.model.lookup(ipa).map(|(b, l)| {
                 let off = ipa + 0x10 - b;
-                (l.pa + off, l.level, l.attrs)
+                (l.pa + off, l.level, l.attrs, l.young, l.dbm)
             });
             prop_assert_eq!(got, want, "translate {:#x}", ipa + 0x10);
         }
@@ -703,7 +1094,7 @@ fn cases() -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000)
+        .unwrap_or(3_000)
 }
 
 /// How often each interesting outcome happened over the whole run: the generator must reach
@@ -726,6 +1117,17 @@ enum Seen {
     RangeNothing,
     WriteProtected,
     ReclaimedDeferred,
+    MapMadeYoung,
+    SharedRange,
+    EagerSplit2M,
+    EagerSplit1G,
+    DirtyNotMapped,
+    DirtySpurious,
+    DirtyRelaxed,
+    DirtyHarvested,
+    HwDirtied,
+    HwHarvested,
+    AgedYoung,
     NoMemory,
 }
 
@@ -772,6 +1174,17 @@ fn table_equals_model() {
         Seen::RangeNothing,
         Seen::WriteProtected,
         Seen::ReclaimedDeferred,
+        Seen::MapMadeYoung,
+        Seen::SharedRange,
+        Seen::EagerSplit2M,
+        Seen::EagerSplit1G,
+        Seen::DirtyNotMapped,
+        Seen::DirtySpurious,
+        Seen::DirtyRelaxed,
+        Seen::DirtyHarvested,
+        Seen::HwDirtied,
+        Seen::HwHarvested,
+        Seen::AgedYoung,
         Seen::NoMemory,
     ];
     println!("model: {} cases in {:?}", cases(), t0.elapsed());
@@ -812,6 +1225,7 @@ fn model_smoke() {
         Op::WriteProtect {
             start: WIN_BASE,
             end: WIN_END,
+            shared: true,
         },
         Op::Relax {
             page: 7,
@@ -820,6 +1234,7 @@ fn model_smoke() {
         Op::Unmap {
             start: WIN_BASE + 7 * PAGE + 1,
             end: WIN_BASE + 7 * PAGE + 2,
+            shared: true,
         },
         Op::Reclaim,
         // A dry pool after one page: the level-3 table cannot be allocated, the level-2 table
@@ -827,6 +1242,7 @@ fn model_smoke() {
         Op::Unmap {
             start: 0,
             end: IPA_LIMIT,
+            shared: false,
         },
         Op::Dry(1),
         Op::MapPage {
@@ -837,6 +1253,7 @@ fn model_smoke() {
         Op::Unmap {
             start: WIN_BASE,
             end: WIN_BASE + PAGE,
+            shared: true,
         },
         Op::Reclaim,
     ];

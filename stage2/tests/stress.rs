@@ -131,7 +131,7 @@ fn check_tlb_log(s2: &S2) -> (u64, u64) {
                     "TLBI of IPA {ipa:#x} at level {level} while its entry was {entry:#x?}"
                 );
             }
-            TlbOp::Range { .. } => ranges += 1,
+            TlbOp::Range { .. } | TlbOp::Leaves { .. } => ranges += 1,
             TlbOp::Vmid | TlbOp::Local { .. } | TlbOp::Publish => {}
         }
     }
