@@ -516,13 +516,6 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             if !seen.contains(&"vcpus") {
                 o.vcpus = 1;
             }
-            // Secondary vCPUs start through the guest's PSCI CPU_ON, which arrives with the
-            // vCPU lifecycle (issue 10, A2); until then a guest from files runs on one vCPU.
-            if o.vcpus > 1 {
-                return Err(String::from(
-                    "kernel= runs 1 vCPU for now (secondaries need guest PSCI CPU_ON): use vcpus=1",
-                ));
-            }
             o.ram = ram;
             o.files = Some(GuestFiles {
                 kernel: k,

@@ -22,7 +22,10 @@ pub fn wait_for_vcpus(vm: &Vm, deadline: u64, waiter: Option<&Waiter>) -> Vec<us
     loop {
         let running: Vec<usize> = cpus
             .iter()
-            .filter(|c| c.result.status.load(Ordering::Acquire) == status::RUNNING)
+            .filter(|c| {
+                c.result.status.load(Ordering::Acquire) == status::RUNNING
+                    || c.result.left.load(Ordering::Acquire) == 0
+            })
             .map(|c| c.index)
             .collect();
         if running.is_empty() || CNTPCT_EL0.get() > deadline {

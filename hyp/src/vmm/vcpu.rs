@@ -105,15 +105,21 @@ fn boot_frame(vm: &Vm, id: usize) -> Frame {
 /// Every vCPU starts ON (lifecycle::Start::EveryVcpu); one that calls CPU_OFF waits for a
 /// CPU_ON and restarts at its entry point (lifecycle.rs). A vCPU still OFF when the run ends
 /// counts as finished if it reported its result first, as a CPU_OFF after HVC_REPORT always did.
+/// A guest from files' vCPU that is OFF when the run ends has finished (its OS turned it off or
+/// never started it). Returns with the vCPU out of the guest for good: `left` is set last.
 pub fn run(vm: &Vm, id: usize) {
     let cpu = percpu::this_cpu();
     if lifecycle::run_vcpu(vm, id, || boot_frame(vm, id)) == lifecycle::Stopped::OffAtEnd {
-        if cpu.result.reported.load(Ordering::Relaxed) != 0 {
+        if !vm.builtin() || cpu.result.reported.load(Ordering::Relaxed) != 0 {
             finish_ok(cpu);
         } else {
             stop(cpu, WHY_OFF_EARLY);
         }
     }
+    // The reporter tears the stage-2 table down once every vCPU has set this: this CPU has left
+    // its last trap and drained its page caches (lifecycle::run_vcpu), so it neither walks the
+    // table nor touches the pools any more.
+    cpu.result.left.store(1, Ordering::Release);
 }
 
 fn stop(cpu: &PerCpu, why: u32) -> Action {
@@ -159,10 +165,14 @@ pub fn handle_exit(frame: &mut Frame, kind: u64, entry_ticks: u64) -> Action {
             handle_call(cpu, frame, "SMC", imm)
         }
         Exit::SysReg(r) => handle_sysreg(cpu, frame, &r),
-        Exit::Wfx => {
-            // WFI/WFE may complete at any time (Arm ARM "Wait for Interrupt"): a NOP is a
-            // correct implementation. (HCR_EL2.TWI/TWE are clear, so this is not expected.)
+        Exit::Wfx { wfe } => {
+            // A guest from files: WFI waits at EL2 and leaves when the run is over
+            // (lifecycle::guest_wfx). The built-in guest does not trap them (TWI/TWE clear):
+            // WFI/WFE may complete at any time (Arm ARM "Wait for Interrupt"), a NOP is correct.
             cpu.counters.trap(Trap::Wfx);
+            if !vm.builtin() && lifecycle::guest_wfx(cpu.index, wfe) {
+                return finish_ok(cpu);
+            }
             inject::skip_instruction(frame);
             Action::Resume
         }
@@ -496,10 +506,8 @@ fn uart_register(offset: u64) -> u32 {
 /// byte; a load returns the registers' bytes at the access's offset and size, zero- or
 /// sign-extended into Wt/Xt as the syndrome (SAS, SSE, SF) says. The PC then steps over the
 /// instruction by its length (ESR.IL) and, in a T32 IT block, ITSTATE advances.
-/// Emulates one PL011 access. A `.flat`'s "EXIT: STATUS=n" line ends its vCPU: the test is
-/// over (what follows is its attempt to power off, which may not exist in its build).
+/// A `.flat`'s "EXIT: STATUS=n" line is recorded (`FLAT_EXIT_STATUS`); its SYSTEM_OFF ends the run.
 fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> Action {
-    let mut exited = false;
     Counters::inc(&cpu.counters.mmio);
     let offset = a.ipa - abi::UART_BASE;
     if a.write {
@@ -510,7 +518,7 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> A
             if byte == b'\n' || line.len() >= 200 {
                 let text = core::str::from_utf8(line).unwrap_or("<non-UTF-8 output>");
                 log::info!("guest: {text}");
-                exited = guest_exit_line(text);
+                guest_exit_line(text);
                 line.clear();
             }
             if byte != b'\n' && byte != b'\r' {
@@ -527,9 +535,8 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> A
         frame.set_reg(access.reg, load_result(&access, data));
     }
     inject::skip_instruction(frame);
-    if exited && !vm::get().builtin() {
-        return finish_ok(cpu);
-    }
+    // A `.flat` prints its EXIT line and then powers off through PSCI SYSTEM_OFF (kvm-unit-tests
+    // lib/arm/io.c `exit`), which ends the run for every vCPU (lifecycle.rs): go on to it.
     Action::Resume
 }
 

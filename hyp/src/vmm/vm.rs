@@ -427,7 +427,7 @@ pub fn configure_this_cpu(vm: &Vm) {
                 + HCR_EL2::IMO::EnableVirtualIRQ
                 + HCR_EL2::FMO::EnableVirtualFIQ
         }
-        Guest::Files { .. } => {
+        Guest::Files { format, .. } => {
             // DC off: it would force the guest's stage 1 off (Arm ARM D8.2.11, "The effects of
             // disabling an address translation stage"); Linux turns its MMU on.
             HCR_EL2::DC::CLEAR
@@ -439,6 +439,17 @@ pub fn configure_this_cpu(vm: &Vm) {
                 // guest's (Linux writes APIAKeyHi_EL1 early; a trap would be an UNDEF).
                 + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
                 + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
+                // WFI traps: a CPU the guest parked in a WFI loop with interrupts masked (Linux's
+                // power-off) leaves the guest when the run ends; the WFI waits at EL2 for the
+                // guest's interrupts meanwhile (lifecycle::guest_wfx).
+                + HCR_EL2::TWI::SET
+                // WFE traps for a .flat: kvm-unit-tests' idle secondaries wait in WFE. Not for
+                // Linux, whose spinlocks wait in WFE and which parks CPUs with WFI.
+                + if format == Format::Flat {
+                    HCR_EL2::TWE::SET
+                } else {
+                    HCR_EL2::TWE::CLEAR
+                }
             // ATA stays 0: MTE is not offered to any guest (policy.md; ID_AA64PFR1_EL1.MTE
             // reads 0 through idregs.rs), so tag instructions and registers keep trapping.
         }
