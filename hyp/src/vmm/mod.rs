@@ -6,6 +6,7 @@
 pub mod boot_protocol;
 pub mod decode;
 pub mod el1_reset;
+pub mod evict;
 pub mod exceptions;
 pub mod guest_dtb;
 pub mod idregs;

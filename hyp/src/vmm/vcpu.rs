@@ -143,6 +143,11 @@ fn finish_ok(cpu: &PerCpu) -> Action {
 pub fn handle_exit(frame: &mut Frame, kind: u64, entry_ticks: u64) -> Action {
     let cpu = percpu::this_cpu();
     let vm = vm::get();
+    // A guest from files whose run has ended (SYSTEM_OFF on another vCPU): whatever brought
+    // this vCPU here, it leaves the guest (evict.rs makes the ones that never trap fault).
+    if !vm.builtin() && lifecycle::end() != lifecycle::End::Stopped {
+        return finish_ok(cpu);
+    }
     match decode(kind) {
         Exit::DataAbort(a) => handle_abort(vm, cpu, frame, &a, true, entry_ticks),
         Exit::InstructionAbort(a) => handle_abort(vm, cpu, frame, &a, false, entry_ticks),
@@ -354,9 +359,10 @@ fn handle_abort(
         }
     }
     if let vm::Guest::Files { devices, .. } = &vm.guest {
-        // A redistributor frame of a CPU the guest was not given (passthrough.rs).
+        // A redistributor frame of a CPU the guest was not given, or a removed device's window
+        // (passthrough.rs).
         if let (true, Some(access)) = (data, a.access) {
-            if let Some(value) = devices.emulate_gicr(a.ipa, u64::from(access.size)) {
+            if let Some(value) = devices.emulate(a.ipa, u64::from(access.size)) {
                 cpu.counters.trap(Trap::AbortMmio);
                 Counters::inc(&cpu.counters.mmio);
                 if !a.write {

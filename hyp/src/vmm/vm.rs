@@ -238,7 +238,8 @@ fn create_from_files(
         Format::Linux { .. } => Some(platform.uart),
         Format::Flat => None,
     };
-    let devices = Passthrough::new(gicd, gicr, &mpidrs, uart).map_err(String::from)?;
+    let devices = Passthrough::new(gicd, gicr, &mpidrs, uart, guest_dtb::virtio_windows(&host))
+        .map_err(String::from)?;
 
     let ram = if opts.backing == Backing::Block2M {
         Memslot::new_chunked("ram", boot_protocol::RAM_BASE, opts.ram)
