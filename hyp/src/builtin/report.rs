@@ -366,8 +366,10 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     }
     println!("{trap_line}");
     let (mut extra, workload_fields) = if let Some(fields) = &files {
+        // chaos=on: the pruner's operations (chaos.rs).
+        let chaos = crate::chaos::report(vm, &s, &mut failures);
         println!("");
-        (fields.clone(), String::new())
+        (format!("{fields}{chaos}"), String::new())
     } else {
         // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
         let mut extra = crate::chaos::report(vm, &s, &mut failures);
