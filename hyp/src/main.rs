@@ -37,8 +37,8 @@ mod vmm;
 use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
 use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
 use vmm::{
-    boot_protocol, decode, el1_reset, evict, exceptions, guest_dtb, idregs, inject, lifecycle,
-    memslot, passthrough, psci, tables, tlb, vcpu, vm,
+    boot_protocol, decode, el1_reset, evict, exceptions, guest_dtb, harness, idregs, inject,
+    lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
 };
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
@@ -207,7 +207,7 @@ extern "C" fn primary_main() -> ! {
     );
 
     calibrate::measure_zero(backing);
-    let vm = match vm::create(opts, tables, backing, &platform) {
+    let vm = match vm::create(opts, tables, backing, &platform, &builtin::harness::BUILTIN) {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };

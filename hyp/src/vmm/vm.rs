@@ -17,6 +17,7 @@ use crate::abi;
 use crate::boot_protocol::{self, Format};
 use crate::dtb::Platform;
 use crate::guest_dtb::{self, GuestDtb};
+use crate::harness::{Harness, Plain};
 use crate::memslot::Memslot;
 use crate::options::{Backing, Options, Workload};
 use crate::passthrough::Passthrough;
@@ -100,6 +101,8 @@ pub struct Vm {
     pub s2: Owned<S2>,
     /// Guest entry IPA.
     pub entry: u64,
+    /// The guest kind's harness (harness.rs): the built-in guest's, or `Plain`.
+    pub harness: &'static dyn Harness,
     /// Table pages in use before `Stage2::new` (the leak check's baseline).
     pub table_pages_before: usize,
 }
@@ -112,11 +115,13 @@ pub fn get() -> &'static Vm {
 }
 
 /// Builds the VM: memslots, stage-2 table, guest image. CPU0, before starting secondaries.
+/// `builtin` is the built-in guest's harness (used when no `kernel=` is given).
 pub fn create(
     opts: Options,
     tables: &'static Region,
     backing: &'static Region,
     platform: &Platform,
+    builtin: &'static dyn Harness,
 ) -> Result<&'static Vm, String> {
     let cpus = platform.mpidrs.len();
     if opts.files.is_some() {
@@ -163,6 +168,7 @@ pub fn create(
         backing,
         s2: Owned::new(s2),
         entry,
+        harness: builtin,
         table_pages_before,
     }))
 }
@@ -289,11 +295,20 @@ fn create_from_files(
         backing,
         s2: Owned::new(s2),
         entry,
+        harness: &Plain,
         table_pages_before,
     }))
 }
 
 impl Vm {
+    /// The guest kind's name for logs: "built-in", or the file format ("linux", "flat").
+    pub fn guest_name(&self) -> &'static str {
+        match &self.guest {
+            Guest::Builtin => "built-in",
+            Guest::Files { format, .. } => format.name(),
+        }
+    }
+
     /// Whether the guest is the built-in one (its harness in builtin/ applies).
     pub fn builtin(&self) -> bool {
         matches!(self.guest, Guest::Builtin)
