@@ -207,7 +207,17 @@ extern "C" fn primary_main() -> ! {
     );
 
     calibrate::measure_zero(backing);
-    let vm = match vm::create(opts, tables, backing, &platform, &builtin::harness::BUILTIN) {
+    let load_builtin = |image: &memslot::Memslot, lowest_stack| {
+        guest_image::load(image, lowest_stack, percpu::this_cpu(), backing)
+    };
+    let vm = match vm::create(
+        opts,
+        tables,
+        backing,
+        &platform,
+        &builtin::harness::BUILTIN,
+        load_builtin,
+    ) {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
