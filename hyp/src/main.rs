@@ -37,8 +37,8 @@ mod vmm;
 use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
 use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
 use vmm::{
-    boot_protocol, decode, el1_reset, exceptions, guest_dtb, idregs, inject, lifecycle, memslot,
-    passthrough, psci, tables, tlb, vcpu, vm,
+    boot_protocol, decode, el1_reset, evict, exceptions, guest_dtb, harness, idregs, inject,
+    lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
 };
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
@@ -207,7 +207,17 @@ extern "C" fn primary_main() -> ! {
     );
 
     calibrate::measure_zero(backing);
-    let vm = match vm::create(opts, tables, backing, &platform) {
+    let load_builtin = |image: &memslot::Memslot, lowest_stack| {
+        guest_image::load(image, lowest_stack, percpu::this_cpu(), backing)
+    };
+    let vm = match vm::create(
+        opts,
+        tables,
+        backing,
+        &platform,
+        &builtin::harness::BUILTIN,
+        load_builtin,
+    ) {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
@@ -318,7 +328,19 @@ fn cpu_main(id: usize) -> ! {
         if waiter.is_none() {
             log::warn!("no GICv3 timer wake-up: the reporter spins while it waits");
         }
-        let mut running = report::wait_for_vcpus(vm, deadline, waiter.as_ref());
+        // A guest from files that ended its run may still have vCPUs in the guest that never
+        // trap: make them fault (evict.rs), again each second in case one mapped a page back.
+        let mut running = loop {
+            let evicted = evict::evict(vm);
+            if evicted > 0 {
+                log::info!("evict: unmapped {evicted} guest RAM leaves to end the vCPUs still in the guest");
+            }
+            let until = deadline.min(CNTPCT_EL0.get() + CNTFRQ_EL0.get());
+            let running = report::wait_for_vcpus(vm, until, waiter.as_ref());
+            if running.is_empty() || CNTPCT_EL0.get() > deadline {
+                break running;
+            }
+        };
         // The pruner must be out of every stage-2 section before teardown; one that does not
         // stop counts as still running, which skips teardown and fails the run.
         if !chaos::stop(vm) {

@@ -508,19 +508,22 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     "{key}= applies to the built-in guest, not to kernel="
                 ));
             }
-            if o.chaos {
-                return Err(String::from(
-                    "chaos=on runs with the built-in guest only (not with kernel= yet)",
-                ));
-            }
             if !seen.contains(&"vcpus") {
                 o.vcpus = 1;
             }
-            // Secondary vCPUs start through the guest's PSCI CPU_ON, which arrives with the
-            // vCPU lifecycle (issue 10, A2); until then a guest from files runs on one vCPU.
-            if o.vcpus > 1 {
+            // chaos=on: the pruner runs on the CPU after the vCPUs, which the guest never gets
+            // (not in its DTB, its redistributor not mapped: passthrough.rs).
+            if o.chaos && o.vcpus >= cpus {
+                return Err(format!(
+                    "chaos=on needs a CPU for the pruner: use vcpus<={} (or boot one more CPU, \
+                     SMP={})",
+                    cpus - 1,
+                    o.vcpus + 1
+                ));
+            }
+            if o.chaos && o.backing == Backing::Block2M {
                 return Err(String::from(
-                    "kernel= runs 1 vCPU for now (secondaries need guest PSCI CPU_ON): use vcpus=1",
+                    "chaos=on uses 4k backing (its page migration breaks 2 MiB chunks); drop backing=2m",
                 ));
             }
             o.ram = ram;

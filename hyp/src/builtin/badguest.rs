@@ -381,7 +381,7 @@ pub fn overcommit_fault(
             OVERCOMMIT_USED.fetch_sub(1, Ordering::Relaxed);
             None
         }
-        None => slot.backing_or_alloc(ipa, cpu, vm.backing).ok(),
+        None => slot.backing_or_alloc(ipa, cpu, vm.backing, vm.harness).ok(),
     };
     let Some(pa) = pa else {
         drop(guard);

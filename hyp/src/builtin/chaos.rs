@@ -120,10 +120,23 @@ pub fn pruner_cpu(vm: &Vm) -> Option<usize> {
     vm.opts.chaos.then_some(vm.opts.vcpus)
 }
 
-/// Pre-backs every whole 2 MiB span of the data slot with one 2 MiB-aligned contiguous chunk, so
-/// that the pruner may collapse it into a block. CPU0, before any vCPU runs.
+/// The memslot the pruner works on: the built-in guest's data slot, or a guest from files' RAM
+/// (Linux's memory, its kernel and page tables included: the pruner does to it what a host's
+/// MMU notifiers, khugepaged and migration do to a KVM guest's).
+fn target(vm: &Vm) -> &Memslot {
+    if vm.builtin() {
+        &vm.data
+    } else {
+        &vm.image
+    }
+}
+
+/// Pre-backs every whole 2 MiB span of the target slot with one 2 MiB-aligned contiguous chunk,
+/// so that the pruner may collapse it into a block. Spans that already hold pages (a guest from
+/// files: its kernel, DTB and initrd were copied in) stay as they are: the pruner's `compact`
+/// makes them contiguous later. CPU0, before any vCPU runs.
 pub fn prepare(vm: &Vm) -> Result<(), String> {
-    let data = &vm.data;
+    let data = target(vm);
     if !data.ipa.is_multiple_of(SPAN) {
         return Err(format!(
             "chaos: data slot at {:#x} is not 2 MiB aligned",
@@ -131,7 +144,12 @@ pub fn prepare(vm: &Vm) -> Result<(), String> {
         ));
     }
     let spans = data.pages() / SPAN_PAGES;
+    let mut skipped = 0;
     for s in 0..spans {
+        if (0..SPAN_PAGES).any(|i| data.backing(s * SPAN_PAGES + i).is_some()) {
+            skipped += 1;
+            continue;
+        }
         let Some(chunk) = vm.backing.alloc(SPAN_PAGES) else {
             return Err(String::from(
                 "chaos: out of memory pre-backing the data slot",
@@ -145,7 +163,10 @@ pub fn prepare(vm: &Vm) -> Result<(), String> {
         }
     }
     log::info!(
-        "chaos: data slot pre-backed with {spans} contiguous 2 MiB chunks ({} tail pages on demand)",
+        "chaos: {} slot pre-backed with {} contiguous 2 MiB chunks ({skipped} spans already held \
+         pages; {} tail pages on demand)",
+        data.name,
+        spans - skipped,
         data.pages() % SPAN_PAGES
     );
     Ok(())
@@ -195,7 +216,7 @@ pub fn pruner(vm: &Vm, cpu: &PerCpu) {
     let freq = CNTFRQ_EL0.get();
     let pause = freq * PAUSE_US / 1_000_000;
     let mut rng = Rng(CNTPCT_EL0.get() | 1);
-    let data = &vm.data;
+    let data = target(vm);
     let spans = (data.pages() / SPAN_PAGES) as u64;
     let mut protected: Option<(u64, u64)> = None;
     log::info!(
@@ -294,7 +315,7 @@ fn count_map(ops: &Ops, r: Result<Mapped, Error>, done: &AtomicU64) {
 }
 
 fn collapse(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, span: u64) {
-    let data = &vm.data;
+    let data = target(vm);
     let first = span as usize * SPAN_PAGES;
     let g = fault_guard(vm, s2, cpu);
     // The backing is read inside the section: a migration (exclusive) cannot change it until we
@@ -319,7 +340,7 @@ fn collapse(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, span: u64) {
 }
 
 fn split(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, page: u64) {
-    let data = &vm.data;
+    let data = target(vm);
     let ipa = data.ipa + page * PAGE;
     let g = fault_guard(vm, s2, cpu);
     let in_block = g.translate(ipa).is_some_and(|t| t.level < 3);
@@ -395,7 +416,7 @@ fn reenable(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, start: u64, end: u64) {
 }
 
 fn migrate(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, page: usize) {
-    let data = &vm.data;
+    let data = target(vm);
     let ipa = data.ipa + page as u64 * PAGE;
     // The fresh page comes from this CPU's cache before the MMU lock is taken.
     let Some(fresh) = pool::take(cpu, Kind::Data, vm.backing) else {
@@ -444,7 +465,7 @@ fn migrate(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, page: usize) {
 }
 
 fn compact(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, span: usize) {
-    let data = &vm.data;
+    let data = target(vm);
     let Some(chunk) = vm.backing.alloc(SPAN_PAGES) else {
         inc(&ops.no_memory);
         return;
@@ -554,6 +575,11 @@ pub fn report(vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
     if !checks_itself(vm) && !vm.opts.chaos {
         return String::new();
     }
+    if !vm.builtin() {
+        // A guest from files checks its own memory (Linux: tests/guests' toucher); the pruner's
+        // operations and their failures are reported here.
+        return pruner_report(vm, s, failures);
+    }
     let results = verify_results();
     let (mut passes, mut lost, mut words) = (0, 0, 0);
     for (id, r) in results.iter().enumerate().take(vm.opts.vcpus) {
@@ -565,6 +591,17 @@ pub fn report(vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
     }
     let mut fields = format!(" lost_writes={lost} verified_words={words} verify_passes={passes}");
     fields.push_str(&crate::badguest::report(vm, failures));
+    fields.push_str(&pruner_report(vm, s, failures));
+    crate::println!(
+        "verify: {passes} passes, {words} words checked, {lost} lost writes (must be 0)"
+    );
+    fields
+}
+
+/// The pruner's lines and RESULT fields (empty without chaos=on); its failed operations fail
+/// the run.
+fn pruner_report(vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
+    let mut fields = String::new();
     if vm.opts.chaos {
         let o = ops();
         if !STARTED.load(Ordering::Acquire) {
@@ -632,8 +669,5 @@ pub fn report(vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
             s.max_deferred,
         ));
     }
-    crate::println!(
-        "verify: {passes} passes, {words} words checked, {lost} lost writes (must be 0)"
-    );
     fields
 }

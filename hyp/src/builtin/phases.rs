@@ -16,14 +16,15 @@ use alloc::vec::Vec;
 use arch_decode::smccc::Call;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
-use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
+use stage2::{Attrs, Error, Mapped, Size, Stats};
 
 use crate::abi;
-use crate::decode::{Abort, FaultType};
+use crate::decode::Abort;
 use crate::exceptions::Frame;
+use crate::harness::Guard;
 use crate::idle::Waiter;
 use crate::memslot::{Memslot, CHUNK};
-use crate::options::{Backing, Mode, Workload};
+use crate::options::{Mode, Workload};
 use crate::percpu::{self, status, PerCpu, HIST_BUCKETS};
 use crate::report::{percentile, ticks_to_ns};
 use crate::vcpu::{Action, WHY_BARRIER};
@@ -286,7 +287,7 @@ pub fn timed_zero(cpu: usize, zero: impl FnOnce()) {
 /// block); any other permission fault is relaxed.
 pub fn map_fault(
     vm: &Vm,
-    g: &stage2::Guard<'_, crate::tables::HypPool, crate::tlb::HypTlb>,
+    g: &Guard<'_>,
     slot: &Memslot,
     a: &Abort,
     pa: u64,
@@ -302,44 +303,11 @@ pub fn map_fault(
     r
 }
 
-fn map_policy(
-    vm: &Vm,
-    g: &stage2::Guard<'_, crate::tables::HypPool, crate::tlb::HypTlb>,
-    slot: &Memslot,
-    a: &Abort,
-    pa: u64,
-) -> Result<Mapped, Error> {
-    let ipa = a.ipa & !(crate::pool::PAGE - 1);
-    let data = core::ptr::eq(slot, &vm.data);
-    let logging = data && LOGGING.load(Ordering::Acquire);
-    // A fault on the guest's own stage-1 table walk counts as a write whatever WnR says: the
-    // walker may be setting an access flag or dirty state in the descriptor (Arm ARM D8.4,
-    // hardware updates of stage-1 descriptors; KVM's kvm_is_write_fault treats S1PTW the same).
-    // Relaxing a whole write-protected block for it would stop tracking its other 511 pages.
-    let write = a.write || a.s1ptw;
-    match a.fault {
-        FaultType::Permission => {
-            if logging && write && g.translate(ipa).is_some_and(|t| t.level < 3) {
-                return g.map(ipa, pa, Size::Page4K, Attrs::normal_rwx());
-            }
-            g.relax_perms(ipa, Perms::RWX).map(|()| Mapped::Spurious)
-        }
-        // A memslot backed by 2 MiB chunks maps them as blocks (the built-in guest's data slot,
-        // a real guest's RAM) under backing=2m.
-        _ if slot.chunked() && !logging && vm.opts.backing == Backing::Block2M => {
-            let block = pa & !(CHUNK - 1);
-            g.map(
-                ipa & !(CHUNK - 1),
-                block,
-                Size::Block2M,
-                Attrs::normal_rwx(),
-            )
-        }
-        // Logging: every new page is mapped read-only and its first write takes a permission
-        // fault (relax), where a real VMM would mark the page dirty.
-        _ if logging => g.map(ipa, pa, Size::Page4K, Attrs::normal(Perms::RX)),
-        _ => g.map(ipa, pa, Size::Page4K, Attrs::normal_rwx()),
-    }
+/// The built-in guest's map policy: the plain one (harness.rs), with dirty logging on the data
+/// slot while a phase asks for it (`set_logging`).
+fn map_policy(vm: &Vm, g: &Guard<'_>, slot: &Memslot, a: &Abort, pa: u64) -> Result<Mapped, Error> {
+    let logging = core::ptr::eq(slot, &vm.data) && LOGGING.load(Ordering::Acquire);
+    crate::harness::map_plain(vm, g, slot, a, pa, logging)
 }
 
 /// Fails the run for words that did not verify in a phase.

@@ -22,7 +22,10 @@ pub fn wait_for_vcpus(vm: &Vm, deadline: u64, waiter: Option<&Waiter>) -> Vec<us
     loop {
         let running: Vec<usize> = cpus
             .iter()
-            .filter(|c| c.result.status.load(Ordering::Acquire) == status::RUNNING)
+            .filter(|c| {
+                c.result.status.load(Ordering::Acquire) == status::RUNNING
+                    || c.result.left.load(Ordering::Acquire) == 0
+            })
             .map(|c| c.index)
             .collect();
         if running.is_empty() || CNTPCT_EL0.get() > deadline {
@@ -363,8 +366,10 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     }
     println!("{trap_line}");
     let (mut extra, workload_fields) = if let Some(fields) = &files {
+        // chaos=on: the pruner's operations (chaos.rs).
+        let chaos = crate::chaos::report(vm, &s, &mut failures);
         println!("");
-        (fields.clone(), String::new())
+        (format!("{fields}{chaos}"), String::new())
     } else {
         // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
         let mut extra = crate::chaos::report(vm, &s, &mut failures);

@@ -59,32 +59,12 @@ impl Waiter {
         ctlr.set(ctlr.get() | (1 << 4) | (1 << 1));
         wait_while(|| ctlr.get() & (1 << 31) != 0);
 
-        // Find our redistributor: GICR_TYPER[63:32] is its CPU's affinity, bit 4 marks the last.
-        let want = ((mpidr >> 32) & 0xff) << 24 | (mpidr & 0xff_ffff);
-        let mut rd = gicr;
-        let rd = loop {
-            let typer = reg64(rd + 0x8).get();
-            if typer >> 32 == want {
-                break rd;
-            }
-            if typer & (1 << 4) != 0 {
-                return None;
-            }
-            rd += GICR_STRIDE;
-        };
+        let rd = redistributor(gicr, mpidr)?;
         // Wake the redistributor: clear GICR_WAKER.ProcessorSleep, wait for ChildrenAsleep = 0.
         let waker = reg32(rd + 0x14);
         waker.set(waker.get() & !(1 << 1));
         wait_while(|| waker.get() & (1 << 2) != 0);
-        // PPI 26: group 1 (GICR_IGROUPR0), middle priority (GICR_IPRIORITYR), enabled
-        // (GICR_ISENABLER0).
-        let sgi = rd + GICR_SGI_OFFSET;
-        let group = reg32(sgi + 0x80);
-        group.set(group.get() | 1 << CNTHP_PPI);
-        let prio = reg32(sgi + 0x400 + u64::from(CNTHP_PPI / 4) * 4);
-        let shift = (CNTHP_PPI % 4) * 8;
-        prio.set((prio.get() & !(0xff << shift)) | (0x80 << shift));
-        reg32(sgi + 0x100).set(1 << CNTHP_PPI);
+        enable_cnthp_ppi(rd, 0x80);
 
         // CPU interface through system registers at EL2. ICC_SRE_EL2.Enable (EL1 access to
         // ICC_SRE_EL1) is the guest's business and is set per VM by vm.rs init_el2_state: the
@@ -108,6 +88,82 @@ impl Waiter {
         }
         CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::CLEAR);
     }
+}
+
+/// The redistributor (RD_base) of the CPU with `mpidr` among those from `gicr` on: GICR_TYPER
+/// [63:32] is its CPU's affinity, bit 4 (Last) marks the last frame (GICv3 spec 12.11.x).
+pub fn redistributor(gicr: u64, mpidr: u64) -> Option<u64> {
+    let want = ((mpidr >> 32) & 0xff) << 24 | (mpidr & 0xff_ffff);
+    let mut rd = gicr;
+    loop {
+        let typer = reg64(rd + 0x8).get();
+        if typer >> 32 == want {
+            return Some(rd);
+        }
+        if typer & (1 << 4) != 0 {
+            return None;
+        }
+        rd += GICR_STRIDE;
+    }
+}
+
+/// PPI 26 (CNTHP) in the redistributor at `rd`: group 1 (GICR_IGROUPR0), priority `priority`
+/// (GICR_IPRIORITYR), enabled (GICR_ISENABLER0).
+fn enable_cnthp_ppi(rd: u64, priority: u32) {
+    let sgi = rd + GICR_SGI_OFFSET;
+    let group = reg32(sgi + 0x80);
+    group.set(group.get() | 1 << CNTHP_PPI);
+    let prio = reg32(sgi + 0x400 + u64::from(CNTHP_PPI / 4) * 4);
+    let shift = (CNTHP_PPI % 4) * 8;
+    prio.set((prio.get() & !(0xff << shift)) | (priority << shift));
+    reg32(sgi + 0x100).set(1 << CNTHP_PPI);
+}
+
+/// A guest's WFI trapped to EL2 (HCR_EL2.TWI) on a CPU whose GIC the guest owns (pass-through,
+/// HCR_EL2.IMO = 0): waits at EL2 until an interrupt is pending for the guest or `ticks` pass,
+/// whichever is first. Returns whether it slept (false: the guest's own GIC state would keep
+/// the wake-up timer from waking this CPU, and the WFI completes at once, which a WFI may).
+///
+/// Why it works: a physical IRQ is a WFI wake-up event whatever PSTATE's masks and whatever
+/// Exception level it targets (Arm ARM D1.6.2, "Wait for Interrupt"), so the guest's own
+/// interrupts (timer, IPIs, UART) wake this WFI as they would have woken the guest's. The
+/// timeout is this CPU's EL2 timer (CNTHP, PPI 26, which the guest never uses: Linux and
+/// kvm-unit-tests at EL1 use the virtual and physical EL1 timers) at the highest priority, so
+/// only the guest's ICC_PMR_EL1 = 0, a running priority of 0 or Group 1 disabled could mask it;
+/// those registers are the guest's and are not touched, only read. The timer is disabled again
+/// before returning, which takes its level interrupt away before the guest can see it.
+pub fn guest_wfi(rd: u64, ticks: u64) -> bool {
+    let (pmr, rpr, grp1) = read_pmr_rpr_igrpen1();
+    if pmr == 0 || rpr == 0 || grp1 & 1 == 0 {
+        return false;
+    }
+    enable_cnthp_ppi(rd, 0);
+    set_cnthp_tval(ticks);
+    CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
+    arch::isb();
+    arch::wfi();
+    CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::CLEAR);
+    arch::isb();
+    true
+}
+
+/// ICC_PMR_EL1, ICC_RPR_EL1 and ICC_IGRPEN1_EL1 of this CPU's GIC CPU interface (aarch64-cpu has
+/// no typed accessors for them).
+fn read_pmr_rpr_igrpen1() -> (u64, u64, u64) {
+    let (pmr, rpr, grp1): (u64, u64, u64);
+    // SAFETY: reads of this CPU's GIC CPU-interface registers; no side effects.
+    unsafe {
+        asm!(
+            "mrs {pmr}, icc_pmr_el1",
+            "mrs {rpr}, icc_rpr_el1",
+            "mrs {grp1}, icc_igrpen1_el1",
+            pmr = out(reg) pmr,
+            rpr = out(reg) rpr,
+            grp1 = out(reg) grp1,
+            options(nomem, nostack, preserves_flags)
+        );
+    }
+    (pmr, rpr, grp1)
 }
 
 /// ICC_PMR_EL1 = 0xff (let every priority through) and ICC_IGRPEN1_EL1 = 1 (group 1 on).

@@ -217,6 +217,9 @@ pub struct VcpuResult {
     pub cycles: AtomicU64,
     /// Pages the guest says it touched.
     pub pages: AtomicU64,
+    /// 1 once the vCPU has left the guest for good and its CPU no longer touches the stage-2
+    /// table or the page pools (vcpu::run): teardown waits for it.
+    pub left: AtomicU32,
 }
 
 /// Everything one CPU owns.

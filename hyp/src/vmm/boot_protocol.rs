@@ -178,7 +178,7 @@ pub fn copy_in(
     let mut page = ipa & !(PAGE - 1);
     while page < end {
         let pa = slot
-            .backing_or_alloc(page, cpu, backing)
+            .backing_or_alloc(page, cpu, backing, &crate::harness::Plain)
             .map_err(|e| format!("no backing for guest RAM at {page:#x}: {e:?}"))?;
         let lo = ipa.max(page);
         let hi = end.min(page + PAGE);

@@ -75,8 +75,8 @@ pub enum Exit {
     Smc(u16),
     /// EC 0x18: a trapped MSR/MRS/System instruction.
     SysReg(SysReg),
-    /// EC 0x01: a trapped WFI/WFE.
-    Wfx,
+    /// EC 0x01: a trapped WFI/WFE (`wfe`: ISS.TI bit 0, set for WFE and WFET).
+    Wfx { wfe: bool },
     /// EC 0x1D: SME trapped by CPTR_EL2.TSM.
     Sme,
     /// EC 0x19: SVE trapped by CPTR_EL2.TZ.
@@ -152,7 +152,7 @@ pub fn decode(vector: u64) -> Exit {
         ec::HVC64 => Exit::Hvc(esr::imm16(esr)),
         ec::SMC64 => Exit::Smc(esr::imm16(esr)),
         ec::SYS64 => Exit::SysReg(esr::sysreg(esr)),
-        ec::WFX => Exit::Wfx,
+        ec::WFX => Exit::Wfx { wfe: esr & 1 != 0 },
         ec::SME => Exit::Sme,
         ec::SVE => Exit::Sve,
         ec::FP_ASIMD => Exit::Fp,

@@ -166,3 +166,24 @@ pub fn build(host: &Fdt<'_>, g: &GuestDtb<'_>) -> Result<(Vec<u8>, Vec<String>),
     w.end_node(r).map_err(err)?;
     Ok((w.finish().map_err(err)?, removed))
 }
+
+/// The MMIO windows of QEMU's `virtio,mmio` transports (`reg` of each such top-level node), which
+/// `build` removes from the guest's DTB: the guest reads them as zero (passthrough.rs), because
+/// kvm-unit-tests probes them whatever its DTB says (micro-bench reads 0x0a00_0008, a transport's
+/// Version register; zero there means "no virtio device").
+pub fn virtio_windows(host: &Fdt<'_>) -> Vec<(u64, u64)> {
+    let Some(root) = host.find_node("/") else {
+        return Vec::new();
+    };
+    root.children()
+        .filter(|n| {
+            n.compatible()
+                .is_some_and(|c| c.all().any(|s| s == "virtio,mmio"))
+        })
+        .flat_map(|n| {
+            n.reg()
+                .map(|r| (r.starting_address as u64, r.size.unwrap_or(0) as u64))
+        })
+        .filter(|&(_, size)| size > 0)
+        .collect()
+}

@@ -75,8 +75,15 @@ const OFF_POLL_HZ: u64 = 1000;
 /// ON_PENDING instead of ALREADY_ON.
 const PENDING_WAIT_MS: u64 = 100;
 
+/// How long a trapped guest WFI waits at EL2 at most before it completes (`guest_wfx`): the
+/// worst-case delay from the end of the run (SYSTEM_OFF on another vCPU) to this vCPU leaving
+/// the guest, 10 ms. The guest's own interrupts end the wait at once.
+const GUEST_WFI_HZ: u64 = 100;
+
 static VCPUS: Once<Vcpus> = Once::new();
 static GIC: Once<Option<(u64, u64)>> = Once::new();
+/// Each vCPU's redistributor (RD_base), for `guest_wfx`'s wake-up timer; None without a GICv3.
+static REDISTRIBUTORS: Once<alloc::vec::Vec<Option<u64>>> = Once::new();
 static END: AtomicU8 = AtomicU8::new(0);
 /// CPU_ON / AFFINITY_INFO answers that were errors, for sampled logging (fuzzers make many).
 static ERRORS: AtomicU64 = AtomicU64::new(0);
@@ -86,6 +93,12 @@ static ERRORS: AtomicU64 = AtomicU64::new(0);
 /// lets an OFF vCPU's CPU sleep in WFI (idle.rs). CPU0, once, before any vCPU runs.
 pub fn init(mpidrs: &[u64], start: Start, gic: Option<(u64, u64)>) {
     GIC.call_once(|| gic);
+    REDISTRIBUTORS.call_once(|| {
+        mpidrs
+            .iter()
+            .map(|&m| gic.and_then(|(_, gicr)| crate::idle::redistributor(gicr, m)))
+            .collect()
+    });
     VCPUS.call_once(|| {
         Vcpus::new(mpidrs, |i| match start {
             Start::EveryVcpu => true,
@@ -174,6 +187,33 @@ fn wait_for_cpu_on(id: usize) -> Option<OnRequest> {
             None => core::hint::spin_loop(),
         }
     }
+}
+
+/// A WFI or WFE of vCPU `id` trapped to EL2 (HCR_EL2.TWI, and TWE for a `.flat`: set for
+/// guests from files, vm.rs): whether the vCPU leaves the guest now because the run is over.
+/// Otherwise the instruction has done its wait and the caller steps past it.
+///
+/// Why trap them: an OS ending the run parks its other CPUs in a WFI loop with interrupts masked
+/// (Linux's `cpu_park_loop`; kvm-unit-tests' secondaries wait in WFE) and those CPUs never
+/// trap otherwise, so SYSTEM_OFF could not get them out of the guest, and no teardown is safe
+/// while a CPU may still walk the stage-2 table. A trapped WFI waits at EL2 for the guest's
+/// next interrupt, or at most 1/GUEST_WFI_HZ s (idle::guest_wfi), then looks at the run again.
+/// A trapped WFE completes at once (a WFE may complete at any time, Arm ARM D1.6.1, "Wait for
+/// Event"; the guest re-checks its condition and waits again): at EL2 it would not wake for the
+/// guest's interrupts, which are masked there.
+pub fn guest_wfx(id: usize, wfe: bool) -> bool {
+    if ended() {
+        return true;
+    }
+    if !wfe {
+        let rd = REDISTRIBUTORS
+            .get()
+            .and_then(|r| r.get(id).copied().flatten());
+        if let Some(rd) = rd {
+            crate::idle::guest_wfi(rd, CNTFRQ_EL0.get() / GUEST_WFI_HZ);
+        }
+    }
+    ended()
 }
 
 /// The registers and EL1 state of vCPU `id` started by CPU_ON (DEN0022 6.4.3, "CPU_ON" entry

@@ -9,6 +9,7 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use crate::harness::Harness;
 use crate::percpu::{Counters, PerCpu};
 use crate::pool::{self, Kind, Region, PAGE};
 
@@ -134,7 +135,8 @@ impl Memslot {
         }
     }
 
-    /// The backing page of the page holding `ipa`, allocating and zeroing one on first touch.
+    /// The backing page of the page holding `ipa`, allocating and zeroing one on first touch
+    /// (through `harness.zero_page`, its timing hook).
     ///
     /// The Acquire/Release pair makes the winner's zeroing (and, for the image slot, the copy)
     /// visible to every CPU that reads the PA, before that CPU maps it for its guest.
@@ -143,6 +145,7 @@ impl Memslot {
         ipa: u64,
         cpu: &PerCpu,
         data: &Region,
+        harness: &dyn Harness,
     ) -> Result<u64, NoBacking> {
         let index = ((ipa - self.ipa) / PAGE) as usize;
         let slot = &self.backing[index];
@@ -156,7 +159,7 @@ impl Memslot {
             return Ok(self.chunk_or_alloc(ipa, cpu, data)? + (ipa - self.ipa) % CHUNK);
         }
         let fresh = pool::take(cpu, Kind::Data, data).ok_or(NoBacking::OutOfMemory)?;
-        crate::phases::timed_zero(cpu.index, || pool::zero_guest_page(fresh));
+        harness.zero_page(cpu.index, &mut || pool::zero_guest_page(fresh));
         match slot.compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 Counters::inc(&cpu.counters.pages_backed);

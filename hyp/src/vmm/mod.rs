@@ -6,8 +6,10 @@
 pub mod boot_protocol;
 pub mod decode;
 pub mod el1_reset;
+pub mod evict;
 pub mod exceptions;
 pub mod guest_dtb;
+pub mod harness;
 pub mod idregs;
 pub mod inject;
 pub mod lifecycle;

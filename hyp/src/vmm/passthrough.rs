@@ -46,6 +46,9 @@ pub struct Passthrough {
     guest_frames: Vec<u64>,
     /// The PL011 base, if the guest prints straight to it.
     uart: Option<u64>,
+    /// Windows of devices removed from the guest's DTB that read as zero and ignore writes
+    /// (guest_dtb::virtio_windows), as (base, bytes).
+    raz_wi: Vec<(u64, u64)>,
 }
 
 fn read_typer(frame: u64) -> u64 {
@@ -69,6 +72,7 @@ impl Passthrough {
         gicr: u64,
         cpus: &[u64],
         uart: Option<u64>,
+        raz_wi: Vec<(u64, u64)>,
     ) -> Result<Self, &'static str> {
         let mut frame = gicr;
         let mut guest_frames = Vec::new();
@@ -99,6 +103,7 @@ impl Passthrough {
             gicr: (gicr, stride, count),
             guest_frames,
             uart,
+            raz_wi,
         })
     }
 
@@ -127,10 +132,18 @@ impl Passthrough {
         Ok(pages)
     }
 
-    /// A guest access to the redistributor of a CPU it was not given: the value a read returns
-    /// (GICR_TYPER of that frame, else 0), or Some(0) for a write (ignored). None when `ipa` is
-    /// not in such a frame. `size` is the access size in bytes.
-    pub fn emulate_gicr(&self, ipa: u64, size: u64) -> Option<u64> {
+    /// A guest access to an emulated device window: a removed device's window (`raz_wi`: reads
+    /// 0) or the redistributor of a CPU it was not given (GICR_TYPER of that frame, else 0). The
+    /// value a read returns, or Some(_) for a write (ignored); None when `ipa` is in neither.
+    /// `size` is the access size in bytes.
+    pub fn emulate(&self, ipa: u64, size: u64) -> Option<u64> {
+        if self
+            .raz_wi
+            .iter()
+            .any(|&(base, bytes)| ipa >= base && ipa + size <= base + bytes)
+        {
+            return Some(0);
+        }
         let (base, stride, count) = self.gicr;
         if ipa < base || ipa >= base + stride * count as u64 {
             return None;

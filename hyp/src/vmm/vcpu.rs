@@ -16,7 +16,7 @@ use crate::decode::{decode, Abort, Access, Exit, FaultType, Plan, SysReg};
 use crate::exceptions::Frame;
 use crate::lifecycle;
 use crate::memslot::NoBacking;
-use crate::options::{Mode, Selftest};
+use crate::options::Mode;
 use crate::percpu::{self, log_sampled, status, Counters, PerCpu, Trap};
 use crate::pool::{self, PAGE};
 use crate::psci::{self, GuestPsci};
@@ -45,7 +45,8 @@ pub const REASONS: [&str; 9] = [
     "a workload barrier could not complete (timed out, or another vCPU was stopped)",
     "the stage-2 table pool ran dry (tables=) and RCU had nothing to return",
 ];
-const WHY_GUEST_STATUS: u32 = 1;
+/// The guest reported a non-zero status (the built-in guest's HVC_FINISH).
+pub const WHY_GUEST_STATUS: u32 = 1;
 const WHY_TRAP: u32 = 2;
 const WHY_OOM: u32 = 3;
 const WHY_MAP: u32 = 4;
@@ -54,75 +55,58 @@ const WHY_OFF_EARLY: u32 = 5;
 pub const WHY_BARRIER: u32 = 7;
 const WHY_TABLES: u32 = 8;
 
-/// The registers vCPU `id` starts with at its boot entry (the boot vCPU of a guest from files, or
-/// any vCPU of the built-in guest). A guest from files gets its boot protocol
-/// (boot_protocol.rs): x0 = the DTB's IPA, x1..x3 = 0, EL1h with D/A/I/F masked, MMU and caches
-/// off (configure_this_cpu), at the kernel's load address. The built-in guest
-/// (guest/src/abi.rs): x0..x5 = vCPU id, data region, workload, flags, vCPU count; SP_EL1 = its
-/// stack; EL1h, DAIF masked, MMU off.
+/// The registers vCPU `id` starts with at its boot entry: the harness's (the built-in guest:
+/// builtin/harness.rs), or for a guest from files its boot protocol (boot_protocol.rs): x0 = the
+/// DTB's IPA, x1..x3 = 0, EL1h with D/A/I/F masked, MMU and caches off (configure_this_cpu), at
+/// the kernel's load address.
 fn boot_frame(vm: &Vm, id: usize) -> Frame {
-    if let vm::Guest::Files { layout, format, .. } = &vm.guest {
-        let mut f = Frame::zeroed();
-        f.x[0] = layout.dtb;
-        f.elr = layout.entry;
-        f.spsr = crate::el1_reset::entry_pstate();
-        log::info!(
-            "vcpu {id} (MPIDR {:#x}): entering the {} guest at {:#x}, DTB at {:#x}",
-            percpu::this_cpu().mpidr,
-            format.name(),
-            layout.entry,
-            layout.dtb
-        );
+    if let Some(f) = vm.harness.boot_frame(vm, id) {
         return f;
     }
-    let (base, size) = vm.region(id);
+    let dtb = match &vm.guest {
+        vm::Guest::Files { layout, .. } => layout.dtb,
+        vm::Guest::Builtin => 0,
+    };
     let mut f = Frame::zeroed();
-    f.x[0] = id as u64;
-    f.x[1] = base;
-    f.x[2] = size;
-    f.x[3] = vm.opts.workload.guest_number();
-    // vCPU 0 also proves that an abort outside every memslot comes back as an external abort
-    // and exercises the PSCI/SMCCC paths; selftest=hang makes the last vCPU never finish.
-    let mut flags = if id == 0 { abi::FLAG_PROBE } else { 0 };
-    if vm.opts.selftest == Some(Selftest::Hang) && id + 1 == vm.opts.vcpus {
-        flags |= abi::FLAG_HANG;
-    }
-    f.x[4] = flags;
-    f.x[5] = vm.opts.vcpus as u64;
-    f.sp_el1 = abi::DATA_BASE - id as u64 * abi::STACK_SIZE;
+    f.x[0] = dtb;
     f.elr = vm.entry;
     f.spsr = crate::el1_reset::entry_pstate();
     log::info!(
-        "vcpu {id} (MPIDR {:#x}): entering guest at {:#x}, {} region {base:#x}+{size:#x}",
+        "vcpu {id} (MPIDR {:#x}): entering the {} guest at {:#x}, DTB at {dtb:#x}",
         percpu::this_cpu().mpidr,
+        vm.guest_name(),
         vm.entry,
-        vm.data.name
     );
     f
 }
 
-/// Runs the built-in guest's vCPU `id` (= this CPU's index) until it finishes or is stopped.
-/// Every vCPU starts ON (lifecycle::Start::EveryVcpu); one that calls CPU_OFF waits for a
-/// CPU_ON and restarts at its entry point (lifecycle.rs). A vCPU still OFF when the run ends
-/// counts as finished if it reported its result first, as a CPU_OFF after HVC_REPORT always did.
+/// A vCPU that is OFF when the run ends has finished if the harness says so (a guest from files:
+/// always, its OS turned it off or never started it). Returns with the vCPU out of the guest for
+/// good: `left` is set last.
 pub fn run(vm: &Vm, id: usize) {
     let cpu = percpu::this_cpu();
     if lifecycle::run_vcpu(vm, id, || boot_frame(vm, id)) == lifecycle::Stopped::OffAtEnd {
-        if cpu.result.reported.load(Ordering::Relaxed) != 0 {
+        if vm.harness.finished_ok(cpu) {
             finish_ok(cpu);
         } else {
             stop(cpu, WHY_OFF_EARLY);
         }
     }
+    // The reporter tears the stage-2 table down once every vCPU has set this: this CPU has left
+    // its last trap and drained its page caches (lifecycle::run_vcpu), so it neither walks the
+    // table nor touches the pools any more.
+    cpu.result.left.store(1, Ordering::Release);
 }
 
-fn stop(cpu: &PerCpu, why: u32) -> Action {
+/// Stops the vCPU with reason `why` (an index into `REASONS`).
+pub fn stop(cpu: &PerCpu, why: u32) -> Action {
     cpu.result.why.store(why, Ordering::Relaxed);
     cpu.result.status.store(status::FAILED, Ordering::Release);
     Action::Leave
 }
 
-fn finish_ok(cpu: &PerCpu) -> Action {
+/// The vCPU finished its work: it leaves the guest.
+pub fn finish_ok(cpu: &PerCpu) -> Action {
     cpu.result.status.store(status::DONE, Ordering::Release);
     Action::Leave
 }
@@ -137,6 +121,11 @@ fn finish_ok(cpu: &PerCpu) -> Action {
 pub fn handle_exit(frame: &mut Frame, kind: u64, entry_ticks: u64) -> Action {
     let cpu = percpu::this_cpu();
     let vm = vm::get();
+    // A guest from files whose run has ended (SYSTEM_OFF on another vCPU): whatever brought
+    // this vCPU here, it leaves the guest (evict.rs makes the ones that never trap fault).
+    if !vm.builtin() && lifecycle::end() != lifecycle::End::Stopped {
+        return finish_ok(cpu);
+    }
     match decode(kind) {
         Exit::DataAbort(a) => handle_abort(vm, cpu, frame, &a, true, entry_ticks),
         Exit::InstructionAbort(a) => handle_abort(vm, cpu, frame, &a, false, entry_ticks),
@@ -161,10 +150,14 @@ pub fn handle_exit(frame: &mut Frame, kind: u64, entry_ticks: u64) -> Action {
             handle_call(cpu, frame, "SMC", imm)
         }
         Exit::SysReg(r) => handle_sysreg(cpu, frame, &r),
-        Exit::Wfx => {
-            // WFI/WFE may complete at any time (Arm ARM "Wait for Interrupt"): a NOP is a
-            // correct implementation. (HCR_EL2.TWI/TWE are clear, so this is not expected.)
+        Exit::Wfx { wfe } => {
+            // A guest from files: WFI waits at EL2 and leaves when the run is over
+            // (lifecycle::guest_wfx). The built-in guest does not trap them (TWI/TWE clear):
+            // WFI/WFE may complete at any time (Arm ARM "Wait for Interrupt"), a NOP is correct.
             cpu.counters.trap(Trap::Wfx);
+            if !vm.builtin() && lifecycle::guest_wfx(cpu.index, wfe) {
+                return finish_ok(cpu);
+            }
             inject::skip_instruction(frame);
             Action::Resume
         }
@@ -419,9 +412,10 @@ fn handle_abort(
         }
     }
     if let vm::Guest::Files { devices, .. } = &vm.guest {
-        // A redistributor frame of a CPU the guest was not given (passthrough.rs).
+        // A redistributor frame of a CPU the guest was not given, or a removed device's window
+        // (passthrough.rs).
         if let (true, Some(access)) = (data, a.access) {
-            if let Some(value) = devices.emulate_gicr(a.ipa, u64::from(access.size)) {
+            if let Some(value) = devices.emulate(a.ipa, u64::from(access.size)) {
                 cpu.counters.trap(Trap::AbortMmio);
                 Counters::inc(&cpu.counters.mmio);
                 if !a.write {
@@ -431,8 +425,8 @@ fn handle_abort(
                 return Action::Resume;
             }
         }
-    } else if let Some(action) = crate::badguest::overcommit_fault(vm, cpu, frame, a, data) {
-        // Bad-guest case 12: the overcommit memslot, backed only up to its budget (badguest.rs).
+    } else if let Some(action) = vm.harness.unclaimed_abort(vm, cpu, frame, a, data) {
+        // The harness's own memory (the built-in guest's overcommit memslot, badguest.rs).
         return action;
     }
     match arch_decode::abort::unbacked(a.ipa, vm::IPA_BITS, cache_maintenance) {
@@ -498,7 +492,7 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
     // page and repoints the memslot under the exclusive guard, so it can never fall between this
     // lookup and the map below and leave the table pointing at a page the memslot has dropped.
     let guard = locked.unwrap_or_else(|| s2.shared(cpu.index));
-    let pa = match slot.backing_or_alloc(ipa, cpu, vm.backing) {
+    let pa = match slot.backing_or_alloc(ipa, cpu, vm.backing, vm.harness) {
         Ok(pa) => pa,
         // Another CPU is zeroing this 2 MiB chunk: re-run the access.
         Err(NoBacking::Busy) => {
@@ -514,8 +508,8 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
             return stop(cpu, WHY_OOM);
         }
     };
-    // 4 KiB pages or 2 MiB blocks, relax or split: the workload's policy (phases.rs).
-    let result = crate::phases::map_fault(vm, &guard, slot, a, pa);
+    // 4 KiB pages or 2 MiB blocks, relax or split: the harness's policy (harness.rs).
+    let result = vm.harness.map_fault(vm, &guard, slot, a, pa);
     drop(guard);
     // Free the table pages this CPU retired whose grace period ended (never while in a section).
     s2.reclaim(cpu.index);
@@ -604,10 +598,8 @@ fn uart_register(offset: u64) -> u32 {
 /// byte; a load returns the registers' bytes at the access's offset and size, zero- or
 /// sign-extended into Wt/Xt as the syndrome (SAS, SSE, SF) says. The PC then steps over the
 /// instruction by its length (ESR.IL) and, in a T32 IT block, ITSTATE advances.
-/// Emulates one PL011 access. A `.flat`'s "EXIT: STATUS=n" line ends its vCPU: the test is
-/// over (what follows is its attempt to power off, which may not exist in its build).
+/// A `.flat`'s "EXIT: STATUS=n" line is recorded (`FLAT_EXIT_STATUS`); its SYSTEM_OFF ends the run.
 fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> Action {
-    let mut exited = false;
     Counters::inc(&cpu.counters.mmio);
     let offset = a.ipa - abi::UART_BASE;
     if a.write {
@@ -618,7 +610,7 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> A
             if byte == b'\n' || line.len() >= 200 {
                 let text = core::str::from_utf8(line).unwrap_or("<non-UTF-8 output>");
                 log::info!("guest: {text}");
-                exited = guest_exit_line(text);
+                guest_exit_line(text);
                 line.clear();
             }
             if byte != b'\n' && byte != b'\r' {
@@ -635,9 +627,8 @@ fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> A
         frame.set_reg(access.reg, load_result(&access, data));
     }
     inject::skip_instruction(frame);
-    if exited && !vm::get().builtin() {
-        return finish_ok(cpu);
-    }
+    // A `.flat` prints its EXIT line and then powers off through PSCI SYSTEM_OFF (kvm-unit-tests
+    // lib/arm/io.c `exit`), which ends the run for every vCPU (lifecycle.rs): go on to it.
     Action::Resume
 }
 
@@ -665,28 +656,29 @@ pub fn inject_abort(cpu: &PerCpu, frame: &mut Frame, a: &Abort, data: bool, why:
     Action::Resume
 }
 
-/// A guest from files: its SMCCC calls are PSCI only. SYSTEM_OFF ends the run cleanly; CPU_OFF
-/// ends this vCPU (the run ends when every vCPU has ended).
-fn guest_psci_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, call: &Call) -> Action {
+/// PSCI 1.1 and the SMCCC architecture calls, for every guest kind (psci.rs). SYSTEM_OFF /
+/// SYSTEM_RESET end the run: this vCPU leaves, finished if the harness says its work was done;
+/// CPU_OFF leaves until a CPU_ON (lifecycle.rs).
+fn guest_psci_call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, conduit: &str, call: &Call) -> Action {
     let function = call.function;
-    match psci::guest_call(cpu.index, call, |ipa| vm::get().slot(ipa).is_some()) {
+    match psci::guest_call(cpu.index, call, |ipa| vm.slot(ipa).is_some()) {
         GuestPsci::Return(v) => {
             frame.x[0] = v;
             Action::Resume
         }
         GuestPsci::SystemOff | GuestPsci::SystemReset => {
-            log::info!("vcpu {}: guest PSCI SYSTEM_OFF / SYSTEM_RESET", cpu.index);
-            finish_ok(cpu)
+            if vm.harness.finished_ok(cpu) {
+                finish_ok(cpu)
+            } else {
+                stop(cpu, WHY_OFF_EARLY)
+            }
         }
         // Powered off (lifecycle.rs): leave; lifecycle::run_vcpu waits for a CPU_ON.
-        GuestPsci::CpuOff => {
-            log::info!("vcpu {}: guest PSCI CPU_OFF", cpu.index);
-            Action::Leave
-        }
+        GuestPsci::CpuOff => Action::Leave,
         GuestPsci::NotSupported => {
             if log_sampled(Counters::bump(&cpu.counters.calls_unsupported)) {
-                log::info!(
-                    "vcpu {}: {conduit} function {function:#x}: NOT_SUPPORTED",
+                log::warn!(
+                    "vcpu {}: unsupported {conduit} function {function:#x}: NOT_SUPPORTED",
                     cpu.index
                 );
             }
@@ -715,7 +707,7 @@ fn guest_exit_line(text: &str) -> bool {
     false
 }
 
-/// HVC and trapped SMC: the guest ABI (abi.rs) and PSCI, per SMCCC (DEN0028): the function ID
+/// HVC and trapped SMC: the harness's ABI and PSCI, per SMCCC (DEN0028): the function ID
 /// is W0 and an SMC32/HVC32 call's arguments are W1..W7 (arch_decode::smccc). A non-zero
 /// immediate is not an SMCCC call (SMCCC 2.x: the immediate is 0): NOT_SUPPORTED.
 fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Action {
@@ -732,74 +724,10 @@ fn handle_call(cpu: &PerCpu, frame: &mut Frame, conduit: &str, imm: u16) -> Acti
     let mut regs = [0; 8];
     regs.copy_from_slice(&frame.x[..8]);
     let call = Call::new(&regs);
-    let function = call.function;
-    if !vm::get().builtin() {
-        return guest_psci_call(cpu, frame, conduit, &call);
-    }
-    // The workload calls: barriers, calibration, phase reports, collapse (phases.rs).
-    if let Some(action) = crate::phases::call(vm::get(), cpu, frame, &call) {
+    let vm = vm::get();
+    // The harness's own ABI first (the built-in guest's calls, builtin/harness.rs), then PSCI.
+    if let Some(action) = vm.harness.call(vm, cpu, frame, &call) {
         return action;
     }
-    // The guest fuzzer's call (fuzz.rs): run parameters, its counts, whether fuzzers still run.
-    if let Some(action) = crate::fuzz::call(vm::get(), cpu, frame) {
-        return action;
-    }
-    // workload=psci's check reports (psci_check.rs).
-    if let Some(v) = crate::psci_check::call(vm::get(), cpu.index, &call) {
-        frame.x[0] = v;
-        return Action::Resume;
-    }
-    // The robustness calls (badguest.rs): run parameters, verify results, bad-guest cases.
-    if let Some(v) = crate::badguest::call(vm::get(), cpu, &call) {
-        frame.x[0] = v;
-        return Action::Resume;
-    }
-    match call.function_u64() {
-        abi::HVC_REPORT => {
-            let r = &cpu.result;
-            r.checksum.store(call.arg(1), Ordering::Relaxed);
-            r.cycles.store(call.arg(2), Ordering::Relaxed);
-            r.pages.store(call.arg(3), Ordering::Relaxed);
-            r.reported.store(1, Ordering::Release);
-            frame.x[0] = 0;
-            Action::Resume
-        }
-        abi::HVC_FINISH => {
-            if call.arg(1) == 0 {
-                finish_ok(cpu)
-            } else {
-                log::error!(
-                    "vcpu {}: guest finished with status {}",
-                    cpu.index,
-                    call.arg(1)
-                );
-                stop(cpu, WHY_GUEST_STATUS)
-            }
-        }
-        _ => match psci::guest_call(cpu.index, &call, |ipa| vm::get().slot(ipa).is_some()) {
-            GuestPsci::Return(v) => {
-                frame.x[0] = v;
-                Action::Resume
-            }
-            // Powered off (lifecycle.rs): leave; lifecycle::run_vcpu waits for a CPU_ON.
-            GuestPsci::CpuOff => Action::Leave,
-            GuestPsci::SystemOff | GuestPsci::SystemReset => {
-                if cpu.result.reported.load(Ordering::Relaxed) != 0 {
-                    finish_ok(cpu)
-                } else {
-                    stop(cpu, WHY_OFF_EARLY)
-                }
-            }
-            GuestPsci::NotSupported => {
-                if log_sampled(Counters::bump(&cpu.counters.calls_unsupported)) {
-                    log::warn!(
-                        "vcpu {}: unsupported {conduit} function {function:#x}: NOT_SUPPORTED",
-                        cpu.index
-                    );
-                }
-                frame.x[0] = smccc::NOT_SUPPORTED;
-                Action::Resume
-            }
-        },
-    }
+    guest_psci_call(vm, cpu, frame, conduit, &call)
 }

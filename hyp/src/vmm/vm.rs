@@ -19,6 +19,7 @@ use crate::abi;
 use crate::boot_protocol::{self, Format};
 use crate::dtb::Platform;
 use crate::guest_dtb::{self, GuestDtb};
+use crate::harness::{Harness, Plain};
 use crate::memslot::Memslot;
 use crate::options::{Backing, Options, Workload};
 use crate::passthrough::Passthrough;
@@ -26,7 +27,7 @@ use crate::pool::Region;
 use crate::sysreg_ext::{self, CPTR_EL2_NVHE, HCRX_EL2, ICH_HCR_EL2_TRAPS, SCTLR_EL1_EXT};
 use crate::tables::HypPool;
 use crate::tlb::HypTlb;
-use crate::{arch, guest_image, mmu, percpu};
+use crate::{arch, mmu, percpu};
 use alloc::vec::Vec;
 use tock_registers::registers::InMemoryRegister;
 
@@ -102,6 +103,8 @@ pub struct Vm {
     pub s2: Owned<S2>,
     /// Guest entry IPA.
     pub entry: u64,
+    /// The guest kind's harness (harness.rs): the built-in guest's, or `Plain`.
+    pub harness: &'static dyn Harness,
     /// Table pages in use before `Stage2::new` (the leak check's baseline).
     pub table_pages_before: usize,
 }
@@ -114,11 +117,16 @@ pub fn get() -> &'static Vm {
 }
 
 /// Builds the VM: memslots, stage-2 table, guest image. CPU0, before starting secondaries.
+/// Without `kernel=` the VM runs the built-in guest: `builtin` is its harness and `load_builtin`
+/// copies its image into the image memslot given the lowest vCPU stack's IPA, returning the
+/// entry IPA (builtin/guest_image.rs; main.rs passes both, so the core names no harness).
 pub fn create(
     opts: Options,
     tables: &'static Region,
     backing: &'static Region,
     platform: &Platform,
+    builtin: &'static dyn Harness,
+    load_builtin: impl FnOnce(&Memslot, u64) -> Result<u64, String>,
 ) -> Result<&'static Vm, String> {
     let cpus = platform.mpidrs.len();
     if opts.files.is_some() {
@@ -166,7 +174,7 @@ pub fn create(
         Memslot::new("data", abi::DATA_BASE, data_size)
     };
     let lowest_stack = abi::DATA_BASE - opts.vcpus as u64 * abi::STACK_SIZE;
-    let entry = guest_image::load(&image, lowest_stack, percpu::this_cpu(), backing)?;
+    let entry = load_builtin(&image, lowest_stack)?;
 
     let (s2, table_pages_before) = new_stage2(tables, cpus)?;
     Ok(VM.call_once(|| Vm {
@@ -178,6 +186,7 @@ pub fn create(
         backing,
         s2: Owned::new(s2),
         entry,
+        harness: builtin,
         table_pages_before,
     }))
 }
@@ -253,7 +262,8 @@ fn create_from_files(
         Format::Linux { .. } => Some(platform.uart),
         Format::Flat => None,
     };
-    let devices = Passthrough::new(gicd, gicr, &mpidrs, uart).map_err(String::from)?;
+    let devices = Passthrough::new(gicd, gicr, &mpidrs, uart, guest_dtb::virtio_windows(&host))
+        .map_err(String::from)?;
 
     let ram = if opts.backing == Backing::Block2M {
         Memslot::new_chunked("ram", boot_protocol::RAM_BASE, opts.ram)
@@ -303,11 +313,20 @@ fn create_from_files(
         backing,
         s2: Owned::new(s2),
         entry,
+        harness: &Plain,
         table_pages_before,
     }))
 }
 
 impl Vm {
+    /// The guest kind's name for logs: "built-in", or the file format ("linux", "flat").
+    pub fn guest_name(&self) -> &'static str {
+        match &self.guest {
+            Guest::Builtin => "built-in",
+            Guest::Files { format, .. } => format.name(),
+        }
+    }
+
     /// Whether the guest is the built-in one (its harness in builtin/ applies).
     pub fn builtin(&self) -> bool {
         matches!(self.guest, Guest::Builtin)
@@ -407,7 +426,12 @@ fn set_feature_traps() {
 /// i, so VMPIDR = this CPU's MPIDR, and its GICR frame and the affinities the guest programs into
 /// GICD_IROUTER are the real ones under GICv3 pass-through.)
 fn configure_files_guest(mpidrs: &[u64]) {
-    debug_assert!(mpidrs.contains(&(MPIDR_EL1.get() & 0xFF_00FF_FFFF)));
+    // (A CPU that runs no vCPU, the chaos pruner, is configured too: it issues the VM's TLB
+    // maintenance, which needs its VMID, but never enters the guest.)
+    debug_assert!(
+        mpidrs.contains(&(MPIDR_EL1.get() & 0xFF_00FF_FFFF))
+            || percpu::this_cpu().index >= mpidrs.len()
+    );
     // EL1 may use the GICv3 CPU interface's system registers (ICC_*_EL1) itself: SRE = 1 at
     // EL2 and Enable = 1, so EL1 accesses to ICC_SRE_EL1 do not trap to EL2 (Arm GICv3 spec,
     // 12.7.x "ICC_SRE_EL2").
@@ -436,7 +460,7 @@ pub fn configure_this_cpu(vm: &Vm) {
                 + HCR_EL2::IMO::EnableVirtualIRQ
                 + HCR_EL2::FMO::EnableVirtualFIQ
         }
-        Guest::Files { .. } => {
+        Guest::Files { format, .. } => {
             // DC off: it would force the guest's stage 1 off (Arm ARM D8.2.11, "The effects of
             // disabling an address translation stage"); Linux turns its MMU on.
             HCR_EL2::DC::CLEAR
@@ -448,6 +472,17 @@ pub fn configure_this_cpu(vm: &Vm) {
                 // guest's (Linux writes APIAKeyHi_EL1 early; a trap would be an UNDEF).
                 + HCR_EL2::API::DisableTrapPointerAuthInstToEl2
                 + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2
+                // WFI traps: a CPU the guest parked in a WFI loop with interrupts masked (Linux's
+                // power-off) leaves the guest when the run ends; the WFI waits at EL2 for the
+                // guest's interrupts meanwhile (lifecycle::guest_wfx).
+                + HCR_EL2::TWI::SET
+                // WFE traps for a .flat: kvm-unit-tests' idle secondaries wait in WFE. Not for
+                // Linux, whose spinlocks wait in WFE and which parks CPUs with WFI.
+                + if format == Format::Flat {
+                    HCR_EL2::TWE::SET
+                } else {
+                    HCR_EL2::TWE::CLEAR
+                }
             // ATA stays 0: MTE is not offered to any guest (policy.md; ID_AA64PFR1_EL1.MTE
             // reads 0 through idregs.rs), so tag instructions and registers keep trapping.
         }
