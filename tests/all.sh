@@ -4,7 +4,9 @@
 #   -> arch-decode host tests (ESR/HPFAR/SMCCC/exception-entry/ID-register decode)
 #   -> psci-lifecycle host tests (vCPU power states, racing CPU_ON on real threads, PSCI answers)
 #   -> loom models -> no FP/SIMD/SVE/SME instruction in the hypervisor (tests/no-fp.sh)
-#   -> QEMU runs of the hypervisor (tests/qemu.sh, incl. the gdb test).
+#   -> QEMU runs of the hypervisor (tests/qemu.sh, incl. the gdb test)
+#   -> real guests: Debian's arm64 Linux (tests/guests/linux.sh --suite) and kvm-unit-tests
+#      (tests/guests/kvm-unit-tests.sh; source: ../shared/third_party/ next to the clone).
 # Prints one line per step and ends with "all: N passed, M failed" (N/M count test cases).
 # Exit status is non-zero if anything failed.
 set -u
@@ -30,11 +32,11 @@ run() {
         local status=FAILED
         failed_steps+=("$name")
     fi
-    # Count cases from cargo's "test result:" lines and the closing line of tests/qemu*.sh and
-    # tests/no-fp.sh.
+    # Count cases from cargo's "test result:" lines and the closing line of tests/qemu*.sh,
+    # tests/no-fp.sh and tests/guests/*.sh.
     local p f
-    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^(qemu[a-z-]*|no-fp): [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-    f=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed|^(qemu[a-z-]*|no-fp): [0-9]+ passed, [0-9]+ failed)' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^(qemu[a-z-]*|no-fp|guests-[a-z]+): [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed|^(qemu[a-z-]*|no-fp|guests-[a-z]+): [0-9]+ passed, [0-9]+ failed)' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
     if [ "$status" = FAILED ] && [ "$f" -eq 0 ]; then f=1; fi
     passed=$((passed + p))
     failed=$((failed + f))
@@ -60,6 +62,8 @@ run qemu bash tests/qemu.sh
 run qemu-robustness bash tests/qemu-robustness.sh
 run qemu-workloads bash tests/qemu-workloads.sh
 run qemu-fuzz bash tests/qemu-fuzz.sh
+run guests-linux bash tests/guests/linux.sh --suite
+run guests-kut bash tests/guests/kvm-unit-tests.sh --release
 
 echo
 if [ ${#failed_steps[@]} -gt 0 ]; then
