@@ -79,28 +79,6 @@ pub fn write_zcr_el2(value: u64) {
 }
 
 register_bitfields! {u64,
-    /// SCTLR_EL1 fields aarch64-cpu 11 does not name (Arm ARM D24.2 "SCTLR_EL1"), for the
-    /// guest's reset value (vm.rs `init_el2_state`).
-    pub SCTLR_EL1_EXT [
-        /// Load/Store Multiple Atomicity and Ordering Enable (AArch32 EL0): 1 = no trap, the
-        /// ordering of an LDM/STM is not relaxed. RES1 without FEAT_LSMAOC.
-        LSMAOE OFFSET(29) NUMBITS(1) [],
-        /// No Trap Load Multiple and Store Multiple to Device memory (AArch32 EL0). RES1
-        /// without FEAT_LSMAOC.
-        NTLSMD OFFSET(28) NUMBITS(1) [],
-        /// Set Privileged Access Never on exception entry to EL1: 1 = PSTATE.PAN unchanged.
-        /// RES1 without FEAT_PAN.
-        SPAN OFFSET(23) NUMBITS(1) [],
-        /// Exception entry is a context synchronization event. RES1 without FEAT_ExS.
-        EIS OFFSET(22) NUMBITS(1) [],
-        /// Trap EL0 access to SCXTNUM_EL0: 1 = trapped. RES1 without FEAT_CSV2_2.
-        TSCXT OFFSET(20) NUMBITS(1) [],
-        /// Exception return is a context synchronization event. RES1 without FEAT_ExS.
-        EOS OFFSET(11) NUMBITS(1) [],
-    ]
-}
-
-register_bitfields! {u64,
     /// ICH_HCR_EL2 trap fields aarch64-cpu 11 lacks (Arm IHI 0069 GICv3, "ICH_HCR_EL2").
     pub ICH_HCR_EL2_TRAPS [
         /// Trap all EL1 accesses to ICC_* / ICV_* Group 1 registers to EL2.

@@ -5,8 +5,8 @@
 use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2, HDFGRTR_EL2,
     HDFGWTR_EL2, HFGITR_EL2, HFGRTR_EL2, HFGWTR_EL2, ICC_SRE_EL2, ICH_HCR_EL2, ID_AA64DFR0_EL1,
-    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, MPIDR_EL1, SCTLR_EL1,
-    VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, MPIDR_EL1, VBAR_EL1,
+    VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use alloc::format;
 use alloc::string::String;
@@ -24,7 +24,7 @@ use crate::memslot::Memslot;
 use crate::options::{Backing, Options, Workload};
 use crate::passthrough::Passthrough;
 use crate::pool::Region;
-use crate::sysreg_ext::{self, CPTR_EL2_NVHE, HCRX_EL2, ICH_HCR_EL2_TRAPS, SCTLR_EL1_EXT};
+use crate::sysreg_ext::{self, CPTR_EL2_NVHE, HCRX_EL2, ICH_HCR_EL2_TRAPS};
 use crate::tables::HypPool;
 use crate::tlb::HypTlb;
 use crate::{arch, mmu, percpu};
@@ -792,40 +792,8 @@ fn init_el2_state(vm: &Vm) {
         sysreg_ext::write_vsesr_el2(0);
     }
 
-    // SCTLR_EL1: the guest's EL1 starts as after a reset, written whole (most fields are
-    // UNKNOWN out of reset): MMU, caches, alignment checks off (M = C = I = A = SA = SA0 = 0),
-    // little-endian (EE = E0E = 0), no EL0 access to cache maintenance, DC ZVA, CTR_EL0, WFI/WFE
-    // or DAIF (UCI = DZE = UCT = nTWI = nTWE = UMA = 0), pointer authentication off (EnIA,
-    // EnIB, EnDA, EnDB = 0), WXN off; and Linux's INIT_SCTLR_EL1_MMU_OFF RES1-or-safe bits:
-    // LSMAOE, nTLSMD, EIS, TSCXT, EOS. Unlike Linux, SPAN = 1 (PSTATE.PAN unchanged on
-    // exception entry): the built-in guest never manages PAN, and the bit is RES1 without
-    // FEAT_PAN.
-    let sctlr: InMemoryRegister<u64, SCTLR_EL1_EXT::Register> = InMemoryRegister::new(0);
-    sctlr.write(
-        SCTLR_EL1_EXT::LSMAOE::SET
-            + SCTLR_EL1_EXT::NTLSMD::SET
-            + SCTLR_EL1_EXT::SPAN::SET
-            + SCTLR_EL1_EXT::EIS::SET
-            + SCTLR_EL1_EXT::TSCXT::SET
-            + SCTLR_EL1_EXT::EOS::SET,
-    );
-    let base: InMemoryRegister<u64, SCTLR_EL1::Register> = InMemoryRegister::new(sctlr.get());
-    base.modify(
-        SCTLR_EL1::M::Disable
-            + SCTLR_EL1::C::NonCacheable
-            + SCTLR_EL1::I::NonCacheable
-            + SCTLR_EL1::A::Disable
-            + SCTLR_EL1::SA::Disable
-            + SCTLR_EL1::SA0::Disable
-            + SCTLR_EL1::EE::LittleEndian
-            + SCTLR_EL1::E0E::LittleEndian
-            + SCTLR_EL1::WXN::Disable
-            + SCTLR_EL1::UCI::Trap
-            + SCTLR_EL1::DZE::Trap
-            + SCTLR_EL1::UCT::Trap
-            + SCTLR_EL1::NTWE::Trap
-            + SCTLR_EL1::NTWI::Trap
-            + SCTLR_EL1::UMA::Trap,
-    );
-    SCTLR_EL1.set(base.get());
+    // SCTLR_EL1 (most fields UNKNOWN out of reset), the EL1 timers' controls and MDSCR_EL1: the
+    // same EL1 reset state a vCPU gets when PSCI CPU_ON restarts it (el1_reset.rs, one
+    // definition): MMU, caches and alignment checks off, little-endian, the Armv8.0 RES1 bits set.
+    crate::el1_reset::reset(false);
 }
