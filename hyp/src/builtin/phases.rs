@@ -3,7 +3,7 @@
 //! request, and the timing the guests report, turned into the report's figures.
 //!
 //! A barrier is an HVC every vCPU makes; the last to arrive runs the action for that barrier
-//! (e.g. write-protect the region under the exclusive guard) while the others wait at EL2, then
+//! (e.g. write-protect the region, shared in parallel mode) while the others wait at EL2, then
 //! releases them all and hands each CNTPCT at the release, where the guests start their clocks.
 //! Waiting vCPUs spin briefly, then nap in WFI on their EL2 timer (as the reporter does), so they
 //! do not steal host cores from the vCPUs still working under TCG.
@@ -198,11 +198,17 @@ fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
     }
     let s2 = vm.s2.get();
     if n == abi::BARRIER_PHASE + 2 * abi::PHASE_UPDATE {
-        // "Dirty logging" on: write-protect the whole region in one exclusive pass with one
-        // TLB invalidation for the range; from now on faults map 4 KiB pages and a write into a
-        // write-protected block splits it.
+        // "Dirty logging" on: write-protect the whole region in one pass with one TLB
+        // invalidation for the range; from now on faults map 4 KiB pages and a write into a
+        // write-protected block splits it. Parallel mode does it in shared mode (compare-exchange
+        // per leaf, docs/protocol.md 10), racing nothing here but never stopping a faulting CPU;
+        // locked mode takes the exclusive guard (the baseline). The flag is set first, so a
+        // concurrent fault maps read-only (KVM: KVM_MEM_LOG_DIRTY_PAGES before the protect).
         LOGGING.store(true, Ordering::Release);
-        let g = s2.exclusive(cpu.index);
+        let g = match vm.opts.mode {
+            Mode::Parallel => s2.shared(cpu.index),
+            Mode::Locked => s2.exclusive(cpu.index),
+        };
         if let Ok(done) = g.write_protect(vm.data.ipa, vm.data.ipa + vm.data.size) {
             add(&WP_LEAVES, done.leaves);
         }
