@@ -13,9 +13,13 @@
 //!   block over a non-contiguous backing would show the guest pages the memslot does not hold.
 //! - **split**: map one 4 KiB page inside a block (the same `map` the fault path uses), which
 //!   breaks the block and publishes a table with that page; the rest refaults lazily.
-//! - **unmap** a random range (exclusive guard, the MMU lock: KVM's `mmu_lock` for write).
-//! - **write-protect** a random range (exclusive), and later **re-enable** it page by page with
-//!   `relax_perms`, the same call the vCPUs' write faults make in between.
+//! - **unmap** a random range, in the same mode as the fault path: shared in parallel mode
+//!   (compare-exchange per leaf, empty tables unlinked and freed through RCU, one range
+//!   invalidation: docs/protocol.md 9), the exclusive guard (KVM's `mmu_lock` for write) in
+//!   locked mode, the baseline.
+//! - **write-protect** a random range (shared in parallel mode, exclusive in locked mode;
+//!   protocol 10), and later **re-enable** it page by page with `relax_perms`, the same call the
+//!   vCPUs' write faults make in between.
 //! - **migrate** a page (exclusive): unmap the IPA, copy the old page to a fresh one, repoint
 //!   the memslot, then free the old page. The fault path looks the backing up inside its
 //!   stage-2 section (vcpu.rs), so no faulter can hold the old PA across the migration.
@@ -236,13 +240,13 @@ pub fn pruner(vm: &Vm, cpu: &PerCpu) {
             20..=39 => split(vm, s2, cpu, ops, page),
             40..=54 => {
                 let (start, end) = random_range(data, &mut rng);
-                unmap(s2, cpu, ops, start, end);
+                unmap(vm, s2, cpu, ops, start, end);
             }
             55..=69 => match protected.take() {
                 Some((start, end)) => reenable(vm, s2, cpu, ops, start, end),
                 None => {
                     let r = random_range(data, &mut rng);
-                    write_protect(s2, cpu, ops, r.0, r.1);
+                    write_protect(vm, s2, cpu, ops, r.0, r.1);
                     protected = Some(r);
                 }
             },
@@ -289,7 +293,8 @@ fn random_range(data: &Memslot, rng: &mut Rng) -> (u64, u64) {
     (data.ipa + first * PAGE, data.ipa + (first + len) * PAGE)
 }
 
-/// The guard the fault path would use for a non-exclusive operation in this mode.
+/// The guard the fault path would use for a non-exclusive operation in this mode (also the
+/// pruner's unmap and write-protect: shared in parallel mode, exclusive in locked mode).
 fn fault_guard<'a>(
     vm: &Vm,
     s2: &'a S2,
@@ -355,8 +360,9 @@ fn split(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, page: u64) {
     count_map(ops, r, &ops.split);
 }
 
-fn unmap(s2: &S2, cpu: &PerCpu, ops: &Ops, start: u64, end: u64) {
-    let g = s2.exclusive(cpu.index);
+fn unmap(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, start: u64, end: u64) {
+    // The guard's mode selects the operation: `unmap` under a shared guard is the lock-free one.
+    let g = fault_guard(vm, s2, cpu);
     let r = g.unmap(start, end);
     drop(g);
     match r {
@@ -371,8 +377,8 @@ fn unmap(s2: &S2, cpu: &PerCpu, ops: &Ops, start: u64, end: u64) {
     }
 }
 
-fn write_protect(s2: &S2, cpu: &PerCpu, ops: &Ops, start: u64, end: u64) {
-    let g = s2.exclusive(cpu.index);
+fn write_protect(vm: &Vm, s2: &S2, cpu: &PerCpu, ops: &Ops, start: u64, end: u64) {
+    let g = fault_guard(vm, s2, cpu);
     let r = g.write_protect(start, end);
     drop(g);
     match r {

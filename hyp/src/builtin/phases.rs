@@ -3,7 +3,7 @@
 //! request, and the timing the guests report, turned into the report's figures.
 //!
 //! A barrier is an HVC every vCPU makes; the last to arrive runs the action for that barrier
-//! (e.g. write-protect the region under the exclusive guard) while the others wait at EL2, then
+//! (e.g. write-protect the region, shared in parallel mode) while the others wait at EL2, then
 //! releases them all and hands each CNTPCT at the release, where the guests start their clocks.
 //! Waiting vCPUs spin briefly, then nap in WFI on their EL2 timer (as the reporter does), so they
 //! do not steal host cores from the vCPUs still working under TCG.
@@ -69,6 +69,16 @@ static DEADLINE: AtomicU64 = AtomicU64::new(u64::MAX);
 static LOGGING: AtomicBool = AtomicBool::new(false);
 /// Leaves write-protected by the update phase's action, and its TLB invalidations.
 static WP_LEAVES: AtomicU64 = AtomicU64::new(0);
+/// The data memslot's dirty bitmap while `pagetable`'s update phase logs (made at its start
+/// barrier): write faults go through `Guard::dirty_write_fault`, which relaxes the page and
+/// then sets its bit (docs/protocol.md 12).
+static DIRTY_LOG: Once<stage2::DirtyBitmap> = Once::new();
+/// The get-and-clear at the end of the update phase: pages reported dirty, pages the guests
+/// wrote that were not reported (must be 0), its time in ticks, and its leaves re-protected.
+static HARVESTED: AtomicU64 = AtomicU64::new(0);
+static LOST_DIRTY: AtomicU64 = AtomicU64::new(0);
+static CLEAR_TICKS: AtomicU64 = AtomicU64::new(0);
+static CLEAR_LEAVES: AtomicU64 = AtomicU64::new(0);
 /// Chunks collapsed on request, and the retries that took.
 static COLLAPSES: AtomicU64 = AtomicU64::new(0);
 static COLLAPSE_RETRIES: AtomicU64 = AtomicU64::new(0);
@@ -198,19 +208,53 @@ fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
     }
     let s2 = vm.s2.get();
     if n == abi::BARRIER_PHASE + 2 * abi::PHASE_UPDATE {
-        // "Dirty logging" on: write-protect the whole region in one exclusive pass with one
-        // TLB invalidation for the range; from now on faults map 4 KiB pages and a write into a
-        // write-protected block splits it.
+        // "Dirty logging" on: write-protect the whole region in one pass with one TLB
+        // invalidation for the range; from now on faults map 4 KiB pages and a write into a
+        // write-protected block splits it. Parallel mode does it in shared mode (compare-exchange
+        // per leaf, docs/protocol.md 10), racing nothing here but never stopping a faulting CPU;
+        // locked mode takes the exclusive guard (the baseline). The flag is set first, so a
+        // concurrent fault maps read-only (KVM: KVM_MEM_LOG_DIRTY_PAGES before the protect).
+        DIRTY_LOG
+            .call_once(|| stage2::DirtyBitmap::new(vm.data.ipa, vm.data.size / crate::pool::PAGE));
         LOGGING.store(true, Ordering::Release);
-        let g = s2.exclusive(cpu.index);
+        let g = match vm.opts.mode {
+            Mode::Parallel => s2.shared(cpu.index),
+            Mode::Locked => s2.exclusive(cpu.index),
+        };
         if let Ok(done) = g.write_protect(vm.data.ipa, vm.data.ipa + vm.data.size) {
             add(&WP_LEAVES, done.leaves);
         }
     } else if n == abi::BARRIER_PHASE + 2 * abi::PHASE_ADJUST {
         // Logging off: faults map blocks again (backing=2m) and the guests ask for collapses.
         LOGGING.store(false, Ordering::Release);
+        harvest(vm, cpu);
     }
     s2.reclaim(cpu.index);
+}
+
+/// Get-and-clear of the update phase's dirty log (`Guard::dirty_log_clear`, shared in parallel
+/// mode, exclusive in locked mode), while every vCPU waits in the barrier. In the update phase
+/// the writing (even) vCPUs wrote their slot of every page of the region, so every page must
+/// be reported dirty: the pages that were not are `lost_dirty`, which fails the run.
+fn harvest(vm: &Vm, cpu: &PerCpu) {
+    let Some(log) = DIRTY_LOG.get() else { return };
+    let s2 = vm.s2.get();
+    let t0 = CNTPCT_EL0.get();
+    let mut reported = 0u64;
+    let done = {
+        let g = match vm.opts.mode {
+            Mode::Parallel => s2.shared(cpu.index),
+            Mode::Locked => s2.exclusive(cpu.index),
+        };
+        g.dirty_log_clear(log, log.base(), log.end(), |_, bits| {
+            reported += u64::from(bits.count_ones());
+        })
+    };
+    CLEAR_TICKS.store(CNTPCT_EL0.get().wrapping_sub(t0), Ordering::Relaxed);
+    let written = if vm.opts.vcpus > 0 { log.pages() } else { 0 };
+    HARVESTED.store(reported, Ordering::Relaxed);
+    CLEAR_LEAVES.store(done.leaves, Ordering::Relaxed);
+    LOST_DIRTY.store(written.saturating_sub(reported), Ordering::Relaxed);
 }
 
 /// Turns "dirty logging" on or off outside `pagetable`'s barriers: bad-guest case 19
@@ -307,12 +351,31 @@ pub fn map_fault(
 /// slot while a phase asks for it (`set_logging`).
 fn map_policy(vm: &Vm, g: &Guard<'_>, slot: &Memslot, a: &Abort, pa: u64) -> Result<Mapped, Error> {
     let logging = core::ptr::eq(slot, &vm.data) && LOGGING.load(Ordering::Acquire);
+    // A write (or a stage-1 walk: it may set AF/dirty state in a descriptor, KVM's
+    // kvm_is_write_fault) into a write-protected page under logging: relax that one page (a
+    // read-only block on the way is split into a full read-only table first), then mark it.
+    if logging && (a.write || a.s1ptw) && a.fault == crate::decode::FaultType::Permission {
+        if let Some(log) = DIRTY_LOG.get() {
+            let ipa = a.ipa & !(crate::pool::PAGE - 1);
+            return match g.dirty_write_fault(ipa, log)? {
+                stage2::DirtyFault::Relaxed | stage2::DirtyFault::Spurious => Ok(Mapped::Spurious),
+                // Unmapped since the fault was taken: re-run the access (a translation fault).
+                stage2::DirtyFault::NotMapped => Err(Error::Retry),
+            };
+        }
+    }
     crate::harness::map_plain(vm, g, slot, a, pa, logging)
 }
 
 /// Fails the run for words that did not verify in a phase.
 pub fn check(vm: &Vm, failures: &mut Vec<String>) {
     let Some(all) = TIMES.get() else { return };
+    let lost = LOST_DIRTY.load(Ordering::Relaxed);
+    if lost != 0 {
+        failures.push(format!(
+            "dirty log: {lost} pages written in the update phase were not reported dirty"
+        ));
+    }
     for (id, t) in all.iter().enumerate().take(vm.opts.vcpus) {
         for p in 0..abi::PHASES {
             let bad = t.bad[p].load(Ordering::Relaxed);
@@ -572,10 +635,15 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
     f.push_str(&format!(" data_sum={data_sum:#018x}"));
     if vm.opts.workload == Workload::Pagetable {
         f.push_str(&format!(
-            " create_ns={} update_ns={} adjust_ns={}",
+            " create_ns={} update_ns={} adjust_ns={} dirty_harvested={} lost_dirty={} \
+             dirty_clear_ns={} dirty_clear_leaves={}",
             ns(phase_wall[0], freq),
             ns(phase_wall[1], freq),
-            ns(phase_wall[2], freq)
+            ns(phase_wall[2], freq),
+            HARVESTED.load(Ordering::Relaxed),
+            LOST_DIRTY.load(Ordering::Relaxed),
+            ns(CLEAR_TICKS.load(Ordering::Relaxed), freq),
+            CLEAR_LEAVES.load(Ordering::Relaxed),
         ));
     }
     f

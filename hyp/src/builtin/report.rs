@@ -385,6 +385,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     };
     // PSCI: per-vCPU starts by CPU_ON and CPU_OFFs, SYSTEM_OFF / SYSTEM_RESET (lifecycle.rs).
     extra.push_str(&crate::lifecycle::report());
+    extra.push_str(&crate::tlb::report());
     let end = crate::lifecycle::end();
     // Stage-2 faults taken by each vCPU.
     let per_vcpu: Vec<String> = cpus

@@ -16,9 +16,23 @@ static HAS_TTL: AtomicBool = AtomicBool::new(false);
 /// once by `detect_features` on CPU0 before the VM is built; read-only afterwards.
 static HAS_FWB: AtomicBool = AtomicBool::new(false);
 
+/// Whether FEAT_TLBIRANGE is implemented (ID_AA64ISAR0_EL1.TLB == 0b0010, "outer shareable and
+/// TLB range maintenance instructions"): `TLBI RIPAS2E1IS` / `RIPAS2LE1IS` may then invalidate a
+/// whole IPA range in one instruction. Set once by `detect_features` on CPU0 before any TLBI.
+static HAS_TLBI_RANGE: AtomicBool = AtomicBool::new(false);
+
+/// ID_AA64ISAR0_EL1.TLB, bits [59:56] (Arm ARM, "ID_AA64ISAR0_EL1"). aarch64-cpu 11.2 does not
+/// name this field, so it is taken from the whole register read through the typed API.
+fn id_aa64isar0_tlb() -> u64 {
+    use aarch64_cpu::registers::{Readable, ID_AA64ISAR0_EL1};
+    (ID_AA64ISAR0_EL1.get() >> 56) & 0xf
+}
+
 /// Reads the ID registers this file depends on. Call once, on CPU0, after the MMU is on.
 pub fn detect_features() {
     use aarch64_cpu::registers::{Readable, ID_AA64MMFR2_EL1};
+    // 0b0001: outer-shareable TLBI only; 0b0010: outer-shareable and range TLBI.
+    HAS_TLBI_RANGE.store(id_aa64isar0_tlb() >= 0b0010, Ordering::Relaxed);
     HAS_TTL.store(
         ID_AA64MMFR2_EL1.read(ID_AA64MMFR2_EL1::TTL) != 0,
         Ordering::Relaxed,
@@ -32,6 +46,11 @@ pub fn detect_features() {
 /// Whether TLBI IPA operations carry a level hint (for the report).
 pub fn has_ttl() -> bool {
     HAS_TTL.load(Ordering::Relaxed)
+}
+
+/// Whether range TLBI (FEAT_TLBIRANGE) is used for stage-2 range invalidations.
+pub fn has_tlbi_range() -> bool {
+    HAS_TLBI_RANGE.load(Ordering::Relaxed)
 }
 
 /// Whether stage 2 forces guest RAM to Write-Back (FEAT_S2FWB, HCR_EL2.FWB = 1).
@@ -177,6 +196,82 @@ pub fn s2_invalidate_ipa_range_broadcast(ipa: u64, pages: u64) {
         let op = ipas2_operand(ipa + i * 4096, 0);
         // SAFETY: TLB maintenance for the VMID in VTTBR_EL2; it only forces walks.
         unsafe { asm!("tlbi ipas2e1is, {op}", op = in(reg) op, options(nostack, preserves_flags)) };
+    }
+    // SAFETY: barriers and a stage-1 invalidation for the current VMID; always safe at EL2.
+    unsafe {
+        asm!(
+            "dsb ish",
+            "tlbi vmalle1is",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        );
+    }
+}
+
+/// The largest span `s2_invalidate_range_tlbirange` takes, in 4 KiB pages. One TLBI per SCALE
+/// covers bits [5 * SCALE + 5 : 5 * SCALE + 1] of the (even) page count, so SCALE = 0..=3 cover
+/// every even count below 2^21 (8 GiB); larger spans go by VMID.
+pub const TLBI_RANGE_MAX_PAGES: u64 = (1 << 21) - 2;
+
+/// The operand of TLBI RIPAS2E1IS / RIPAS2LE1IS (Arm ARM, "TLBI RIPAS2E1IS, TLBI RIPAS2E1ISNXS"):
+/// bits [47:46] TG = 0b01 (4 KiB granule, the unit of BaseADDR and of the range), [45:44] SCALE,
+/// [43:39] NUM, [38:37] TTL = 0b00 (no level hint: the span may hold tables of any level),
+/// [36:0] BaseADDR = IPA[48:12]. It covers the
+/// `(NUM + 1) * 2^(5 * SCALE + 1)` pages starting at BaseADDR.
+fn ripas2_operand(ipa: u64, scale: u64, num: u64) -> u64 {
+    ((ipa >> 12) & ((1 << 37) - 1)) | (num << 39) | (scale << 44) | (0b01 << 46)
+}
+
+/// `TLBI RIPAS2E1IS, op`: broadcast, every stage-2 entry (leaf and walk cache) in the range.
+fn tlbi_ripas2e1is(op: u64) {
+    // SAFETY: TLB maintenance for the VMID in VTTBR_EL2; it only forces walks. Written as its
+    // SYS encoding (op1 = 4, CRn = 8, CRm = 0, op2 = 2) so the assembler needs no TLBIRANGE
+    // feature flag; only executed when ID_AA64ISAR0_EL1.TLB says it exists.
+    unsafe { asm!("sys #4, c8, c0, #2, {op}", op = in(reg) op, options(nostack, preserves_flags)) };
+}
+
+/// `TLBI RIPAS2LE1IS, op`: broadcast, only the last-level (leaf) stage-2 entries in the range.
+fn tlbi_ripas2le1is(op: u64) {
+    // SAFETY: as `tlbi_ripas2e1is`; SYS encoding op1 = 4, CRn = 8, CRm = 0, op2 = 6.
+    unsafe { asm!("sys #4, c8, c0, #6, {op}", op = in(reg) op, options(nostack, preserves_flags)) };
+}
+
+/// Stage-2 invalidation of `pages` 4 KiB IPAs from `ipa` with range TLBIs (FEAT_TLBIRANGE; the
+/// caller checked `has_tlbi_range` and `pages <= TLBI_RANGE_MAX_PAGES`), broadcast. `leaf_only`
+/// selects RIPAS2LE1IS (only leaves changed: walk-cache entries may stay) over RIPAS2E1IS.
+///
+/// The span is split like Linux's `__flush_tlb_range_op`: the smallest range is 2 pages, so an
+/// odd count is rounded up by one page (invalidating more is always allowed); then for SCALE
+/// = 0, 1, 2, 3 the part `NUM + 1 = (pages >> (5 * SCALE + 1)) & 31` of the remaining count is
+/// invalidated by one instruction: at most 4 TLBIs for any span.
+///
+/// The same requirements as `s2_invalidate_ipa_broadcast`, met once for the whole range:
+/// 1. `dsb ishst`: every changed entry is visible to all walkers before the first TLBI.
+/// 2. The range TLBIs.
+/// 3. `dsb ish`: they complete on every CPU before the stage-1 invalidation (combined stage
+///    1+2 entries are removed only by a stage-1 invalidation issued after the stage-2 one
+///    completed).
+/// 4. `tlbi vmalle1is`, 5. `dsb ish`, 6. `isb`.
+pub fn s2_invalidate_range_tlbirange(ipa: u64, pages: u64, leaf_only: bool) {
+    let mut left = (pages + 1) & !1;
+    let mut addr = ipa & !0xfff;
+    dsb_ishst();
+    let mut scale = 0;
+    while left > 0 && scale <= 3 {
+        let unit = 1u64 << (5 * scale + 1);
+        let chunks = (left / unit) & 31;
+        if chunks > 0 {
+            let op = ripas2_operand(addr, scale, chunks - 1);
+            if leaf_only {
+                tlbi_ripas2le1is(op);
+            } else {
+                tlbi_ripas2e1is(op);
+            }
+            addr += chunks * unit * 4096;
+            left -= chunks * unit;
+        }
+        scale += 1;
     }
     // SAFETY: barriers and a stage-1 invalidation for the current VMID; always safe at EL2.
     unsafe {
