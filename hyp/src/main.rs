@@ -316,16 +316,25 @@ fn cpu_main(id: usize) -> ! {
         let start = START.load(Ordering::Relaxed);
         // A `verify` run lasts duration= on purpose: the timeout counts after it.
         let deadline = start + (vm.opts.timeout_s + vm.opts.duration_s) * CNTFRQ_EL0.get();
-        // Sleep between checks if the GIC lets the timer wake us; spin otherwise.
-        let waiter = GIC_V3.get().copied().flatten().and_then(|(gicd, gicr)| {
-            idle::Waiter::new(
-                gicd,
-                gicr,
-                percpu::this_cpu().mpidr,
-                CNTFRQ_EL0.get() / POLL_HZ,
-            )
-        });
-        if waiter.is_none() {
+        // Sleep between checks if the GIC lets the timer wake us; spin otherwise. A guest from
+        // files owns the GIC (pass-through): it could disable the distributor and leave a WFI
+        // here with nothing to wake it, so the reporter polls CNTPCT instead (its wait is short:
+        // the run has ended and the other vCPUs are being evicted).
+        let builtin = vm.builtin();
+        let waiter = GIC_V3
+            .get()
+            .copied()
+            .flatten()
+            .filter(|_| builtin)
+            .and_then(|(gicd, gicr)| {
+                idle::Waiter::new(
+                    gicd,
+                    gicr,
+                    percpu::this_cpu().mpidr,
+                    CNTFRQ_EL0.get() / POLL_HZ,
+                )
+            });
+        if waiter.is_none() && builtin {
             log::warn!("no GICv3 timer wake-up: the reporter spins while it waits");
         }
         // A guest from files that ended its run may still have vCPUs in the guest that never

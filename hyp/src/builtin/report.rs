@@ -453,6 +453,17 @@ fn guest_from_files(vm: &Vm, all_stopped: bool, failures: &mut Vec<String>) -> O
             });
         }
     }
+    // Linux ends cleanly only through PSCI SYSTEM_OFF (its poweroff); a guest whose last vCPU
+    // turned itself off, or that asked for SYSTEM_RESET, did not (SYSTEM_RESET keeps its own
+    // exit status, 4, when everything else passed).
+    if matches!(format, crate::boot_protocol::Format::Linux { .. }) && all_stopped {
+        match crate::lifecycle::end() {
+            crate::lifecycle::End::SystemOff | crate::lifecycle::End::SystemReset => {}
+            crate::lifecycle::End::Stopped => failures.push(String::from(
+                "the Linux guest did not power off through PSCI SYSTEM_OFF (its vCPUs stopped)",
+            )),
+        }
+    }
     let cpus = &percpu::all()[..vm.opts.vcpus];
     let faulted = cpus.iter().filter(|c| load(&c.counters.faults) > 0).count();
     if faulted != cpus.len() {

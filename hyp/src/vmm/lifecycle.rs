@@ -174,13 +174,15 @@ fn wait_for_cpu_on(id: usize) -> Option<OnRequest> {
         log::warn!("vcpu {id}: OFF, no GICv3 timer wake-up: its CPU spins while it waits");
     }
     loop {
+        // After SYSTEM_OFF no CPU runs guest code again (DEN0022 5.10), even one whose CPU_ON
+        // arrived just before: check the end first.
+        if ended() {
+            return None;
+        }
         if let Some(request) = v.start(id) {
             // Wake CPU_ON callers waiting in `cpu_on` for this vCPU to leave ON_PENDING.
             arch::sev();
             return Some(request);
-        }
-        if ended() {
-            return None;
         }
         match &waiter {
             Some(w) => w.nap(),
