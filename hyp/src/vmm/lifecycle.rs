@@ -90,8 +90,13 @@ static ERRORS: AtomicU64 = AtomicU64::new(0);
 
 /// Sets up the vCPUs: vCPU `i` has MPIDR `mpidrs[i]` (what it reads in MPIDR_EL1) and is ON at
 /// start as `start` says. `gic` is the GICv3 (distributor, redistributors) from the DTB, which
-/// lets an OFF vCPU's CPU sleep in WFI (idle.rs). CPU0, once, before any vCPU runs.
+/// lets an OFF vCPU's CPU sleep in WFI (idle.rs); its distributor gets affinity routing and
+/// Group 1 on here, before the guest runs (a guest from files then owns it and may change it;
+/// the waits check, `idle::Waiter::nap`). CPU0, once, before any vCPU runs.
 pub fn init(mpidrs: &[u64], start: Start, gic: Option<(u64, u64)>) {
+    if let Some((gicd, _)) = gic {
+        crate::idle::enable_distributor(gicd);
+    }
     GIC.call_once(|| gic);
     REDISTRIBUTORS.call_once(|| {
         mpidrs
@@ -159,11 +164,14 @@ pub fn run_vcpu(vm: &Vm, id: usize, boot: impl FnOnce() -> Frame) -> Stopped {
 /// Sleeps until vCPU `id` has a CPU_ON to take (returns it; the vCPU is ON from here) or the
 /// run ended (None). WFI woken every 1/OFF_POLL_HZ s by this CPU's EL2 timer through the GIC
 /// (idle.rs), set up afresh each time because a guest with the GIC passed through may have
-/// reconfigured this CPU's redistributor while the vCPU was ON. Without a GICv3 it spins.
+/// reconfigured this CPU's redistributor while the vCPU was ON. The distributor is the guest's
+/// and is left alone (`Waiter::beside_guest`); if the guest cuts the wake-up path while this
+/// vCPU waits (Group 1 or PPI 26 disabled, the redistributor asleep), each nap polls the counter
+/// instead, so the wait still notices CPU_ON and the end of the run. Without a GICv3 it spins.
 fn wait_for_cpu_on(id: usize) -> Option<OnRequest> {
     let v = vcpus();
     let waiter = GIC.get().copied().flatten().and_then(|(gicd, gicr)| {
-        Waiter::new(
+        Waiter::beside_guest(
             gicd,
             gicr,
             percpu::this_cpu().mpidr,
@@ -208,11 +216,12 @@ pub fn guest_wfx(id: usize, wfe: bool) -> bool {
         return true;
     }
     if !wfe {
+        let gicd = GIC.get().copied().flatten().map(|(gicd, _)| gicd);
         let rd = REDISTRIBUTORS
             .get()
             .and_then(|r| r.get(id).copied().flatten());
-        if let Some(rd) = rd {
-            crate::idle::guest_wfi(rd, CNTFRQ_EL0.get() / GUEST_WFI_HZ);
+        if let (Some(gicd), Some(rd)) = (gicd, rd) {
+            crate::idle::guest_wfi(gicd, rd, CNTFRQ_EL0.get() / GUEST_WFI_HZ);
         }
     }
     ended()
@@ -257,7 +266,9 @@ pub fn cpu_on(
     let freq = CNTFRQ_EL0.get();
     let deadline = CNTPCT_EL0.get() + PENDING_WAIT_MS * freq / 1000;
     // A pending target sets ON and then SEVs (`wait_for_cpu_on`): WFE wakes on that (under
-    // QEMU it also yields the host thread to the target's).
+    // QEMU it also yields the host thread to the target's). A target that never starts sends no
+    // SEV, so the WFE is also woken by this CPU's event stream (CNTHCTL_EL2.EVNTEN, about every
+    // millisecond: vm.rs configure_this_cpu) and the wait ends at the CNTPCT deadline.
     let wait = || {
         arch::wfe();
         CNTPCT_EL0.get() < deadline

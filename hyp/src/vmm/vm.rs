@@ -3,10 +3,10 @@
 //! stage-2 table itself, which the reporter takes back at teardown.
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2, HDFGRTR_EL2,
-    HDFGWTR_EL2, HFGITR_EL2, HFGRTR_EL2, HFGWTR_EL2, ICC_SRE_EL2, ICH_HCR_EL2, ID_AA64DFR0_EL1,
-    ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, MPIDR_EL1, VBAR_EL1,
-    VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
+    ReadWriteable, Readable, Writeable, CNTFRQ_EL0, CNTHCTL_EL2, CNTVOFF_EL2, CPACR_EL1, HCR_EL2,
+    HDFGRTR_EL2, HDFGWTR_EL2, HFGITR_EL2, HFGRTR_EL2, HFGWTR_EL2, ICC_SRE_EL2, ICH_HCR_EL2,
+    ID_AA64DFR0_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1,
+    MPIDR_EL1, VBAR_EL1, VMPIDR_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use alloc::format;
 use alloc::string::String;
@@ -29,6 +29,7 @@ use crate::tables::HypPool;
 use crate::tlb::HypTlb;
 use crate::{arch, mmu, percpu};
 use alloc::vec::Vec;
+use tock_registers::fields::FieldValue;
 use tock_registers::registers::InMemoryRegister;
 
 /// The stage-2 table type of this hypervisor.
@@ -550,7 +551,16 @@ pub fn configure_this_cpu(vm: &Vm) {
     // virtual time is real time) and may use the physical counter and timer itself
     // (EL1PCTEN/EL1PCEN: no trap), as Linux and kvm-unit-tests' timer test do.
     CNTVOFF_EL2.set(0);
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
+    // The event stream (EVNTEN, EVNTI) sets this CPU's event register about every half
+    // millisecond, so every WFE at EL2 is bounded even when the SEV it waits for never comes (a
+    // CPU_ON caller whose target never starts: lifecycle.rs). A guest's WFE may see these extra
+    // wake-ups, which a WFE may have at any time (Arm ARM D1.6.1); Linux runs its own anyway.
+    CNTHCTL_EL2.write(
+        CNTHCTL_EL2::EL1PCTEN::SET
+            + CNTHCTL_EL2::EL1PCEN::SET
+            + cnthctl_evnten()
+            + cnthctl_evnti(CNTFRQ_EL0.get()),
+    );
     // FP/SIMD is the guest's to use (the compiler emits it for plain struct copies): CPACR_EL1
     // resets to trapping it at EL1, which a guest without a vector for it cannot survive. The
     // hypervisor is soft-float and never touches FP/SIMD state, so the guest's stays in the
@@ -796,4 +806,19 @@ fn init_el2_state(vm: &Vm) {
     // same EL1 reset state a vCPU gets when PSCI CPU_ON restarts it (el1_reset.rs, one
     // definition): MMU, caches and alignment checks off, little-endian, the Armv8.0 RES1 bits set.
     crate::el1_reset::reset(false);
+}
+
+/// CNTHCTL_EL2.EVNTEN (bit 2): generate the event stream from the physical counter (Arm ARM
+/// D11.2.3, "Event streams"). aarch64-cpu 11 has no field for it.
+fn cnthctl_evnten() -> FieldValue<u64, CNTHCTL_EL2::Register> {
+    FieldValue::<u64, CNTHCTL_EL2::Register>::new(1, 2, 1)
+}
+
+/// CNTHCTL_EL2.EVNTI (bits [7:4]) for an event about every half millisecond at counter
+/// frequency `freq` Hz: with EVNTDIR = 0 an event fires when counter bit EVNTI goes 0 to 1,
+/// every 2^(EVNTI + 1) ticks, so EVNTI = floor(log2(freq / 1000)) - 1, clamped to 0..=15.
+fn cnthctl_evnti(freq: u64) -> FieldValue<u64, CNTHCTL_EL2::Register> {
+    let per_ms = (freq / 1000).max(1);
+    let evnti = u64::from((63 - per_ms.leading_zeros()).saturating_sub(1)).min(15);
+    FieldValue::<u64, CNTHCTL_EL2::Register>::new(0xf, 4, evnti)
 }
