@@ -637,6 +637,10 @@ impl Vm {
             gic: !self.builtin(),
             aarch32: arch_decode::idregs::aarch32_implemented(ID_AA64PFR0_EL1.get()),
             mops: f.hcx && f.mops,
+            // Pointer authentication as configure_this_cpu sets HCR_EL2.API/APK: a guest from
+            // files gets it (API = APK = 1), the built-in guest does not (its PAC instructions
+            // and key registers trap), so only the former is told it exists.
+            ptrauth: !self.builtin(),
         }
     }
 }
