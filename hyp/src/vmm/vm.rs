@@ -226,7 +226,7 @@ fn create_from_files(
     let initrd = files
         .initrd
         .map(|(a, s)| unsafe { boot_protocol::host_file(a, s) });
-    let format = boot_protocol::detect(kernel);
+    let format = boot_protocol::detect(kernel)?;
     let layout = boot_protocol::layout(
         format,
         kernel.len() as u64,
