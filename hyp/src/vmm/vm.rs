@@ -340,15 +340,16 @@ impl Vm {
     }
 
     /// Cleans and invalidates to the point of coherency every page of guest RAM that has backing
-    /// (every memslot, the bad-guest overcommit slot included): after it, what the guest wrote
+    /// (every memslot, and the harness's own memory such as the bad-guest overcommit slot,
+    /// through `Harness::for_each_backed`, so the core names no harness): after it, what the guest wrote
     /// through a cache is in memory and no line shadows memory (arch::clean_invalidate_dcache,
     /// which ends with DSB SY). Used for trapped set/way maintenance without FEAT_S2FWB.
     pub fn clean_invalidate_backed_memory(&self) {
-        let clean =
+        let mut clean =
             |pa: u64| arch::clean_invalidate_dcache(pa as usize, crate::pool::PAGE as usize);
         self.image.for_each_backed(clean);
         self.data.for_each_backed(clean);
-        crate::badguest::for_each_backed(clean);
+        self.harness.for_each_backed(&mut clean);
     }
 
     /// Data region of vCPU `id` as (IPA, size).
