@@ -23,6 +23,12 @@ pub struct IdPolicy {
     pub aarch32: bool,
     /// FEAT_MOPS is enabled for the guest (HCRX_EL2.MSCEn = 1): ID_AA64ISAR2_EL1.MOPS passes.
     pub mops: bool,
+    /// Pointer authentication is the guest's (HCR_EL2.API = APK = 1: PAC instructions and the
+    /// key registers do not trap): ID_AA64ISAR1_EL1.APA/API/GPA/GPI and
+    /// ID_AA64ISAR2_EL1.APA3/GPA3/PAC_frac pass. Without API/APK those instructions and
+    /// registers trap to EL2 (Arm ARM D8.9 / HCR_EL2.API), so advertising them would promise
+    /// a feature the guest cannot use: false for the built-in guest.
+    pub ptrauth: bool,
 }
 
 /// A 4-bit ID field: its lowest bit.
@@ -77,6 +83,14 @@ pub fn ipa_size_supported(parange: u8, ipa_bits: u32) -> bool {
 const GIC_PFR0: Field = 24;
 const GIC_PFR1: Field = 28;
 const MOPS_ISAR2: Field = 16;
+// Pointer authentication (only with IdPolicy::ptrauth).
+const APA_ISAR1: Field = 4;
+const API_ISAR1: Field = 8;
+const GPA_ISAR1: Field = 24;
+const GPI_ISAR1: Field = 28;
+const GPA3_ISAR2: Field = 8;
+const APA3_ISAR2: Field = 12;
+const PAC_FRAC_ISAR2: Field = 24;
 
 // AArch32 (EL0 may run AArch32): trace, activity monitors and AArch32 EL2 hidden.
 const ID_PFR0: &[Field] = &[0, 4, 8, 12, 16, 24, 28]; // State0..3, CSV2, DIT, RAS (not AMU)
@@ -125,18 +139,21 @@ const AA64ISAR0: &[Field] = &[
     // Not: TME (HCR_EL2.TME = 0 makes TSTART UNDEFINED).
 ];
 const AA64ISAR1: &[Field] = &[
-    0, 12, 16, 20, 32, 36, 40, 44, 48, 52,
+    0, APA_ISAR1, API_ISAR1, 12, 16, 20, GPA_ISAR1, GPI_ISAR1, 32, 36, 40, 44, 48, 52,
     56,
-    // DPB, JSCVT, FCMA, LRCPC, FRINTTS, SB, SPECRES, BF16, DGH, I8MM, XS.
-    // Not: APA, API, GPA, GPI (pointer authentication traps: HCR_EL2.API = APK = 0), LS64.
+    // DPB, APA, API, JSCVT, FCMA, LRCPC, GPA, GPI, FRINTTS, SB, SPECRES, BF16, DGH, I8MM, XS.
+    // APA/API/GPA/GPI only with IdPolicy::ptrauth. Not: LS64.
 ];
 const AA64ISAR2: &[Field] = &[
     0,  // WFxT
     4,  // RPRES
+    8,  // GPA3: only with IdPolicy::ptrauth
+    12, // APA3: only with IdPolicy::ptrauth
     16, // MOPS: only with IdPolicy::mops (HCRX_EL2.MSCEn)
     20, // BC
+    24, // PAC_frac: only with IdPolicy::ptrauth
     28, // CLRBHB
-        // Not: GPA3, APA3, PAC_frac, SYSREG_128, SYSINSTR_128, and everything newer.
+        // Not: SYSREG_128, SYSINSTR_128, and everything newer.
 ];
 const AA64MMFR0: &[Field] = &[
     0,  // PARange: forced to the IPA size (PARANGE_40)
@@ -219,6 +236,8 @@ fn allowed(crm: u8, op2: u8, shift: Field, policy: IdPolicy) -> bool {
     match (crm, op2, shift) {
         (4, 0, GIC_PFR0) | (1, 1, GIC_PFR1) => policy.gic,
         (6, 2, MOPS_ISAR2) => policy.mops,
+        (6, 1, APA_ISAR1 | API_ISAR1 | GPA_ISAR1 | GPI_ISAR1)
+        | (6, 2, GPA3_ISAR2 | APA3_ISAR2 | PAC_FRAC_ISAR2) => policy.ptrauth,
         _ => true,
     }
 }
@@ -259,11 +278,13 @@ mod tests {
         gic: true,
         aarch32: true,
         mops: true,
+        ptrauth: true,
     };
     const BUILTIN: IdPolicy = IdPolicy {
         gic: false,
         aarch32: true,
         mops: false,
+        ptrauth: false,
     };
 
     fn field(v: u64, shift: u8) -> u64 {
@@ -332,10 +353,44 @@ mod tests {
         // SVE's ZFR0 passes, SME's SMFR0 is zero.
         assert_eq!(sanitise(4, 4, 0x1234, ALL), 0x1234);
         assert_eq!(sanitise(4, 5, all, ALL), 0);
-        // Pointer authentication hidden.
+        // LS64 hidden; DPB passes.
         let isar1 = sanitise(6, 1, all, ALL);
-        assert_eq!(field(isar1, 4) | field(isar1, 8), 0);
-        assert_eq!(field(isar1, 0), 0xF); // DPB
+        assert_eq!(field(isar1, 60), 0);
+        assert_eq!(field(isar1, 0), 0xF);
+    }
+
+    #[test]
+    fn ptrauth_is_a_per_vm_property() {
+        let all = u64::MAX;
+        // ISAR1: APA [7:4], API [11:8], GPA [27:24], GPI [31:28].
+        let with = sanitise(6, 1, all, ALL);
+        let without = sanitise(6, 1, all, BUILTIN);
+        for s in [4, 8, 24, 28] {
+            assert_eq!(field(with, s), 0xF, "isar1 {s} with ptrauth");
+            assert_eq!(field(without, s), 0, "isar1 {s} without ptrauth");
+        }
+        // The other ISAR1 fields do not depend on it.
+        assert_eq!(with & !0xFF00_0FF0, without);
+        // ISAR2: GPA3 [11:8], APA3 [15:12], PAC_frac [27:24].
+        let with = sanitise(6, 2, all, ALL);
+        let without = sanitise(
+            6,
+            2,
+            all,
+            IdPolicy {
+                mops: true,
+                ..BUILTIN
+            },
+        );
+        for s in [8, 12, 24] {
+            assert_eq!(field(with, s), 0xF, "isar2 {s} with ptrauth");
+            assert_eq!(field(without, s), 0, "isar2 {s} without ptrauth");
+        }
+        assert_eq!(with & !0x0F00_FF00, without);
+        // QEMU -cpu max,pauth-impdef=on: API = 1, GPI = 1 (IMPLEMENTATION DEFINED algorithm).
+        let qemu = (1 << 8) | (1 << 28);
+        assert_eq!(sanitise(6, 1, qemu, ALL), qemu);
+        assert_eq!(sanitise(6, 1, qemu, BUILTIN), 0);
     }
 
     #[test]

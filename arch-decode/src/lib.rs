@@ -1,4 +1,4 @@
-//! Pure decode functions for the hypervisor's trap boundary, kept out of `hyp` so that they run
+//! Pure decode functions for the hypervisor's trap boundary (and the kernel-file header parse), kept out of `hyp` so that they run
 //! as host unit tests (`cargo test -p arch-decode --target <host>`).
 //!
 //! Nothing here reads or writes a register: callers pass the raw values (ESR_EL2, HPFAR_EL2,
@@ -11,5 +11,6 @@ pub mod abort;
 pub mod esr;
 pub mod exception;
 pub mod idregs;
+pub mod image;
 pub mod razwi;
 pub mod smccc;

@@ -503,9 +503,22 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
     }
     match kernel {
         Some(k) => {
-            if let Some(key) = BUILTIN_ONLY.iter().find(|k| seen.contains(k)) {
+            // selftest=nocopy is the one self-test a guest from files takes: it breaks chaos
+            // mode's page migration (the new page is zeroed, not copied), so the guest-side
+            // check (tests/guests/linux.sh's toucher) must see lost data and the run must fail,
+            // proof that the check catches a hypervisor that loses guest memory.
+            let nocopy = o.selftest == Some(Selftest::NoCopy);
+            if let Some(key) = BUILTIN_ONLY
+                .iter()
+                .find(|k| seen.contains(k) && !(**k == "selftest" && nocopy))
+            {
                 return Err(format!(
-                    "{key}= applies to the built-in guest, not to kernel="
+                    "{key}= applies to the built-in guest, not to kernel= (only selftest=nocopy does)"
+                ));
+            }
+            if nocopy && !o.chaos {
+                return Err(String::from(
+                    "selftest=nocopy breaks chaos=on's page migration: it needs chaos=on",
                 ));
             }
             if !seen.contains(&"vcpus") {

@@ -40,7 +40,9 @@
 #
 # --suite: vCPUs 1, 2, 4 in both modes, then 4 vCPUs with backing=2m and 4 vCPUs with chaos=on
 # (release build), and selftest-corrupt: a guest told to damage one of its files
-# (s2par_selftest=corrupt) must print the FAIL verdict that names it.
+# (s2par_selftest=corrupt) must print the FAIL verdict that names it, and chaos-nocopy: chaos=on
+# with the hypervisor's page migration broken (selftest=nocopy zeroes the new page instead of
+# copying) must fail: no PASS verdict and a non-zero exit status.
 #
 # Prints `PASS name (...)` or `FAIL name: why` per run and ends with `guests-linux: N passed,
 # M failed`; exits non-zero if any run failed. Logs: $LOG_DIR/guests-linux-*.log.
@@ -280,6 +282,24 @@ corrupt() {
     fi
 }
 
+# nocopy NAME: chaos=on with selftest=nocopy: every page the pruner migrates loses its data, so
+# the run must fail (exit status != 0 and no PASS verdict): the toucher reads back wrong files,
+# or, as usually happens first, the kernel loses its own pages, panics and resets (panic=-1:
+# PSCI SYSTEM_RESET, exit 4) or hangs (exit 124 at this case's 60 s bound, which a healthy
+# 2-vCPU chaos run stays well inside: parallel-4-chaos above passes in under 50 s). Either way a hypervisor that loses guest memory cannot pass.
+# Rule: a check that never fails proves nothing; this is the guest-side check's negative test.
+nocopy() {
+    # Dynamic scope: run_guest sees these (a guest that hangs instead of crashing is bounded).
+    local name=$1 RUN_TIMEOUT=60
+    local -a hyp_opts=(${hyp_opts[@]+"${hyp_opts[@]}"} selftest=nocopy)
+    run_guest "$name" 2 parallel 1 ""
+    if [ "$code" -ne 0 ] && [ "${verdict#S2PAR-GUEST: PASS}" = "$verdict" ]; then
+        pass "$name (${secs}s, failed as it must: exit status $code, ${verdict:-no guest verdict})"
+    else
+        fail "$name" "selftest=nocopy lost migrated pages but the run passed: exit status $code, guest verdict '${verdict:-none}' (log: $out)"
+    fi
+}
+
 if [ -z "$kernel" ] || [ -z "$initrd" ]; then
     [ -n "$initrd" ] || fetch_busybox
     [ -n "$kernel" ] || { fetch_kernel; kernel=$KERNEL_IMAGE; echo "kernel: $KERNEL_PACKAGE ($kernel)"; }
@@ -315,6 +335,7 @@ elif [ "$suite" = 1 ]; then
     boot "parallel-4-2m" 4 parallel 0 2m
     boot "parallel-4-chaos" 4 parallel 1 ""
     corrupt selftest-corrupt
+    nocopy chaos-nocopy
 else
     name="$mode-$vcpus${backing:+-$backing}"
     [ "$bare" = 0 ] || name="bare-$vcpus"

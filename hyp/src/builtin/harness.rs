@@ -126,4 +126,9 @@ impl Harness for Builtin {
     fn zero_page(&self, cpu: usize, zero: &mut dyn FnMut()) {
         phases::timed_zero(cpu, zero)
     }
+
+    /// The bad-guest overcommit slot's backing pages (badguest.rs).
+    fn for_each_backed(&self, f: &mut dyn FnMut(u64)) {
+        crate::badguest::for_each_backed(f);
+    }
 }

@@ -31,57 +31,12 @@ pub const DTB_MAX: u64 = 2 << 20;
 pub const FLAT_OFFSET: u64 = 0x8_0000;
 const MIB2: u64 = 2 << 20;
 
-/// The file format of a kernel.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Format {
-    /// An arm64 Linux `Image`: its header's text_offset and image_size (bytes of memory the
-    /// image needs from its load address, BSS included).
-    Linux {
-        /// Offset of the image from a 2 MiB-aligned base.
-        text_offset: u64,
-        /// Bytes from the load address the kernel may use (at least the file size).
-        image_size: u64,
-    },
-    /// Anything else: a kvm-unit-tests `.flat` (a raw, self-relocating binary).
-    Flat,
-}
+pub use arch_decode::image::Format;
 
-impl Format {
-    /// The name for logs and the report.
-    pub fn name(self) -> &'static str {
-        match self {
-            Format::Linux { .. } => "linux",
-            Format::Flat => "flat",
-        }
-    }
-}
-
-/// Offset of the arm64 Image header's magic "ARM\x64" (booting.rst, "Call the kernel image").
-const IMAGE_MAGIC_OFFSET: usize = 56;
-const IMAGE_MAGIC: &[u8; 4] = b"ARM\x64";
-
-fn le64(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off + 8)?.try_into().ok()?))
-}
-
-/// Recognises the kernel by the arm64 Image header (magic at 56, text_offset at 8, image_size at
-/// 16; an image_size of 0 means a pre-3.17 kernel whose text_offset is 0x80000 by convention).
-pub fn detect(kernel: &[u8]) -> Format {
-    if kernel.get(IMAGE_MAGIC_OFFSET..IMAGE_MAGIC_OFFSET + 4) != Some(IMAGE_MAGIC) {
-        return Format::Flat;
-    }
-    let size = kernel.len() as u64;
-    match (le64(kernel, 8), le64(kernel, 16)) {
-        (Some(t), Some(0)) | (Some(t), None) => Format::Linux {
-            text_offset: if t == 0 { 0x8_0000 } else { t },
-            image_size: size,
-        },
-        (Some(t), Some(s)) => Format::Linux {
-            text_offset: t,
-            image_size: s.max(size),
-        },
-        _ => Format::Flat,
-    }
+/// Recognises the kernel (arch_decode::image::detect: an arm64 Image by its header, a `.flat`
+/// otherwise); a big-endian Image or a compressed kernel is refused with a message for the user.
+pub fn detect(kernel: &[u8]) -> Result<Format, String> {
+    arch_decode::image::detect(kernel).map_err(|e| String::from(e.message()))
 }
 
 /// Where everything goes in guest RAM (IPAs).

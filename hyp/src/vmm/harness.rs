@@ -14,6 +14,8 @@
 //!   with an external abort.
 //! - `map_fault`: maps a stage-2 fault to its backing page (4 KiB page, 2 MiB block, relax).
 //! - `zero_page`: zeroes a fresh backing page on the fault path (a timing hook).
+//! - `for_each_backed`: the backing pages of the harness's own memory (outside the VM's
+//!   memslots), for the core's whole-RAM cache maintenance.
 
 use arch_decode::smccc::Call;
 use stage2::{Attrs, Error, Mapped, Perms, Size};
@@ -76,6 +78,11 @@ pub trait Harness: Sync {
     fn zero_page(&self, _cpu: usize, zero: &mut dyn FnMut()) {
         zero()
     }
+
+    /// Calls `f` with the PA of every backing page of memory the harness holds outside the VM's
+    /// memslots (the built-in guest's overcommit slot), so that trapped set/way maintenance
+    /// (Vm::clean_invalidate_backed_memory) reaches all guest memory. None by default.
+    fn for_each_backed(&self, _f: &mut dyn FnMut(u64)) {}
 }
 
 /// The harness of a guest from files: every default.

@@ -227,7 +227,7 @@ fn create_from_files(
     let initrd = files
         .initrd
         .map(|(a, s)| unsafe { boot_protocol::host_file(a, s) });
-    let format = boot_protocol::detect(kernel);
+    let format = boot_protocol::detect(kernel)?;
     let layout = boot_protocol::layout(
         format,
         kernel.len() as u64,
@@ -341,15 +341,16 @@ impl Vm {
     }
 
     /// Cleans and invalidates to the point of coherency every page of guest RAM that has backing
-    /// (every memslot, the bad-guest overcommit slot included): after it, what the guest wrote
+    /// (every memslot, and the harness's own memory such as the bad-guest overcommit slot,
+    /// through `Harness::for_each_backed`, so the core names no harness): after it, what the guest wrote
     /// through a cache is in memory and no line shadows memory (arch::clean_invalidate_dcache,
     /// which ends with DSB SY). Used for trapped set/way maintenance without FEAT_S2FWB.
     pub fn clean_invalidate_backed_memory(&self) {
-        let clean =
+        let mut clean =
             |pa: u64| arch::clean_invalidate_dcache(pa as usize, crate::pool::PAGE as usize);
         self.image.for_each_backed(clean);
         self.data.for_each_backed(clean);
-        crate::badguest::for_each_backed(clean);
+        self.harness.for_each_backed(&mut clean);
     }
 
     /// Data region of vCPU `id` as (IPA, size).
@@ -647,6 +648,10 @@ impl Vm {
             gic: !self.builtin(),
             aarch32: arch_decode::idregs::aarch32_implemented(ID_AA64PFR0_EL1.get()),
             mops: f.hcx && f.mops,
+            // Pointer authentication as configure_this_cpu sets HCR_EL2.API/APK: a guest from
+            // files gets it (API = APK = 1), the built-in guest does not (its PAC instructions
+            // and key registers trap), so only the former is told it exists.
+            ptrauth: !self.builtin(),
         }
     }
 }
