@@ -123,10 +123,15 @@ fi
 
 # dirtylog (KVM's dirty_log_perf_test) in both modes, iters=2, mem=1M (256 pages a vCPU): every
 # pass must harvest exactly the pages the vCPUs wrote (written_i = dirtied_i = 4 x 256), lose
-# none, and issue at least one invalidation per get-and-clear.
-for mode in parallel locked; do
-    name="dirtylog-$mode"
-    run "$name" vcpus=$VCPUS mode=$mode workload=dirtylog mem=1M iters=2
+# none, and issue at least one invalidation per get-and-clear. evil=on: vCPU 0 also harvests
+# every 64 of its pages while the others write (racing_i = 256 / 64 = 4), and the final harvest
+# plus the racing ones must still cover every written page.
+for dl in parallel locked parallel-evil locked-evil; do
+    name="dirtylog-$dl"
+    mode=${dl%-evil}
+    evil=off
+    [ "$dl" != "$mode" ] && evil=on
+    run "$name" vcpus=$VCPUS mode=$mode workload=dirtylog mem=1M iters=2 evil=$evil
     if [ "$code" -ne 0 ] || [ "$(field status)" != pass ] || [ "$(field checksum)" != ok ] \
         || [ "$(field leaked)" != 0 ] || [ "$(field workload)" != dirtylog ] || [ "$(field mode)" != "$mode" ]; then
         fail "$name" "exit $code, status=$(field status) checksum=$(field checksum) leaked=$(field leaked) $(grep -a '^FAIL' "$out" | head -n 1)"
@@ -139,21 +144,29 @@ for mode in parallel locked; do
         if [ "$(field written_$i)" != $((VCPUS * 256)) ] || [ "$(field dirtied_$i)" != $((VCPUS * 256)) ]; then
             why="pass $i: written=$(field written_$i) dirtied=$(field dirtied_$i) (expected $((VCPUS * 256)))"
         fi
-        [ -z "$why" ] && { why=$(positive dirty_pass_ns_$i get_clear_ns_$i tlbi_$i) || true; }
+        # The last racing harvest can take every mark, leaving the final one nothing to protect.
+        if [ "$evil" = on ]; then
+            [ -z "$why" ] && [ "$(field racing_$i)" != 4 ] && why="pass $i: racing=$(field racing_$i) (expected 4)"
+            [ -z "$why" ] && { why=$(positive dirty_pass_ns_$i get_clear_ns_$i racing_dirtied_$i) || true; }
+        else
+            [ -z "$why" ] && { why=$(positive dirty_pass_ns_$i get_clear_ns_$i tlbi_$i) || true; }
+        fi
     done
     if [ -n "$why" ]; then
         fail "$name" "$why"
     else
-        pass "$name (dirty_pass_ns_2=$(field dirty_pass_ns_2) get_clear_ns_2=$(field get_clear_ns_2) tlbi_2=$(field tlbi_2))"
+        pass "$name (dirty_pass_ns_2=$(field dirty_pass_ns_2) get_clear_ns_2=$(field get_clear_ns_2) tlbi_2=$(field tlbi_2) racing_dirtied_2=$(field racing_dirtied_2))"
     fi
 done
 a=$(field data_sum "$LOG_DIR/qemu-wl-dirtylog-parallel.log")
-b=$(field data_sum "$LOG_DIR/qemu-wl-dirtylog-locked.log")
-if [ -n "$a" ] && [ "$a" = "$b" ]; then
-    pass "same-data-dirtylog ($a)"
-else
-    fail "same-data-dirtylog" "data_sum parallel=$a locked=$b"
-fi
+for dl in locked parallel-evil locked-evil; do
+    b=$(field data_sum "$LOG_DIR/qemu-wl-dirtylog-$dl.log")
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then
+        pass "same-data-dirtylog-$dl ($a)"
+    else
+        fail "same-data-dirtylog-$dl" "data_sum parallel=$a $dl=$b"
+    fi
+done
 
 # The lost-dirty check can fail: a harvest that does not write-protect again loses pass 2.
 run dirtylog-noprotect vcpus=$VCPUS workload=dirtylog mem=1M iters=2 selftest=noprotect
@@ -179,5 +192,6 @@ bad_option bad-chunk-mem "multiple of 2M" workload=pagetable mem=1M
 bad_option bad-workload "workload=nosuch" workload=nosuch
 bad_option iters-other-workload "iters= applies to workload=dirtylog only" workload=demand iters=2
 bad_option bad-iters "iters=0" workload=dirtylog iters=0
+bad_option evil-other-workload "evil= applies to workload=dirtylog only" workload=pagetable evil=on
 
 finish

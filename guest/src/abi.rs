@@ -54,6 +54,12 @@ pub const MAX_DIRTY_ITERS: u64 = 32;
 /// the pass's release to its end, x3 = pages written: the first x3 pages of its region, one
 /// word each, in that pass. Sent before `BARRIER_DIRTY_HARVEST`. Returns x0 = 0.
 pub const HVC_DIRTY_PASS: u64 = 0xC600_0018;
+/// HVC (`dirtylog` with `evil=on`, vCPU 0 during its dirty pass): get and clear the log now,
+/// racing the other vCPUs' writes; the harvested pages count for pass x1. Returns x0 = pages
+/// harvested, or SMCCC NOT_SUPPORTED without `evil=on`.
+pub const HVC_DIRTY_HARVEST: u64 = 0xC600_0019;
+/// `dirtylog` with `evil=on`: vCPU 0 asks for a racing harvest after every this many pages.
+pub const EVIL_HARVEST_EVERY: u64 = 64;
 
 /// HVC: barrier. x1 = barrier number (`BARRIER_*`). Returns when every vCPU has called it with
 /// x0 = CNTPCT at the release (the last arriver runs the hypervisor's action for it first).
@@ -135,6 +141,8 @@ pub const QUERY_VCPUS: u64 = 1;
 pub const QUERY_FGT: u64 = 2;
 /// `HVC_QUERY`: `dirtylog`'s number of dirty passes (`iters=`, 1..=`MAX_DIRTY_ITERS`).
 pub const QUERY_DIRTY_ITERS: u64 = 3;
+/// `HVC_QUERY`: 1 if `dirtylog` runs its 'evil' variant (`evil=on`: harvests race the writes).
+pub const QUERY_DIRTY_EVIL: u64 = 4;
 /// HVC: `verify` result. x1 = passes, x2 = words that read back wrong (lost writes),
 /// x3 = words checked. Returns x0 = 0.
 pub const HVC_VERIFY: u64 = 0xC600_0010;

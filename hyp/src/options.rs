@@ -183,6 +183,8 @@ pub struct Options {
     pub classes: u64,
     /// workload=dirtylog: dirty passes (1..=`abi::MAX_DIRTY_ITERS`).
     pub iters: u64,
+    /// workload=dirtylog: the 'evil' variant, harvests racing the writes (`evil=on`).
+    pub evil: bool,
     /// A guest loaded from files (`kernel=`): None runs the built-in guest.
     pub files: Option<GuestFiles>,
     /// Bytes of guest RAM for a guest from files (`ram=`).
@@ -205,8 +207,8 @@ pub struct GuestFiles {
 /// costs host memory.
 pub const DEFAULT_RAM: u64 = 512 << 20;
 /// Options that only the built-in guest understands.
-const BUILTIN_ONLY: [&str; 9] = [
-    "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes", "iters",
+const BUILTIN_ONLY: [&str; 10] = [
+    "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes", "iters", "evil",
 ];
 /// Default `iters=` (workload=dirtylog).
 pub const DEFAULT_DIRTY_ITERS: u64 = 3;
@@ -277,6 +279,8 @@ pub fn help_text(cpus: usize) -> String {
          \x20                    or m (10^6)   default: {DEFAULT_FUZZ_OPS}\n\
          \x20 iters=N            workload=dirtylog: dirty passes, each followed by a get-and-clear of\n\
          \x20                    the log, 1..={max_iters}   default: {DEFAULT_DIRTY_ITERS}\n\
+         \x20 evil=on|off        workload=dirtylog: vCPU 0 asks for a get-and-clear every 64 pages of its\n\
+         \x20                    passes, racing the others' writes   default: off\n\
          \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
          \x20                    {classes}, or all   default: all\n\
          \x20 kernel=ADDR:SIZE   a guest from a file in host RAM instead of the built-in guest (run-qemu.sh\n\
@@ -393,6 +397,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         ops: DEFAULT_FUZZ_OPS,
         classes: ALL_FUZZ_CLASSES,
         iters: DEFAULT_DIRTY_ITERS,
+        evil: false,
         files: None,
         ram: DEFAULT_RAM,
     };
@@ -516,6 +521,13 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 }
             }
             "classes" => o.classes = parse_classes(value).map_err(|why| bad(&why))?,
+            "evil" => {
+                o.evil = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
+                };
+            }
             "iters" => {
                 o.iters = value.parse().map_err(|_| bad("not a number"))?;
                 if !(1..=crate::abi::MAX_DIRTY_ITERS).contains(&o.iters) {
@@ -623,8 +635,10 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             return Err(format!("{key}= applies to workload=fuzz only"));
         }
     }
-    if seen.contains(&"iters") && o.workload != Workload::Dirtylog {
-        return Err(String::from("iters= applies to workload=dirtylog only"));
+    for key in ["iters", "evil"] {
+        if seen.contains(&key) && o.workload != Workload::Dirtylog {
+            return Err(format!("{key}= applies to workload=dirtylog only"));
+        }
     }
     // The harvest that skips the protect loses the marks of the pass after it.
     if o.selftest == Some(Selftest::NoProtect) && (o.workload != Workload::Dirtylog || o.iters < 2)

@@ -5,6 +5,12 @@
 //! they wrote, then turns logging off. Parallel mode does every step in shared mode, locked mode
 //! under the exclusive guard (the baseline, as KVM arm64 does today). docs/protocol.md 12 has
 //! the rules; the write-fault side is phases.rs `map_policy`.
+//!
+//! The 'evil' variant (`evil=on`): vCPU 0 asks for a get-and-clear (`HVC_DIRTY_HARVEST`) every
+//! `abi::EVIL_HARVEST_EVERY` pages of its passes, racing the others' write faults; what those
+//! harvests take is kept, and the check after the pass's final, quiescent harvest runs against
+//! the union: a page whose mark a racing harvest took and whose write then went through without
+//! a mark would be lost.
 
 use aarch64_cpu::registers::{Readable, CNTFRQ_EL0, CNTPCT_EL0};
 use alloc::boxed::Box;
@@ -13,7 +19,7 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
-use spin::Once;
+use spin::{Mutex, Once};
 use stage2::Stats;
 
 use crate::abi;
@@ -41,6 +47,9 @@ struct Pass {
     leaves: AtomicU64,
     /// Written pages it did not report (must be 0).
     lost: AtomicU64,
+    /// `evil=on`: harvests that raced the pass, and the pages they reported.
+    racing: AtomicU64,
+    racing_pages: AtomicU64,
 }
 
 impl Pass {
@@ -53,6 +62,8 @@ impl Pass {
             tlbi: AtomicU64::new(0),
             leaves: AtomicU64::new(0),
             lost: AtomicU64::new(0),
+            racing: AtomicU64::new(0),
+            racing_pages: AtomicU64::new(0),
         }
     }
 }
@@ -67,6 +78,9 @@ static ENABLE_LEAVES: AtomicU64 = AtomicU64::new(0);
 static REPORTED: Once<Box<[(AtomicU64, AtomicU64)]>> = Once::new();
 /// Protocol errors: a vCPU reported a pass other than the one being harvested, or none.
 static PROTOCOL_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// `evil=on`: the marks the current pass's racing harvests took (one bit per memslot page),
+/// merged into the pass's final harvest.
+static RACED: Once<Mutex<Vec<u64>>> = Once::new();
 
 fn reported(vcpus: usize) -> &'static [(AtomicU64, AtomicU64)] {
     REPORTED.call_once(|| (0..vcpus).map(|_| Default::default()).collect())
@@ -127,8 +141,52 @@ fn tlbi(s: &Stats) -> u64 {
     s.tlbi_ipa + s.tlbi_range + s.tlbi_vmid
 }
 
+/// One get-and-clear of the whole memslot into `taken` (one bit per page): shared mode in
+/// parallel mode, the exclusive guard in locked mode. `selftest=noprotect` takes the marks and
+/// leaves the pages writable (no protect, no invalidation): the next pass's writes then do not
+/// fault, so nothing marks them.
+fn get_clear(vm: &Vm, cpu: &PerCpu, taken: &mut [u64]) -> stage2::Harvest {
+    let log = super::phases::dirty_log(vm);
+    if vm.opts.selftest == Some(Selftest::NoProtect) {
+        let mut done = stage2::Harvest::default();
+        for (word, t) in taken.iter_mut().enumerate() {
+            *t |= log.take(word, log.mask(word, log.base(), log.end()));
+            done.pages += u64::from(t.count_ones());
+        }
+        return done;
+    }
+    let s2 = vm.s2.get();
+    let g = match vm.opts.mode {
+        Mode::Parallel => s2.shared(cpu.index),
+        Mode::Locked => s2.exclusive(cpu.index),
+    };
+    g.dirty_log_clear(log, log.base(), log.end(), |word, bits| {
+        taken[word] |= bits;
+    })
+}
+
+/// `HVC_DIRTY_HARVEST` (`evil=on`, vCPU 0 inside pass `pass`): a get-and-clear racing the
+/// other vCPUs' writes; its marks are kept for the pass's check. Returns the pages it took, or
+/// SMCCC NOT_SUPPORTED without `evil=on` or for a pass out of range.
+pub fn racing_harvest(vm: &Vm, cpu: &PerCpu, pass: u64) -> u64 {
+    if vm.opts.workload != Workload::Dirtylog || !vm.opts.evil || pass == 0 || pass > vm.opts.iters
+    {
+        return crate::psci::not_supported();
+    }
+    let log = super::phases::dirty_log(vm);
+    let mut raced = RACED.call_once(|| Mutex::new(vec![0; log.words()])).lock();
+    let done = get_clear(vm, cpu, &mut raced);
+    drop(raced);
+    vm.s2.get().reclaim(cpu.index);
+    let p = &PASSES[pass as usize - 1];
+    p.racing.fetch_add(1, Ordering::Relaxed);
+    p.racing_pages.fetch_add(done.pages, Ordering::Relaxed);
+    done.pages
+}
+
 /// Gets and clears the log after a dirty pass (every vCPU waits in the barrier), then checks
-/// that every page each vCPU reported writing in the pass is among the harvested ones.
+/// that every page each vCPU reported writing in the pass is among the harvested ones (with
+/// `evil=on`, those of the pass's racing harvests included).
 fn harvest(vm: &Vm, cpu: &PerCpu) {
     let i = HARVESTS.fetch_add(1, Ordering::Relaxed) as usize;
     if i >= vm.opts.iters as usize {
@@ -141,26 +199,16 @@ fn harvest(vm: &Vm, cpu: &PerCpu) {
     let mut taken = vec![0u64; log.words()];
     let before = tlbi(&s2.stats());
     let t0 = CNTPCT_EL0.get();
-    let done = if vm.opts.selftest == Some(Selftest::NoProtect) {
-        // The broken harvest: take the marks, leave the pages writable (no protect, no
-        // invalidation). The next pass writes them without a fault, so nothing marks them.
-        let mut done = stage2::Harvest::default();
-        for (word, t) in taken.iter_mut().enumerate() {
-            *t = log.take(word, log.mask(word, log.base(), log.end()));
-            done.pages += u64::from(t.count_ones());
-        }
-        done
-    } else {
-        let g = match vm.opts.mode {
-            Mode::Parallel => s2.shared(cpu.index),
-            Mode::Locked => s2.exclusive(cpu.index),
-        };
-        g.dirty_log_clear(log, log.base(), log.end(), |word, bits| {
-            taken[word] |= bits;
-        })
-    };
+    let done = get_clear(vm, cpu, &mut taken);
     let ticks = CNTPCT_EL0.get().wrapping_sub(t0);
     let issued = tlbi(&s2.stats()).wrapping_sub(before);
+    // What this pass's racing harvests took counts as harvested in this pass.
+    if let Some(raced) = RACED.get() {
+        for (t, r) in taken.iter_mut().zip(raced.lock().iter_mut()) {
+            *t |= core::mem::take(r);
+        }
+    }
+    let dirtied: u64 = taken.iter().map(|w| u64::from(w.count_ones())).sum();
     // The check, outside the timed window: vCPU v wrote the first `n` pages of its region,
     // which starts at page v * (mem / 4 KiB) of the memslot.
     let region = vm.opts.mem / crate::pool::PAGE;
@@ -187,7 +235,7 @@ fn harvest(vm: &Vm, cpu: &PerCpu) {
     }
     let p = &PASSES[i];
     p.clear_ticks.store(ticks, Ordering::Relaxed);
-    p.dirtied.store(done.pages, Ordering::Relaxed);
+    p.dirtied.store(dirtied, Ordering::Relaxed);
     p.written.store(written, Ordering::Relaxed);
     p.tlbi.store(issued, Ordering::Relaxed);
     p.leaves.store(done.leaves, Ordering::Relaxed);
@@ -244,8 +292,17 @@ pub fn report(vm: &Vm, populate: u64) -> String {
         ns(ENABLE_TICKS.load(Ordering::Relaxed)) / 1000
     );
     println!(
-        "  {:>4} {:>13} {:>12} {:>8} {:>8} {:>7} {:>5} {:>5}",
-        "pass", "dirty_pass_us", "get_clear_us", "written", "dirtied", "leaves", "tlbi", "lost"
+        "  {:>4} {:>13} {:>12} {:>8} {:>8} {:>7} {:>5} {:>5} {:>7} {:>7}",
+        "pass",
+        "dirty_pass_us",
+        "get_clear_us",
+        "written",
+        "dirtied",
+        "leaves",
+        "tlbi",
+        "lost",
+        "racing",
+        "raced"
     );
     let mut f = format!(
         " iters={iters} populate_ns={} enable_ns={} enable_leaves={}",
@@ -256,7 +313,7 @@ pub fn report(vm: &Vm, populate: u64) -> String {
     for (i, p) in PASSES.iter().enumerate().take(iters) {
         let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
         println!(
-            "  {:>4} {:>13} {:>12} {:>8} {:>8} {:>7} {:>5} {:>5}",
+            "  {:>4} {:>13} {:>12} {:>8} {:>8} {:>7} {:>5} {:>5} {:>7} {:>7}",
             i + 1,
             ns(l(&p.ticks)) / 1000,
             ns(l(&p.clear_ticks)) / 1000,
@@ -264,7 +321,9 @@ pub fn report(vm: &Vm, populate: u64) -> String {
             l(&p.dirtied),
             l(&p.leaves),
             l(&p.tlbi),
-            l(&p.lost)
+            l(&p.lost),
+            l(&p.racing),
+            l(&p.racing_pages)
         );
         let n = i + 1;
         f.push_str(&format!(
@@ -275,6 +334,13 @@ pub fn report(vm: &Vm, populate: u64) -> String {
             l(&p.dirtied),
             l(&p.tlbi)
         ));
+        if vm.opts.evil {
+            f.push_str(&format!(
+                " racing_{n}={} racing_dirtied_{n}={}",
+                l(&p.racing),
+                l(&p.racing_pages)
+            ));
+        }
     }
     f.push_str(&format!(" lost_dirty={}", lost_total()));
     f

@@ -141,6 +141,7 @@ pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, call: &Call) -> Option<Act
         }
         abi::HVC_COLLAPSE => collapse(vm, cpu, a1),
         abi::HVC_DIRTY_PASS => super::dirtylog::pass_done(vm, cpu, a1, a2, a3),
+        abi::HVC_DIRTY_HARVEST => super::dirtylog::racing_harvest(vm, cpu, a1),
         _ => return None,
     };
     frame.x[0] = ret;
