@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# QEMU smoke tests of the guest workloads (issue 6): every workload (demand, overlap, random,
+# QEMU smoke tests of the guest workloads (issues 6, 11): every workload (demand, overlap, random,
 # pagetable) with both backings (4k, 2m) in both modes at small sizes, 4 vCPUs.
 #
 # Each run must pass (exit 0, status=pass, checksum=ok, leaked=0) and produce the counts its
 # workload exists to produce; parallel and locked runs of the same workload must leave the same
 # data (data_sum); random must leave what demand leaves. pagetable must report bbm, splits (2m),
-# prunes, collapses, deferred frees (tables_retired) and relaxes > 0. A corrupted overlap run and
-# bad options must fail. Every QEMU run has a hard timeout.
+# prunes, collapses, deferred frees (tables_retired) and relaxes > 0. dirtylog (both modes,
+# iters=2) must harvest exactly the pages written in each pass and lose none. A corrupted overlap
+# run, a dirtylog run whose harvest does not re-protect (selftest=noprotect) and bad options must
+# fail. Every QEMU run has a hard timeout.
 #
 # Prints `PASS name` or `FAIL name: why` per case, ends with `qemu-workloads: N passed, M failed`
 # and exits non-zero if any case failed. Logs go to $LOG_DIR/qemu-wl-*.log.
@@ -119,6 +121,62 @@ else
     fail overlap-corrupt "exit $code, status=$(field status) checksum=$(field checksum)"
 fi
 
+# dirtylog (KVM's dirty_log_perf_test) in both modes, iters=2, mem=1M (256 pages a vCPU): every
+# pass must harvest exactly the pages the vCPUs wrote (written_i = dirtied_i = 4 x 256), lose
+# none, and issue at least one invalidation per get-and-clear. evil=on: vCPU 0 also harvests
+# every 64 of its pages while the others write (racing_i = 256 / 64 = 4), and the final harvest
+# plus the racing ones must still cover every written page.
+for dl in parallel locked parallel-evil locked-evil; do
+    name="dirtylog-$dl"
+    mode=${dl%-evil}
+    evil=off
+    [ "$dl" != "$mode" ] && evil=on
+    run "$name" vcpus=$VCPUS mode=$mode workload=dirtylog mem=1M iters=2 evil=$evil
+    if [ "$code" -ne 0 ] || [ "$(field status)" != pass ] || [ "$(field checksum)" != ok ] \
+        || [ "$(field leaked)" != 0 ] || [ "$(field workload)" != dirtylog ] || [ "$(field mode)" != "$mode" ]; then
+        fail "$name" "exit $code, status=$(field status) checksum=$(field checksum) leaked=$(field leaked) $(grep -a '^FAIL' "$out" | head -n 1)"
+        continue
+    fi
+    why=""
+    [ "$(field iters)" = 2 ] && [ "$(field lost_dirty)" = 0 ] || why="iters=$(field iters) lost_dirty=$(field lost_dirty)"
+    for i in 1 2; do
+        [ -n "$why" ] && break
+        if [ "$(field written_$i)" != $((VCPUS * 256)) ] || [ "$(field dirtied_$i)" != $((VCPUS * 256)) ]; then
+            why="pass $i: written=$(field written_$i) dirtied=$(field dirtied_$i) (expected $((VCPUS * 256)))"
+        fi
+        # The last racing harvest can take every mark, leaving the final one nothing to protect.
+        if [ "$evil" = on ]; then
+            [ -z "$why" ] && [ "$(field racing_$i)" != 4 ] && why="pass $i: racing=$(field racing_$i) (expected 4)"
+            [ -z "$why" ] && { why=$(positive dirty_pass_ns_$i get_clear_ns_$i racing_dirtied_$i) || true; }
+        else
+            [ -z "$why" ] && { why=$(positive dirty_pass_ns_$i get_clear_ns_$i tlbi_$i) || true; }
+        fi
+    done
+    if [ -n "$why" ]; then
+        fail "$name" "$why"
+    else
+        pass "$name (dirty_pass_ns_2=$(field dirty_pass_ns_2) get_clear_ns_2=$(field get_clear_ns_2) tlbi_2=$(field tlbi_2) racing_dirtied_2=$(field racing_dirtied_2))"
+    fi
+done
+a=$(field data_sum "$LOG_DIR/qemu-wl-dirtylog-parallel.log")
+for dl in locked parallel-evil locked-evil; do
+    b=$(field data_sum "$LOG_DIR/qemu-wl-dirtylog-$dl.log")
+    if [ -n "$a" ] && [ "$a" = "$b" ]; then
+        pass "same-data-dirtylog-$dl ($a)"
+    else
+        fail "same-data-dirtylog-$dl" "data_sum parallel=$a $dl=$b"
+    fi
+done
+
+# The lost-dirty check can fail: a harvest that does not write-protect again loses pass 2.
+run dirtylog-noprotect vcpus=$VCPUS workload=dirtylog mem=1M iters=2 selftest=noprotect
+if [ "$code" -ne 0 ] && [ "$(field status)" = fail ] && [ "$(field lost_dirty)" = $((VCPUS * 256)) ] \
+    && grep -aq '^FAIL: dirty log: .* not reported dirty' "$out"; then
+    pass "dirtylog-noprotect (lost_dirty=$(field lost_dirty))"
+else
+    fail dirtylog-noprotect "exit $code, status=$(field status) lost_dirty=$(field lost_dirty)"
+fi
+
 # Bad options fail cleanly.
 bad_option() {
     local name=$1 expect=$2; shift 2
@@ -132,5 +190,8 @@ bad_option() {
 bad_option bad-backing "backing=3m" backing=3m
 bad_option bad-chunk-mem "multiple of 2M" workload=pagetable mem=1M
 bad_option bad-workload "workload=nosuch" workload=nosuch
+bad_option iters-other-workload "iters= applies to workload=dirtylog only" workload=demand iters=2
+bad_option bad-iters "iters=0" workload=dirtylog iters=0
+bad_option evil-other-workload "evil= applies to workload=dirtylog only" workload=pagetable evil=on
 
 finish

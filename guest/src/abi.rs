@@ -33,6 +33,33 @@ pub const WORKLOAD_OVERLAP: u64 = 1;
 pub const WORKLOAD_RANDOM: u64 = 2;
 /// Workload `pagetable`: one shared region; create, update (write-protect), adjust (collapse).
 pub const WORKLOAD_PAGETABLE: u64 = 3;
+/// Workload `dirtylog` (KVM's dirty_log_perf_test): each vCPU its own region; populate (timed
+/// phase `PHASE_RUN`), logging on (`BARRIER_DIRTY_ENABLE`), `iters=` dirty passes (each between
+/// `BARRIER_DIRTY_PASS` and `BARRIER_DIRTY_HARVEST`, where the hypervisor gets and clears the
+/// log), logging off (`BARRIER_DIRTY_DISABLE`), verify. Pass `i` (1-based) writes
+/// `expect::value(id, page, i)` to word 0 of every page of the region, populate pass 0.
+pub const WORKLOAD_DIRTYLOG: u64 = 4;
+/// `dirtylog`: logging on (the hypervisor write-protects the data memslot).
+pub const BARRIER_DIRTY_ENABLE: u64 = 16;
+/// `dirtylog`: start of a dirty pass (the guests start their clocks at the release).
+pub const BARRIER_DIRTY_PASS: u64 = 17;
+/// `dirtylog`: end of a dirty pass: the hypervisor harvests and clears the dirty log and checks
+/// it against the pages each vCPU reported writing (`HVC_DIRTY_PASS`).
+pub const BARRIER_DIRTY_HARVEST: u64 = 18;
+/// `dirtylog`: logging off.
+pub const BARRIER_DIRTY_DISABLE: u64 = 19;
+/// Most dirty passes `dirtylog` runs (`iters=`).
+pub const MAX_DIRTY_ITERS: u64 = 32;
+/// HVC (`dirtylog`): this vCPU's dirty pass ended. x1 = pass (1-based), x2 = CNTVCT ticks from
+/// the pass's release to its end, x3 = pages written: the first x3 pages of its region, one
+/// word each, in that pass. Sent before `BARRIER_DIRTY_HARVEST`. Returns x0 = 0.
+pub const HVC_DIRTY_PASS: u64 = 0xC600_0018;
+/// HVC (`dirtylog` with `evil=on`, vCPU 0 during its dirty pass): get and clear the log now,
+/// racing the other vCPUs' writes; the harvested pages count for pass x1. Returns x0 = pages
+/// harvested, or SMCCC NOT_SUPPORTED without `evil=on`.
+pub const HVC_DIRTY_HARVEST: u64 = 0xC600_0019;
+/// `dirtylog` with `evil=on`: vCPU 0 asks for a racing harvest after every this many pages.
+pub const EVIL_HARVEST_EVERY: u64 = 64;
 
 /// HVC: barrier. x1 = barrier number (`BARRIER_*`). Returns when every vCPU has called it with
 /// x0 = CNTPCT at the release (the last arriver runs the hypervisor's action for it first).
@@ -112,6 +139,10 @@ pub const QUERY_VCPUS: u64 = 1;
 /// `HVC_QUERY`: 1 if the CPU has FEAT_FGT (the hypervisor then traps SMPRI_EL1 and TPIDR2_EL0
 /// with fine-grained traps and answers UNDEF; the guest cannot see FGT in its ID registers).
 pub const QUERY_FGT: u64 = 2;
+/// `HVC_QUERY`: `dirtylog`'s number of dirty passes (`iters=`, 1..=`MAX_DIRTY_ITERS`).
+pub const QUERY_DIRTY_ITERS: u64 = 3;
+/// `HVC_QUERY`: 1 if `dirtylog` runs its 'evil' variant (`evil=on`: harvests race the writes).
+pub const QUERY_DIRTY_EVIL: u64 = 4;
 /// HVC: `verify` result. x1 = passes, x2 = words that read back wrong (lost writes),
 /// x3 = words checked. Returns x0 = 0.
 pub const HVC_VERIFY: u64 = 0xC600_0010;

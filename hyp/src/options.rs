@@ -36,6 +36,9 @@ pub enum Workload {
     Random,
     /// Shared region, timed phases create / update (write-protect) / adjust (collapse).
     Pagetable,
+    /// KVM's dirty_log_perf_test: own regions; populate, logging on, `iters=` dirty passes each
+    /// followed by a get-and-clear of the log, logging off (phases.rs, guest dirtylog.rs).
+    Dirtylog,
     /// Each vCPU rewrites and re-reads patterns over its region for `duration=`, counting words
     /// that read back wrong (lost writes); the workload of `chaos=on` (docs/robustness.md).
     Verify,
@@ -52,11 +55,12 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, for parsing and `help`.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Demand,
         Workload::Overlap,
         Workload::Random,
         Workload::Pagetable,
+        Workload::Dirtylog,
         Workload::Verify,
         Workload::Badguest,
         Workload::Fuzz,
@@ -70,6 +74,7 @@ impl Workload {
             Workload::Overlap => "overlap",
             Workload::Random => "random",
             Workload::Pagetable => "pagetable",
+            Workload::Dirtylog => "dirtylog",
             Workload::Verify => "verify",
             Workload::Badguest => "badguest",
             Workload::Fuzz => "fuzz",
@@ -84,6 +89,7 @@ impl Workload {
             Workload::Overlap => crate::abi::WORKLOAD_OVERLAP,
             Workload::Random => crate::abi::WORKLOAD_RANDOM,
             Workload::Pagetable => crate::abi::WORKLOAD_PAGETABLE,
+            Workload::Dirtylog => crate::abi::WORKLOAD_DIRTYLOG,
             Workload::Verify => crate::abi::WORKLOAD_VERIFY,
             Workload::Badguest => crate::abi::WORKLOAD_BADGUEST,
             Workload::Fuzz => crate::abi::WORKLOAD_FUZZ,
@@ -121,6 +127,10 @@ pub enum Selftest {
     /// chaos=on: the pruner's page migration skips the copy (the new page is zeroed): the guests
     /// must count lost writes and the run must fail (chaos.rs).
     NoCopy,
+    /// workload=dirtylog: the harvest takes the marks but does not write-protect the pages
+    /// again, so the next pass's writes do not fault and are not logged: `lost_dirty` must be
+    /// > 0 and the run must fail (needs iters >= 2; dirtylog.rs).
+    NoProtect,
 }
 
 impl Selftest {
@@ -130,6 +140,7 @@ impl Selftest {
             Selftest::Corrupt => "corrupt",
             Selftest::Hang => "hang",
             Selftest::NoCopy => "nocopy",
+            Selftest::NoProtect => "noprotect",
         }
     }
 }
@@ -170,6 +181,10 @@ pub struct Options {
     pub ops: u64,
     /// workload=fuzz: the op classes to run, bit `abi::FUZZ_CLASS_*` set = on.
     pub classes: u64,
+    /// workload=dirtylog: dirty passes (1..=`abi::MAX_DIRTY_ITERS`).
+    pub iters: u64,
+    /// workload=dirtylog: the 'evil' variant, harvests racing the writes (`evil=on`).
+    pub evil: bool,
     /// A guest loaded from files (`kernel=`): None runs the built-in guest.
     pub files: Option<GuestFiles>,
     /// Bytes of guest RAM for a guest from files (`ram=`).
@@ -192,9 +207,11 @@ pub struct GuestFiles {
 /// costs host memory.
 pub const DEFAULT_RAM: u64 = 512 << 20;
 /// Options that only the built-in guest understands.
-const BUILTIN_ONLY: [&str; 8] = [
-    "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes",
+const BUILTIN_ONLY: [&str; 10] = [
+    "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes", "iters", "evil",
 ];
+/// Default `iters=` (workload=dirtylog).
+pub const DEFAULT_DIRTY_ITERS: u64 = 3;
 
 /// Default size of the stage-2 table-page pool: 2048 pages, room for the tables of ~4 GiB of
 /// 4 KiB mappings.
@@ -229,6 +246,7 @@ pub enum Parsed {
 /// The `help` text: every option, its values and its default.
 pub fn help_text(cpus: usize) -> String {
     let classes = crate::abi::FUZZ_CLASS_NAMES.join(",");
+    let max_iters = crate::abi::MAX_DIRTY_ITERS;
     let workloads: String = Workload::ALL
         .iter()
         .map(|w| w.name())
@@ -245,6 +263,8 @@ pub fn help_text(cpus: usize) -> String {
          \x20 selftest=corrupt   flip one backing word after the run: the checksum check must fail   default: off\n\
          \x20 selftest=hang      the last vCPU never finishes: the timeout must fail the run   default: off\n\
          \x20 selftest=nocopy   chaos=on: page migration loses the page's data: lost writes must fail the run   default: off\n\
+         \x20 selftest=noprotect  workload=dirtylog, iters>=2: the harvest does not write-protect again: lost\n\
+         \x20                    dirty pages must fail the run   default: off\n\
          \x20 timeout=SECONDS    fail if a vCPU has not finished by then (after duration=)   default: {DEFAULT_TIMEOUT_S}\n\
          \x20 chaos=on|off       a spare CPU unmaps/collapses/splits/write-protects/migrates under the vCPUs\n\
          \x20                    (needs vcpus < CPUs; implies workload=verify)   default: off\n\
@@ -257,6 +277,10 @@ pub fn help_text(cpus: usize) -> String {
          \x20                    prints it so a run can be replayed   default: from the counter at boot\n\
          \x20 ops=N              workload=fuzz: operations per fuzzing vCPU, 1..=10^10, suffix k (10^3)\n\
          \x20                    or m (10^6)   default: {DEFAULT_FUZZ_OPS}\n\
+         \x20 iters=N            workload=dirtylog: dirty passes, each followed by a get-and-clear of\n\
+         \x20                    the log, 1..={max_iters}   default: {DEFAULT_DIRTY_ITERS}\n\
+         \x20 evil=on|off        workload=dirtylog: vCPU 0 asks for a get-and-clear every 64 pages of its\n\
+         \x20                    passes, racing the others' writes   default: off\n\
          \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
          \x20                    {classes}, or all   default: all\n\
          \x20 kernel=ADDR:SIZE   a guest from a file in host RAM instead of the built-in guest (run-qemu.sh\n\
@@ -372,6 +396,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         seed: None,
         ops: DEFAULT_FUZZ_OPS,
         classes: ALL_FUZZ_CLASSES,
+        iters: DEFAULT_DIRTY_ITERS,
+        evil: false,
         files: None,
         ram: DEFAULT_RAM,
     };
@@ -449,7 +475,12 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     "corrupt" => Some(Selftest::Corrupt),
                     "hang" => Some(Selftest::Hang),
                     "nocopy" => Some(Selftest::NoCopy),
-                    _ => return Err(bad("self-tests are 'corrupt', 'hang' and 'nocopy'")),
+                    "noprotect" => Some(Selftest::NoProtect),
+                    _ => {
+                        return Err(bad(
+                            "self-tests are 'corrupt', 'hang', 'nocopy' and 'noprotect'",
+                        ))
+                    }
                 };
             }
             "timeout" => {
@@ -490,6 +521,19 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 }
             }
             "classes" => o.classes = parse_classes(value).map_err(|why| bad(&why))?,
+            "evil" => {
+                o.evil = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
+                };
+            }
+            "iters" => {
+                o.iters = value.parse().map_err(|_| bad("not a number"))?;
+                if !(1..=crate::abi::MAX_DIRTY_ITERS).contains(&o.iters) {
+                    return Err(bad(&format!("must be 1..={}", crate::abi::MAX_DIRTY_ITERS)));
+                }
+            }
             "kernel" => kernel = Some(parse_range(value).ok_or_else(|| bad("expected ADDR:SIZE"))?),
             "initrd" => initrd = Some(parse_range(value).ok_or_else(|| bad("expected ADDR:SIZE"))?),
             "ram" => {
@@ -603,6 +647,18 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         if seen.contains(&key) && o.workload != Workload::Fuzz {
             return Err(format!("{key}= applies to workload=fuzz only"));
         }
+    }
+    for key in ["iters", "evil"] {
+        if seen.contains(&key) && o.workload != Workload::Dirtylog {
+            return Err(format!("{key}= applies to workload=dirtylog only"));
+        }
+    }
+    // The harvest that skips the protect loses the marks of the pass after it.
+    if o.selftest == Some(Selftest::NoProtect) && (o.workload != Workload::Dirtylog || o.iters < 2)
+    {
+        return Err(String::from(
+            "selftest=noprotect needs workload=dirtylog and iters>=2",
+        ));
     }
     if o.workload == Workload::Fuzz && o.mem < MIN_FUZZ_MEM {
         return Err(format!(

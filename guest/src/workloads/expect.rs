@@ -55,8 +55,14 @@ pub fn expected(workload: u64, vcpus: u64, pages: u64, page: u64, w: u64, phase:
             0
         }
     } else if w == 0 {
-        // demand / random: the region's owner writes word 0 of each of its pages.
-        value(page / pages, page, 0)
+        // demand / random: the region's owner writes word 0 of each of its pages; dirtylog
+        // rewrites it in every pass (`phase` = the pass, populate 0).
+        let pass = if workload == abi::WORKLOAD_DIRTYLOG {
+            phase
+        } else {
+            0
+        };
+        value(page / pages, page, pass)
     } else {
         0
     }

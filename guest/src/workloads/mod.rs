@@ -1,8 +1,10 @@
 //! The guest workloads (`workload=`), shaped like KVM's selftests (see
 //! `docs/hypervisor.md`): `demand` and `random` (each vCPU its own region), `overlap` and
-//! `pagetable` (one region for all). Every workload runs its timed phases between hypervisor
+//! `pagetable` (one region for all), `dirtylog` (each vCPU its own region, KVM's
+//! dirty_log_perf_test). Every workload runs its timed phases between hypervisor
 //! barriers, verifies what memory holds afterwards against `expect`, and reports.
 
+mod dirtylog;
 #[allow(dead_code)] // Shared with the hypervisor, which uses the rest.
 pub mod expect;
 mod pagetable;
@@ -165,6 +167,7 @@ pub fn run(c: &Ctx) -> Option<Outcome> {
             c.pages
         }),
         abi::WORKLOAD_PAGETABLE => pagetable::run(c, &mut out),
+        abi::WORKLOAD_DIRTYLOG => dirtylog::run(c, &mut out),
         _ => return None,
     }
     Some(out)

@@ -37,6 +37,8 @@ pub fn call(vm: &Vm, cpu: &PerCpu, call: &Call) -> Option<u64> {
             abi::QUERY_VERIFY_TICKS => vm.opts.duration_s * CNTFRQ_EL0.get(),
             abi::QUERY_VCPUS => vm.opts.vcpus as u64,
             abi::QUERY_FGT => u64::from(crate::vm::has_fgt()),
+            abi::QUERY_DIRTY_ITERS => vm.opts.iters,
+            abi::QUERY_DIRTY_EVIL => u64::from(vm.opts.evil),
             _ => crate::psci::not_supported(),
         }),
         abi::HVC_VERIFY => {

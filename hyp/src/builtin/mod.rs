@@ -6,6 +6,7 @@
 pub mod badguest;
 pub mod calibrate;
 pub mod chaos;
+pub mod dirtylog;
 pub mod fuzz;
 pub mod guest_image;
 pub mod harness;

@@ -140,6 +140,8 @@ pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, call: &Call) -> Option<Act
             0
         }
         abi::HVC_COLLAPSE => collapse(vm, cpu, a1),
+        abi::HVC_DIRTY_PASS => super::dirtylog::pass_done(vm, cpu, a1, a2, a3),
+        abi::HVC_DIRTY_HARVEST => super::dirtylog::racing_harvest(vm, cpu, a1),
         _ => return None,
     };
     frame.x[0] = ret;
@@ -203,10 +205,15 @@ fn napper(cpu: usize) -> Option<&'static Waiter> {
 /// The hypervisor's part of barrier `n`, run by the last vCPU to arrive while the others wait
 /// (outside any read-side section).
 fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
+    let s2 = vm.s2.get();
+    if vm.opts.workload == Workload::Dirtylog {
+        super::dirtylog::action(vm, cpu, n);
+        s2.reclaim(cpu.index);
+        return;
+    }
     if vm.opts.workload != Workload::Pagetable {
         return;
     }
-    let s2 = vm.s2.get();
     if n == abi::BARRIER_PHASE + 2 * abi::PHASE_UPDATE {
         // "Dirty logging" on: write-protect the whole region in one pass with one TLB
         // invalidation for the range; from now on faults map 4 KiB pages and a write into a
@@ -214,8 +221,7 @@ fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
         // per leaf, docs/protocol.md 10), racing nothing here but never stopping a faulting CPU;
         // locked mode takes the exclusive guard (the baseline). The flag is set first, so a
         // concurrent fault maps read-only (KVM: KVM_MEM_LOG_DIRTY_PAGES before the protect).
-        DIRTY_LOG
-            .call_once(|| stage2::DirtyBitmap::new(vm.data.ipa, vm.data.size / crate::pool::PAGE));
+        dirty_log(vm);
         LOGGING.store(true, Ordering::Release);
         let g = match vm.opts.mode {
             Mode::Parallel => s2.shared(cpu.index),
@@ -255,6 +261,11 @@ fn harvest(vm: &Vm, cpu: &PerCpu) {
     HARVESTED.store(reported, Ordering::Relaxed);
     CLEAR_LEAVES.store(done.leaves, Ordering::Relaxed);
     LOST_DIRTY.store(written.saturating_sub(reported), Ordering::Relaxed);
+}
+
+/// The data memslot's dirty bitmap, made on first use (`pagetable`'s update phase, `dirtylog`).
+pub fn dirty_log(vm: &Vm) -> &'static stage2::DirtyBitmap {
+    DIRTY_LOG.call_once(|| stage2::DirtyBitmap::new(vm.data.ipa, vm.data.size / crate::pool::PAGE))
 }
 
 /// Turns "dirty logging" on or off outside `pagetable`'s barriers: bad-guest case 19
@@ -376,6 +387,7 @@ pub fn check(vm: &Vm, failures: &mut Vec<String>) {
             "dirty log: {lost} pages written in the update phase were not reported dirty"
         ));
     }
+    super::dirtylog::check(vm, failures);
     for (id, t) in all.iter().enumerate().take(vm.opts.vcpus) {
         for p in 0..abi::PHASES {
             let bad = t.bad[p].load(Ordering::Relaxed);
@@ -394,6 +406,7 @@ fn phase_name(vm: &Vm, p: usize) -> &'static str {
         (Workload::Pagetable, 0) => "create",
         (Workload::Pagetable, 1) => "update",
         (Workload::Pagetable, 2) => "adjust",
+        (Workload::Dirtylog, 0) => "populate",
         _ => "run",
     }
 }
@@ -633,6 +646,9 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
         crate::pattern::checksum_step(acc, c.result.checksum.load(Ordering::Relaxed))
     });
     f.push_str(&format!(" data_sum={data_sum:#018x}"));
+    if vm.opts.workload == Workload::Dirtylog {
+        f.push_str(&super::dirtylog::report(vm, phase_wall[0]));
+    }
     if vm.opts.workload == Workload::Pagetable {
         f.push_str(&format!(
             " create_ns={} update_ns={} adjust_ns={} dirty_harvested={} lost_dirty={} \
@@ -657,14 +673,23 @@ pub fn check_vcpu(vm: &Vm, id: usize) -> Option<(u64, bool, u64)> {
     let w = vm.opts.workload;
     if !matches!(
         w,
-        Workload::Demand | Workload::Overlap | Workload::Random | Workload::Pagetable
+        Workload::Demand
+            | Workload::Overlap
+            | Workload::Random
+            | Workload::Pagetable
+            | Workload::Dirtylog
     ) {
         return None;
     }
     let n = w.guest_number();
     let vcpus = vm.opts.vcpus as u64;
     let pages = vm.opts.mem / crate::pool::PAGE;
-    let last = crate::expect::phases(n) - 1;
+    // dirtylog: the last dirty pass wrote what memory holds (expect.rs).
+    let last = if w == Workload::Dirtylog {
+        vm.opts.iters
+    } else {
+        crate::expect::phases(n) - 1
+    };
     let (first, count, stride) = crate::expect::verify_set(n, id as u64, vcpus, pages);
     let mut sum = CHECKSUM_INIT;
     let mut ok = true;
