@@ -28,6 +28,9 @@
 # Environment: SMP (CPUs, default 4), MEM (host RAM, default 1G), CPU (default max),
 #              GDB_PORT (default 1234), QEMU_EXTRA (extra QEMU arguments, word-split).
 set -euo pipefail
+# Paths the user gives (--kernel, --initrd, an ELF) are relative to where they ran us.
+caller_dir=$PWD
+abspath() { case "$1" in /*) echo "$1" ;; *) echo "$caller_dir/$1" ;; esac; }
 cd "$(dirname "$0")"
 
 elf=""
@@ -51,10 +54,10 @@ while [ $# -gt 0 ]; do
             timeout_s=$2; shift ;;
         --timeout=*) timeout_s=${1#--timeout=} ;;
         --release) release=1 ;;
-        --kernel) need_arg "$1" $#; kernel=$2; shift ;;
-        --kernel=*) kernel=${1#--kernel=} ;;
-        --initrd) need_arg "$1" $#; initrd=$2; shift ;;
-        --initrd=*) initrd=${1#--initrd=} ;;
+        --kernel) need_arg "$1" $#; kernel=$(abspath "$2"); shift ;;
+        --kernel=*) kernel=$(abspath "${1#--kernel=}") ;;
+        --initrd) need_arg "$1" $#; initrd=$(abspath "$2"); shift ;;
+        --initrd=*) initrd=$(abspath "${1#--initrd=}") ;;
         --cmdline) need_arg "$1" $#; cmdline=$2; have_cmdline=1; shift ;;
         --cmdline=*) cmdline=${1#--cmdline=}; have_cmdline=1 ;;
         --cpu) need_arg "$1" $#; cpu=$2; shift ;;
@@ -69,8 +72,8 @@ while [ $# -gt 0 ]; do
                 sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
             fi ;;
         *)
-            if [ -z "$elf" ] && [ ${#opts[@]} -eq 0 ] && [ -f "$1" ]; then
-                elf=$1
+            if [ -z "$elf" ] && [ ${#opts[@]} -eq 0 ] && [ -f "$(abspath "$1")" ]; then
+                elf=$(abspath "$1")
             else
                 opts+=("$1")
             fi ;;
@@ -180,6 +183,9 @@ if [ -n "$timeout_s" ]; then
     set -e
     if [ "$status" = 124 ] || [ "$status" = 137 ]; then
         echo "FAIL: run-qemu.sh: QEMU killed after the ${timeout_s}s timeout" >&2
+        # The hypervisor printed no report (it was still running): say so in the machine-readable
+        # form, so a script that reads the last RESULT line sees the failure, not nothing.
+        echo "RESULT status=fail reason=timeout timeout_s=${timeout_s}"
         exit 124
     fi
     exit "$status"
