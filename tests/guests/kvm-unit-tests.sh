@@ -104,7 +104,7 @@ for n in $vcpu_list; do
 done
 case "$RUN_TIMEOUT$KUT_MEM_MB" in *[!0-9]*) die "--timeout and KUT_MEM_MB take whole numbers" ;; esac
 
-abs() { case "$1" in /*) echo "$1" ;; *) echo "$OLDPWD/$1" ;; esac; }
+. tests/guests/paths.sh
 if [ -n "$source" ]; then
     source=$(abs "$source")
 else
@@ -113,15 +113,7 @@ else
 fi
 [ -e "$source" ] || die "no such tree or tarball: $source"
 
-if [ -n "$cache" ]; then
-    GUEST_CACHE=$(abs "$cache")
-elif [ -n "${S2PAR_GUEST_CACHE:-}" ]; then
-    GUEST_CACHE=$S2PAR_GUEST_CACHE
-elif [ -n "${XDG_CACHE_HOME:-}" ]; then
-    GUEST_CACHE=$XDG_CACHE_HOME/s2par/guests
-else
-    GUEST_CACHE=$PWD/target/guests
-fi
+guest_cache_dir "$cache"
 
 . tests/lib.sh
 require_tools aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu make:make tar:tar gzip:gzip \

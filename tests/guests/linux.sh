@@ -104,22 +104,14 @@ case "$RUN_TIMEOUT$files$rounds$repeat" in *[!0-9]*) die "--timeout, --files, --
 [ "$repeat" -ge 1 ] && [ "$files" -ge 1 ] && [ "$rounds" -ge 1 ] || die "--repeat, --files and --rounds: at least 1"
 
 # A path the user gave is relative to where they stood, $OLDPWD since the cd above.
-abs() { case "$1" in /*) echo "$1" ;; *) echo "$OLDPWD/$1" ;; esac; }
+. tests/guests/paths.sh
 [ -z "$kernel" ] || kernel=$(abs "$kernel")
 [ -z "$initrd" ] || initrd=$(abs "$initrd")
 for f in "$kernel" "$initrd"; do
     [ -z "$f" ] || [ -f "$f" ] || die "no such file: $f"
 done
 
-if [ -n "$cache" ]; then
-    GUEST_CACHE=$(abs "$cache")
-elif [ -n "${S2PAR_GUEST_CACHE:-}" ]; then
-    GUEST_CACHE=$S2PAR_GUEST_CACHE
-elif [ -n "${XDG_CACHE_HOME:-}" ]; then
-    GUEST_CACHE=$XDG_CACHE_HOME/s2par/guests
-else
-    GUEST_CACHE=$PWD/target/guests
-fi
+guest_cache_dir "$cache"
 mkdir -p "$GUEST_CACHE" || die "cannot create the cache directory $GUEST_CACHE"
 
 . tests/lib.sh
