@@ -627,13 +627,13 @@ impl El2Features {
 
 /// Whether this CPU has FEAT_RAS (inject.rs writes VSESR_EL2 only then).
 pub fn has_ras() -> bool {
-    field(ID_AA64PFR0_EL1.get(), 28) != 0
+    El2Features::read().ras
 }
 
 /// Whether this CPU has FEAT_FGT (the fuzzer's must-UNDEF oracle for SMPRI_EL1/TPIDR2_EL0
 /// depends on it: only fine-grained traps, `init_el2_state`, reach those at EL1).
 pub fn has_fgt() -> bool {
-    field(ID_AA64MMFR0_EL1.get(), 56) != 0
+    El2Features::read().fgt
 }
 
 impl Vm {
