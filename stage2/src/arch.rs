@@ -10,9 +10,14 @@ pub type Table = [AtomicU64; crate::desc::ENTRIES];
 /// TLB maintenance for one VMID, as the protocol needs it. Every call must return only after the
 /// invalidation has *completed* (its trailing `DSB`), because the core frees memory and publishes
 /// new entries right after it.
+///
+/// With feature `testing` every method is `#[track_caller]`, so a host implementation can tell
+/// the call sites apart (`core::panic::Location::caller()`): `stage2/tests/walkers.rs` removes
+/// one site at a time and checks that its model of the hardware notices.
 pub trait Tlb: Sync {
     /// Broadcast invalidation of the stage-2 (and combined stage-1+2) entries for the leaf that
     /// mapped `ipa` at `level`. Must order earlier PTE stores first (`DSB ISHST`).
+    #[cfg_attr(feature = "testing", track_caller)]
     fn invalidate_ipa(&self, ipa: u64, level: u8);
     /// Broadcast invalidation of everything cached for `[ipa, ipa + size)`, including walk-cache
     /// entries for tables in that span: no level hint may be used (a level hint names a leaf).
@@ -21,20 +26,25 @@ pub trait Tlb: Sync {
     /// hypervisor chooses at run time: `TLBI RIPAS2E1IS` (FEAT_TLBIRANGE, all levels) where the
     /// CPU has it, else `TLBI IPAS2E1IS` per page for small spans or `TLBI VMALLS12E1IS` for the
     /// VMID.
+    #[cfg_attr(feature = "testing", track_caller)]
     fn invalidate_range(&self, ipa: u64, size: u64);
     /// Broadcast invalidation of the *leaf* entries cached for `[ipa, ipa + size)`: only leaves
     /// changed (permissions, access flag, dirty state), no table was unlinked, so walk-cache
     /// entries may stay (`TLBI RIPAS2LE1IS` with FEAT_TLBIRANGE). Defaults to
     /// [`Tlb::invalidate_range`], which is always sufficient.
+    #[cfg_attr(feature = "testing", track_caller)]
     fn invalidate_leaves(&self, ipa: u64, size: u64) {
         self.invalidate_range(ipa, size);
     }
     /// Broadcast invalidation of everything cached for this VMID.
+    #[cfg_attr(feature = "testing", track_caller)]
     fn invalidate_vmid(&self);
     /// This CPU only: drop a cached translation for `ipa` that caused a permission fault.
+    #[cfg_attr(feature = "testing", track_caller)]
     fn invalidate_ipa_local(&self, ipa: u64, level: u8);
     /// Make the PTE stores of a finished walk visible to other CPUs' walkers (`DSB ISHST`). No
     /// TLBI is needed after invalid -> valid: nothing could have been cached for an invalid entry.
+    #[cfg_attr(feature = "testing", track_caller)]
     fn publish(&self);
 }
 

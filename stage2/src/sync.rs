@@ -16,5 +16,10 @@ pub(crate) fn spin_wait() {
     #[cfg(loom)]
     loom::thread::yield_now();
     #[cfg(not(loom))]
-    core::hint::spin_loop();
+    {
+        // A host test that runs its CPUs one at a time must switch to another one here.
+        #[cfg(feature = "testing")]
+        crate::testing::spin_hook();
+        core::hint::spin_loop();
+    }
 }

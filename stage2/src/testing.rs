@@ -337,3 +337,23 @@ impl Tlb for RecordingTlb {
 
 // A `Stage2` shared between threads (and loom models) owns `Arc`s of the pool and TLB.
 crate::arch::delegate_arch!(Arc<X>, [Send + ?Sized]);
+
+std::thread_local! {
+    static SPIN_HOOK: core::cell::Cell<Option<fn()>> = const { core::cell::Cell::new(None) };
+}
+
+/// Run `hook` on this thread in every busy-wait loop of the crate (waiting for a LOCKED entry,
+/// an RCU list, a grace period), or nothing with `None` (the default). A test that runs its
+/// simulated CPUs one at a time (`stage2/tests/walkers.rs`) switches to another CPU there:
+/// without it the spinning CPU would wait for an owner that never runs.
+pub fn set_spin_hook(hook: Option<fn()>) {
+    SPIN_HOOK.with(|h| h.set(hook));
+}
+
+/// Called by `sync::spin_wait` (feature `testing`, not under loom).
+#[cfg(not(loom))]
+pub(crate) fn spin_hook() {
+    if let Some(hook) = SPIN_HOOK.with(core::cell::Cell::get) {
+        hook();
+    }
+}
