@@ -1358,12 +1358,14 @@ fn call_sites() -> BTreeMap<Site, String> {
     sites
 }
 
-/// Seeds of the unmutated runs; `WALKERS_SEEDS=n` for a longer search.
-fn seeds() -> u64 {
-    std::env::var("WALKERS_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8)
+/// Seeds of the unmutated runs: `0..24`; `WALKERS_SEEDS=n` for `0..n` (a longer search),
+/// `WALKERS_SEED=n` to replay seed `n` alone.
+fn seeds() -> std::ops::Range<u64> {
+    let env = |name| std::env::var(name).ok().and_then(|s| s.parse::<u64>().ok());
+    match (env("WALKERS_SEED"), env("WALKERS_SEEDS")) {
+        (Some(seed), _) => seed..seed + 1,
+        (None, n) => 0..n.unwrap_or(24),
+    }
 }
 /// Seeds a mutant may take before it counts as undetected.
 const MUTANT_SEEDS: u64 = 8;
@@ -1372,7 +1374,7 @@ const MUTANT_SEEDS: u64 = 8;
 fn hardware_walkers_never_use_a_stale_translation() {
     let mut hits = BTreeSet::new();
     let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
-    for seed in 0..seeds() {
+    for seed in seeds() {
         let out = run(seed, None, Mode::ALL);
         if let Some((inv, what)) = out.violation {
             panic!("seed {seed}: invariant {inv:?} broken: {what}");
