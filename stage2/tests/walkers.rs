@@ -41,7 +41,10 @@
 //!   covers the entry is still running: its invalidation may be pending. When an operation
 //!   returns, every CPU's TLB is scanned the same way ("has returned" = the call returned to its
 //!   caller; it guarantees that no CPU can use a translation the table no longer allows, except
-//!   through entries other running operations are responsible for);
+//!   through entries other running operations are responsible for). An `unmap` promises more:
+//!   no entry cached before it started and overlapping its range survives its return, whatever
+//!   else runs. Write-protect, dirty-log enable and the hardware harvest do not (see
+//!   `Run::protecting`; `WALKERS_STRICT_WP=1` holds them to it);
 //! - (b) **no table page freed under a walker**: when a table page goes back to the pool (RCU
 //!   reclaim, `destroy`), no CPU's walk cache holds a descriptor pointing at it and no walk in
 //!   flight is inside it; a walk that reads a page that is not a live table page fails too;
@@ -56,7 +59,7 @@
 //! overlapping entries (a break-before-make violation that leaves both entries consistent is
 //! invisible here), stage 1 and combined stage-1+2 entries, memory ordering (every descriptor
 //! store is visible at once, so `publish`, the `DSB ISHST`, is a no-op here), and eviction (a
-//! TLB keeps everything, the most permissive choice).
+//! TLB keeps everything up to `TLB_CAP` entries, the most permissive choice).
 //!
 //! `every_invalidation_is_required` removes each `Tlb` call site of `stage2/src` in turn (the
 //! trait is `#[track_caller]` with feature `testing`, so the model sees the caller's file and
@@ -1406,14 +1409,19 @@ fn hardware_walkers_never_use_a_stale_translation() {
             "no {what:?} in {counts:?}"
         );
     }
-    // Every call site must be exercised, else removing it could not be detected.
-    let missing: Vec<_> = call_sites()
-        .into_keys()
-        .filter(|s| !hits.contains(s))
-        .collect();
+    // Every call site must be exercised, else removing it could not be detected; and every call
+    // the model received must come from a site the source scan found (else the mutation test
+    // would skip it).
+    let sites: BTreeSet<Site> = call_sites().into_keys().collect();
+    let missing: Vec<_> = sites.difference(&hits).collect();
     assert!(
         missing.is_empty(),
         "call sites never reached by the model: {missing:?}"
+    );
+    let unscanned: Vec<_> = hits.difference(&sites).collect();
+    assert!(
+        unscanned.is_empty(),
+        "calls from sites the source scan missed: {unscanned:?}"
     );
 }
 
