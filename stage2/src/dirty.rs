@@ -292,11 +292,9 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 self.for_leaves(
                     ipa,
                     ipa + PAGE_SIZE,
-                    |_, span, _| {
-                        dirty.add(span);
-                        done.leaves += 1;
-                    },
+                    |_, _, _| done.leaves += 1,
                     &mut protect,
+                    &mut dirty,
                 );
             }
             taken.push((word, bits));
@@ -340,11 +338,11 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             start,
             end,
             |_, (base, size), _| {
-                dirty.add((base, size));
                 done.leaves += 1;
                 log.mark_range(base, size);
             },
             &mut |old: Pte| (old.dbm() && old.perms().write).then(|| old.with_write(false)),
+            &mut dirty,
         );
         done.flushed = self.flush_leaves(&dirty);
         for word in 0..log.words() {

@@ -132,7 +132,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
 
     /// Apply `f` to every valid leaf overlapping `[start, end)` (`None`: leave it) with one
     /// compare-exchange each (a store under the exclusive lock), then one `invalidate_leaves`
-    /// covering every changed leaf.
+    /// covering every changed leaf and what another CPU may still have to invalidate
+    /// (`for_leaves`).
     pub(crate) fn update_leaves(
         &self,
         start: u64,
@@ -141,29 +142,36 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     ) -> RangeDone {
         let mut done = RangeDone::default();
         let mut dirty = Dirty::default();
-        self.for_leaves(
-            start,
-            end,
-            |_, span, _| {
-                dirty.add(span);
-                done.leaves += 1;
-            },
-            &mut f,
-        );
+        self.for_leaves(start, end, |_, _, _| done.leaves += 1, &mut f, &mut dirty);
         done.flushed = self.flush_leaves(&dirty);
         done
     }
 
     /// Walk `[start, end)` and compare-exchange every valid leaf `old` for which `f` returns a new
     /// value; `changed(old, span, new)` after each success. Skips LOCKED and zapped entries
-    /// (never waits). No invalidation.
+    /// (never waits). No invalidation: `covered` gains the span of every leaf changed and,
+    /// clipped to the range, of every leaf `f` left as it was and every entry skipped, for the
+    /// caller's one invalidation.
+    ///
+    /// Why the unchanged and skipped spans too: another CPU may have changed that entry first
+    /// (protected the leaf, or locked/zapped it for a break-before-make, a prune or an unmap)
+    /// and not yet invalidated it. A TLB may still hold the old writable translation; if this
+    /// walk returned without its own invalidation of that span, its caller would be told the
+    /// range is protected while a write through the stale entry can still land (and, under
+    /// dirty logging, never be reported). The walker model found both cases
+    /// (`tests/walkers.rs`; the return promise is in `docs/protocol.md`).
     pub(crate) fn for_leaves(
         &self,
         start: u64,
         end: u64,
         mut changed: impl FnMut(Pte, (u64, u64), Pte),
         f: &mut impl FnMut(Pte) -> Option<Pte>,
+        covered: &mut Dirty,
     ) {
+        let clipped = |(base, size): (u64, u64)| {
+            let lo = base.max(start);
+            (lo, (base + size).min(end) - lo)
+        };
         let mut w = self.walker(start, end);
         while !w.done() {
             let old = w.load();
@@ -175,7 +183,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 );
                 // Mid-BBM, mid-prune or zapped: what gets published there is a later mapping.
                 // Never wait: a LOCKED entry inside a table that was pruned under this walk is
-                // never released.
+                // never released. Its owner's invalidation may still be pending: cover it.
+                covered.add(clipped(w.span()));
                 w.skip();
                 continue;
             }
@@ -185,7 +194,12 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                         CpuStats::bump(&self.stats().retry_cas);
                         continue; // the hardware or another CPU changed it: redo with the new value
                     }
+                    covered.add(w.span());
                     changed(old, w.span(), new);
+                } else if !self.exclusive {
+                    // Under the exclusive lock every earlier change was invalidated before its
+                    // owner released the lock: nothing can be owed here.
+                    covered.add(clipped(w.span()));
                 }
             }
             w.next(old);

@@ -41,10 +41,11 @@
 //!   covers the entry is still running: its invalidation may be pending. When an operation
 //!   returns, every CPU's TLB is scanned the same way ("has returned" = the call returned to its
 //!   caller; it guarantees that no CPU can use a translation the table no longer allows, except
-//!   through entries other running operations are responsible for). An `unmap` promises more:
-//!   no entry cached before it started and overlapping its range survives its return, whatever
-//!   else runs. Write-protect, dirty-log enable and the hardware harvest do not (see
-//!   `Run::protecting`; `WALKERS_STRICT_WP=1` holds them to it);
+//!   through entries other running operations are responsible for). Every range operation
+//!   (unmap, write-protect, dirty-log enable/clear, the hardware harvest) promises more: no
+//!   entry cached before it started and overlapping its range survives its return, whatever
+//!   else runs (an earlier version of write-protect and the harvest broke this: they skipped
+//!   leaves another CPU had protected, locked or zapped without covering them, seeds 0 and 3);
 //! - (b) **no table page freed under a walker**: when a table page goes back to the pool (RCU
 //!   reclaim, `destroy`), no CPU's walk cache holds a descriptor pointing at it and no walk in
 //!   flight is inside it; a walk that reads a page that is not a live table page fails too;
@@ -955,25 +956,6 @@ impl Run<'_> {
         self.op_with(me, name, range, true, op)
     }
 
-    /// [`Run::op`] for a write-protect, dirty-log enable or hardware harvest: their return
-    /// promises less than an unmap's. A writable translation cached before they started may
-    /// outlive their return while another operation that changed the leaf first is still
-    /// running: a concurrent write-protect or harvest that protected it (its invalidation
-    /// pending: this one finds the leaf already protected and invalidates nothing), or a
-    /// break-before-make or unmap that holds it LOCKED or zapped (skipped without adding its span
-    /// to the invalidation). `WALKERS_STRICT_WP=1` checks them like an unmap and finds such a
-    /// run (seed 0 at the time of writing).
-    fn protecting<R>(
-        &self,
-        me: usize,
-        name: &'static str,
-        range: (u64, u64),
-        op: impl FnOnce() -> R,
-    ) -> R {
-        let strict = std::env::var_os("WALKERS_STRICT_WP").is_some();
-        self.op_with(me, name, range, strict, op)
-    }
-
     fn op_with<R>(
         &self,
         me: usize,
@@ -1161,14 +1143,14 @@ impl Run<'_> {
                 });
             }
             6 => {
-                self.protecting(me, "write_protect", range, || {
+                self.op(me, "write_protect", range, || {
                     let _ = s2.shared(me).write_protect(lo, hi);
                 });
             }
             7 => {
                 // Dirty logging on: the flag first (faults map read-only), then protect.
                 self.hw.st.lock().unwrap().logging[r] = 1;
-                self.protecting(me, "dirty log enable (write_protect)", region, || {
+                self.op(me, "dirty log enable (write_protect)", region, || {
                     let _ = s2.shared(me).write_protect(base, base + MB2);
                 });
             }
@@ -1182,12 +1164,12 @@ impl Run<'_> {
             }
             10 => {
                 self.hw.st.lock().unwrap().logging[r] = 2;
-                self.protecting(me, "dirty_log_enable_hw", region, || {
+                self.op(me, "dirty_log_enable_hw", region, || {
                     s2.shared(me).dirty_log_enable_hw(base, base + MB2);
                 });
             }
             11 => {
-                self.protecting(me, "dirty_log_harvest_hw", range, || {
+                self.op(me, "dirty_log_harvest_hw", range, || {
                     s2.shared(me).dirty_log_harvest_hw(log, lo, hi, |_, _| {});
                 });
             }
