@@ -39,10 +39,16 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         Error::Retry
     }
 
-    /// Set the current entry from `old` to `new`: a compare-exchange in shared mode, a plain
-    /// store in exclusive mode (nobody else can have changed it).
+    /// Set the current entry from `old` to `new`: a compare-exchange, except over an invalid
+    /// entry under the exclusive lock (a plain store). The exclusive lock keeps other CPUs'
+    /// software out, not the hardware: with VTCR_EL2.HA/HD the table walker itself sets the
+    /// Access flag and S2AP[1] (dirty state) of a valid leaf (Arm ARM "Hardware
+    /// management of the Access flag and dirty state", by an atomic read-modify-write), so a
+    /// plain store over a valid leaf could drop a page's dirty state under `dirty=hw` or its
+    /// youth under aging. A lost compare-exchange returns the new value for the caller to
+    /// redo, as in shared mode.
     pub(crate) fn set(&self, w: &Walker<'_, P>, old: Pte, new: Pte) -> Result<(), Pte> {
-        if self.exclusive {
+        if self.exclusive && !old.is_valid() {
             w.store(new);
             Ok(())
         } else {
