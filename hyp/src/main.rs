@@ -152,6 +152,12 @@ extern "C" fn primary_main() -> ! {
             exit::exit(2)
         }
     };
+    // Options this CPU cannot run (dirty=hw without hardware dirty state, ...).
+    if let Err(msg) = options::check_cpu(&opts, arch::hafdbs()) {
+        println!("error: {msg}");
+        println!("RESULT status=fail reason=unsupported");
+        exit::exit(2)
+    }
     log::info!(
         "options: vcpus={} mem={}K mode={} workload={} selftest={} timeout={}s, {} build",
         opts.vcpus,

@@ -117,6 +117,27 @@ impl Backing {
     }
 }
 
+/// How `workload=dirtylog` learns which pages were written (`dirty=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DirtyMode {
+    /// Write faults: logging write-protects the memslot and each first write relaxes one page
+    /// and marks it (stage2 `dirty_write_fault`).
+    Sw,
+    /// Hardware dirty state (FEAT_HAFDBS, VTCR_EL2.HD): writable leaves carry DBM, the hardware
+    /// sets S2AP[1] on the first write, the harvest scans and cleans the leaves.
+    Hw,
+}
+
+impl DirtyMode {
+    /// The option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DirtyMode::Sw => "sw",
+            DirtyMode::Hw => "hw",
+        }
+    }
+}
+
 /// Self-tests that prove a check can fail.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Selftest {
@@ -129,7 +150,9 @@ pub enum Selftest {
     NoCopy,
     /// workload=dirtylog: the harvest takes the marks but does not write-protect the pages
     /// again, so the next pass's writes do not fault and are not logged: `lost_dirty` must be
-    /// > 0 and the run must fail (needs iters >= 2; dirtylog.rs).
+    /// non-zero and the run must fail (needs iters >= 2; dirtylog.rs). With `dirty=hw` the
+    /// harvest reads the hardware dirty state but leaves the pages writable without DBM, so the
+    /// next pass's writes leave no trace in the descriptors.
     NoProtect,
 }
 
@@ -185,6 +208,8 @@ pub struct Options {
     pub iters: u64,
     /// workload=dirtylog: the 'evil' variant, harvests racing the writes (`evil=on`).
     pub evil: bool,
+    /// workload=dirtylog: software (write faults) or hardware (DBM) dirty state (`dirty=`).
+    pub dirty: DirtyMode,
     /// A guest loaded from files (`kernel=`): None runs the built-in guest.
     pub files: Option<GuestFiles>,
     /// Bytes of guest RAM for a guest from files (`ram=`).
@@ -207,8 +232,9 @@ pub struct GuestFiles {
 /// costs host memory.
 pub const DEFAULT_RAM: u64 = 512 << 20;
 /// Options that only the built-in guest understands.
-const BUILTIN_ONLY: [&str; 10] = [
+const BUILTIN_ONLY: [&str; 11] = [
     "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes", "iters", "evil",
+    "dirty",
 ];
 /// Default `iters=` (workload=dirtylog).
 pub const DEFAULT_DIRTY_ITERS: u64 = 3;
@@ -281,6 +307,8 @@ pub fn help_text(cpus: usize) -> String {
          \x20                    the log, 1..={max_iters}   default: {DEFAULT_DIRTY_ITERS}\n\
          \x20 evil=on|off        workload=dirtylog: vCPU 0 asks for a get-and-clear every 64 pages of its\n\
          \x20                    passes, racing the others' writes   default: off\n\
+         \x20 dirty=sw|hw        workload=dirtylog: write faults, or hardware dirty state (DBM, VTCR_EL2.HD;\n\
+         \x20                    needs ID_AA64MMFR1_EL1.HAFDBS >= 2)   default: sw\n\
          \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
          \x20                    {classes}, or all   default: all\n\
          \x20 kernel=ADDR:SIZE   a guest from a file in host RAM instead of the built-in guest (run-qemu.sh\n\
@@ -366,6 +394,32 @@ fn parse_range(v: &str) -> Option<(u64, u64)> {
     (s > 0 && a.checked_add(s).is_some()).then_some((a, s))
 }
 
+/// Refuses options this CPU cannot run. `hafdbs` is ID_AA64MMFR1_EL1.HAFDBS (Arm ARM
+/// "ID_AA64MMFR1_EL1": 0b0001 hardware Access flag, 0b0010 and up Access flag and dirty state,
+/// at every stage of translation that enables them).
+pub fn check_cpu(o: &Options, hafdbs: u64) -> Result<(), String> {
+    if o.workload == Workload::Dirtylog && o.dirty == DirtyMode::Hw && hafdbs < 2 {
+        return Err(format!(
+            "dirty=hw needs hardware dirty state at stage 2 (FEAT_HAFDBS, \
+             ID_AA64MMFR1_EL1.HAFDBS >= 2); this CPU has HAFDBS={hafdbs}: use dirty=sw"
+        ));
+    }
+    Ok(())
+}
+
+impl Options {
+    /// Whether stage 2 runs with the hardware Access flag (VTCR_EL2.HA): `dirty=hw`, since the
+    /// hardware dirty state works only with HA set as well.
+    pub fn hw_access_flag(&self) -> bool {
+        self.hw_dirty()
+    }
+
+    /// Whether stage 2 runs with hardware dirty state (VTCR_EL2.HD): `dirty=hw`.
+    pub fn hw_dirty(&self) -> bool {
+        self.workload == Workload::Dirtylog && self.dirty == DirtyMode::Hw
+    }
+}
+
 /// Parses the bootargs. `cpus` is the number of CPUs in the DTB.
 pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
     // ` -- ` separates the hypervisor's options from a guest's command line.
@@ -398,6 +452,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         classes: ALL_FUZZ_CLASSES,
         iters: DEFAULT_DIRTY_ITERS,
         evil: false,
+        dirty: DirtyMode::Sw,
         files: None,
         ram: DEFAULT_RAM,
     };
@@ -528,6 +583,13 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     _ => return Err(bad("must be on or off")),
                 };
             }
+            "dirty" => {
+                o.dirty = match value {
+                    "sw" => DirtyMode::Sw,
+                    "hw" => DirtyMode::Hw,
+                    _ => return Err(bad("must be sw or hw")),
+                };
+            }
             "iters" => {
                 o.iters = value.parse().map_err(|_| bad("not a number"))?;
                 if !(1..=crate::abi::MAX_DIRTY_ITERS).contains(&o.iters) {
@@ -648,10 +710,13 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             return Err(format!("{key}= applies to workload=fuzz only"));
         }
     }
-    for key in ["iters", "evil"] {
+    for key in ["evil", "dirty"] {
         if seen.contains(&key) && o.workload != Workload::Dirtylog {
             return Err(format!("{key}= applies to workload=dirtylog only"));
         }
+    }
+    if seen.contains(&"iters") && o.workload != Workload::Dirtylog {
+        return Err(String::from("iters= applies to workload=dirtylog only"));
     }
     // The harvest that skips the protect loses the marks of the pass after it.
     if o.selftest == Some(Selftest::NoProtect) && (o.workload != Workload::Dirtylog || o.iters < 2)

@@ -367,6 +367,7 @@ fn map_policy(vm: &Vm, g: &Guard<'_>, slot: &Memslot, a: &Abort, pa: u64) -> Res
     // read-only block on the way is split into a full read-only table first), then mark it.
     if logging && (a.write || a.s1ptw) && a.fault == crate::decode::FaultType::Permission {
         if let Some(log) = DIRTY_LOG.get() {
+            super::dirtylog::write_fault();
             let ipa = a.ipa & !(crate::pool::PAGE - 1);
             return match g.dirty_write_fault(ipa, log)? {
                 stage2::DirtyFault::Relaxed | stage2::DirtyFault::Spurious => Ok(Mapped::Spurious),
