@@ -39,6 +39,11 @@ pub enum Workload {
     /// KVM's dirty_log_perf_test: own regions; populate, logging on, `iters=` dirty passes each
     /// followed by a get-and-clear of the log, logging off (phases.rs, guest dirtylog.rs).
     Dirtylog,
+    /// Aging with no lock: each vCPU faults its region in over `iters=` passes and touches a
+    /// pass-dependent part of what it mapped, while an ager CPU clears the stage-2 access flags
+    /// (VTCR_EL2.HA) and checks that every page touched since the last pass was found young
+    /// (hyp/src/builtin/aging.rs, guest aging.rs).
+    Aging,
     /// Each vCPU rewrites and re-reads patterns over its region for `duration=`, counting words
     /// that read back wrong (lost writes); the workload of `chaos=on` (docs/robustness.md).
     Verify,
@@ -55,12 +60,13 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, for parsing and `help`.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Demand,
         Workload::Overlap,
         Workload::Random,
         Workload::Pagetable,
         Workload::Dirtylog,
+        Workload::Aging,
         Workload::Verify,
         Workload::Badguest,
         Workload::Fuzz,
@@ -75,6 +81,7 @@ impl Workload {
             Workload::Random => "random",
             Workload::Pagetable => "pagetable",
             Workload::Dirtylog => "dirtylog",
+            Workload::Aging => "aging",
             Workload::Verify => "verify",
             Workload::Badguest => "badguest",
             Workload::Fuzz => "fuzz",
@@ -90,6 +97,7 @@ impl Workload {
             Workload::Random => crate::abi::WORKLOAD_RANDOM,
             Workload::Pagetable => crate::abi::WORKLOAD_PAGETABLE,
             Workload::Dirtylog => crate::abi::WORKLOAD_DIRTYLOG,
+            Workload::Aging => crate::abi::WORKLOAD_AGING,
             Workload::Verify => crate::abi::WORKLOAD_VERIFY,
             Workload::Badguest => crate::abi::WORKLOAD_BADGUEST,
             Workload::Fuzz => crate::abi::WORKLOAD_FUZZ,
@@ -154,6 +162,10 @@ pub enum Selftest {
     /// harvest reads the hardware dirty state but leaves the pages writable without DBM, so the
     /// next pass's writes leave no trace in the descriptors.
     NoProtect,
+    /// workload=aging: the aging passes clear the access flags without the TLB invalidation
+    /// (`test_clear_young` alone): a vCPU keeps using its cached AF = 1 translations, its
+    /// touches set no flag, and `lost_young` must be > 0 (aging.rs).
+    NoFlush,
 }
 
 impl Selftest {
@@ -164,6 +176,7 @@ impl Selftest {
             Selftest::Hang => "hang",
             Selftest::NoCopy => "nocopy",
             Selftest::NoProtect => "noprotect",
+            Selftest::NoFlush => "noflush",
         }
     }
 }
@@ -210,6 +223,9 @@ pub struct Options {
     pub evil: bool,
     /// workload=dirtylog: software (write faults) or hardware (DBM) dirty state (`dirty=`).
     pub dirty: DirtyMode,
+    /// workload=aging: whether the ager CPU runs aging passes while the vCPUs fault and touch
+    /// (`aging=on`), or only between passes (`aging=off`, the baseline for fault time).
+    pub aging: bool,
     /// A guest loaded from files (`kernel=`): None runs the built-in guest.
     pub files: Option<GuestFiles>,
     /// Bytes of guest RAM for a guest from files (`ram=`).
@@ -232,9 +248,9 @@ pub struct GuestFiles {
 /// costs host memory.
 pub const DEFAULT_RAM: u64 = 512 << 20;
 /// Options that only the built-in guest understands.
-const BUILTIN_ONLY: [&str; 11] = [
+const BUILTIN_ONLY: [&str; 12] = [
     "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes", "iters", "evil",
-    "dirty",
+    "dirty", "aging",
 ];
 /// Default `iters=` (workload=dirtylog).
 pub const DEFAULT_DIRTY_ITERS: u64 = 3;
@@ -291,6 +307,8 @@ pub fn help_text(cpus: usize) -> String {
          \x20 selftest=nocopy   chaos=on: page migration loses the page's data: lost writes must fail the run   default: off\n\
          \x20 selftest=noprotect  workload=dirtylog, iters>=2: the harvest does not write-protect again: lost\n\
          \x20                    dirty pages must fail the run   default: off\n\
+         \x20 selftest=noflush   workload=aging: aging passes skip their TLB invalidation: touched pages\n\
+         \x20                    found old must fail the run   default: off\n\
          \x20 timeout=SECONDS    fail if a vCPU has not finished by then (after duration=)   default: {DEFAULT_TIMEOUT_S}\n\
          \x20 chaos=on|off       a spare CPU unmaps/collapses/splits/write-protects/migrates under the vCPUs\n\
          \x20                    (needs vcpus < CPUs; implies workload=verify)   default: off\n\
@@ -304,11 +322,14 @@ pub fn help_text(cpus: usize) -> String {
          \x20 ops=N              workload=fuzz: operations per fuzzing vCPU, 1..=10^10, suffix k (10^3)\n\
          \x20                    or m (10^6)   default: {DEFAULT_FUZZ_OPS}\n\
          \x20 iters=N            workload=dirtylog: dirty passes, each followed by a get-and-clear of\n\
-         \x20                    the log, 1..={max_iters}   default: {DEFAULT_DIRTY_ITERS}\n\
+         \x20                    the log; workload=aging: passes, each followed by an aging pass,\n\
+         \x20                    1..={max_iters}   default: {DEFAULT_DIRTY_ITERS}\n\
          \x20 evil=on|off        workload=dirtylog: vCPU 0 asks for a get-and-clear every 64 pages of its\n\
          \x20                    passes, racing the others' writes   default: off\n\
          \x20 dirty=sw|hw        workload=dirtylog: write faults, or hardware dirty state (DBM, VTCR_EL2.HD;\n\
          \x20                    needs ID_AA64MMFR1_EL1.HAFDBS >= 2)   default: sw\n\
+         \x20 aging=on|off       workload=aging: a spare CPU ages the memory while the vCPUs fault and\n\
+         \x20                    touch (needs vcpus < CPUs), or only between passes   default: on\n\
          \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
          \x20                    {classes}, or all   default: all\n\
          \x20 kernel=ADDR:SIZE   a guest from a file in host RAM instead of the built-in guest (run-qemu.sh\n\
@@ -404,14 +425,20 @@ pub fn check_cpu(o: &Options, hafdbs: u64) -> Result<(), String> {
              ID_AA64MMFR1_EL1.HAFDBS >= 2); this CPU has HAFDBS={hafdbs}: use dirty=sw"
         ));
     }
+    if o.workload == Workload::Aging && hafdbs < 1 {
+        return Err(format!(
+            "workload=aging needs the hardware Access flag at stage 2 (FEAT_HAFDBS, \
+             ID_AA64MMFR1_EL1.HAFDBS >= 1); this CPU has HAFDBS={hafdbs}"
+        ));
+    }
     Ok(())
 }
 
 impl Options {
-    /// Whether stage 2 runs with the hardware Access flag (VTCR_EL2.HA): `dirty=hw`, since the
-    /// hardware dirty state works only with HA set as well.
+    /// Whether stage 2 runs with the hardware Access flag (VTCR_EL2.HA): `workload=aging`, and
+    /// `dirty=hw`, since the hardware dirty state works only with HA set as well.
     pub fn hw_access_flag(&self) -> bool {
-        self.hw_dirty()
+        self.workload == Workload::Aging || self.hw_dirty()
     }
 
     /// Whether stage 2 runs with hardware dirty state (VTCR_EL2.HD): `dirty=hw`.
@@ -453,6 +480,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         iters: DEFAULT_DIRTY_ITERS,
         evil: false,
         dirty: DirtyMode::Sw,
+        aging: true,
         files: None,
         ram: DEFAULT_RAM,
     };
@@ -526,17 +554,17 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 };
             }
             "selftest" => {
-                o.selftest = match value {
-                    "corrupt" => Some(Selftest::Corrupt),
-                    "hang" => Some(Selftest::Hang),
-                    "nocopy" => Some(Selftest::NoCopy),
-                    "noprotect" => Some(Selftest::NoProtect),
-                    _ => {
-                        return Err(bad(
-                            "self-tests are 'corrupt', 'hang', 'nocopy' and 'noprotect'",
-                        ))
-                    }
-                };
+                o.selftest =
+                    match value {
+                        "corrupt" => Some(Selftest::Corrupt),
+                        "hang" => Some(Selftest::Hang),
+                        "nocopy" => Some(Selftest::NoCopy),
+                        "noprotect" => Some(Selftest::NoProtect),
+                        "noflush" => Some(Selftest::NoFlush),
+                        _ => return Err(bad(
+                            "self-tests are 'corrupt', 'hang', 'nocopy', 'noprotect' and 'noflush'",
+                        )),
+                    };
             }
             "timeout" => {
                 o.timeout_s = value.parse().map_err(|_| bad("not a number of seconds"))?;
@@ -588,6 +616,13 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     "sw" => DirtyMode::Sw,
                     "hw" => DirtyMode::Hw,
                     _ => return Err(bad("must be sw or hw")),
+                };
+            }
+            "aging" => {
+                o.aging = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
                 };
             }
             "iters" => {
@@ -715,8 +750,35 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             return Err(format!("{key}= applies to workload=dirtylog only"));
         }
     }
-    if seen.contains(&"iters") && o.workload != Workload::Dirtylog {
-        return Err(String::from("iters= applies to workload=dirtylog only"));
+    if seen.contains(&"iters") && !matches!(o.workload, Workload::Dirtylog | Workload::Aging) {
+        return Err(String::from(
+            "iters= applies to workload=dirtylog and workload=aging only",
+        ));
+    }
+    if seen.contains(&"aging") && o.workload != Workload::Aging {
+        return Err(String::from("aging= applies to workload=aging only"));
+    }
+    if o.workload == Workload::Aging {
+        // The ager runs on the CPU after the vCPUs (aging.rs), as chaos=on's pruner does.
+        if !seen.contains(&"vcpus") && cpus > 1 {
+            o.vcpus = cpus - 1;
+        }
+        if o.aging && o.vcpus >= cpus {
+            return Err(format!(
+                "workload=aging needs a CPU for the ager: use vcpus<={} (or boot one more CPU, \
+                 SMP={}), or aging=off",
+                cpus - 1,
+                o.vcpus + 1
+            ));
+        }
+        if o.backing == Backing::Block2M {
+            return Err(String::from(
+                "workload=aging checks the access flag of every 4 KiB page: drop backing=2m",
+            ));
+        }
+    }
+    if o.selftest == Some(Selftest::NoFlush) && o.workload != Workload::Aging {
+        return Err(String::from("selftest=noflush needs workload=aging"));
     }
     // The harvest that skips the protect loses the marks of the pass after it.
     if o.selftest == Some(Selftest::NoProtect) && (o.workload != Workload::Dirtylog || o.iters < 2)

@@ -63,7 +63,7 @@ pub fn has_tlbi_range() -> bool {
 }
 
 /// ID_AA64MMFR1_EL1.HAFDBS: what hardware Access flag / dirty state management the CPU has
-/// (options::check_cpu refuses `dirty=hw` below 2).
+/// (options::check_cpu refuses `dirty=hw` below 2 and `workload=aging` below 1).
 pub fn hafdbs() -> u64 {
     HAFDBS.load(Ordering::Relaxed)
 }
