@@ -136,7 +136,7 @@ for dl in parallel locked parallel-evil locked-evil parallel-hw locked-hw parall
     case "$dl" in *-evil) evil=on ;; esac
     dirty=sw
     case "$dl" in *-hw*) dirty=hw ;; esac
-    run "$name" vcpus=$VCPUS mode=$mode workload=dirtylog mem=1M iters=2 evil=$evil dirty=$dirty
+    run "$name" vcpus=$VCPUS mode=$mode workload=dirtylog mem=1M iters=2 evil="$evil" dirty="$dirty"
     if [ "$code" -ne 0 ] || [ "$(field status)" != pass ] || [ "$(field checksum)" != ok ] \
         || [ "$(field leaked)" != 0 ] || [ "$(field workload)" != dirtylog ] || [ "$(field mode)" != "$mode" ]; then
         fail "$name" "exit $code, status=$(field status) checksum=$(field checksum) leaked=$(field leaked) $(grep -a '^FAIL' "$out" | head -n 1)"
@@ -207,7 +207,7 @@ for ag in parallel locked parallel-off; do
     mode=${ag%%-*}
     aging=on
     [ "$ag" = parallel-off ] && aging=off
-    run "$name" vcpus=3 mode=$mode workload=aging mem=1M iters=4 aging=$aging
+    run "$name" vcpus=3 mode="$mode" workload=aging mem=1M iters=4 aging="$aging"
     if [ "$code" -ne 0 ] || [ "$(field status)" != pass ] || [ "$(field checksum)" != ok ] \
         || [ "$(field leaked)" != 0 ] || [ "$(field workload)" != aging ] || [ "$(field mode)" != "$mode" ]; then
         fail "$name" "exit $code, status=$(field status) checksum=$(field checksum) leaked=$(field leaked) $(grep -a '^FAIL' "$out" | head -n 1)"
