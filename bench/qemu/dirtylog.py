@@ -8,7 +8,7 @@ of its RESULT line. Per boot, a dirtylog figure is the median over its passes (d
 get_clear_ns_i, tlbi_i); an aging figure is the boot's own summary (age_ns_mean, the median of
 final_age_ns_i, the sums of young_i and touched_i, fault_ns_p99). Each cell prints the median
 over its boots and [min..max]. Exit status: 0 when every boot passed, 1 when some failed (listed,
-left out of the medians).
+left out of the medians), 3 when matplotlib is missing (the tables and JSON are written).
 """
 
 import json
@@ -177,14 +177,21 @@ def main():
                    "dirtylog": {f"{d}-{m}-{v}": s for (d, m, v), s in dls.items()},
                    "aging": {f"{m}-{a}-{v}": s for (m, a, v), s in ags.items()},
                    "failed": [r.get("log") for r in failed]}, f, indent=1, sort_keys=True)
-    plot(plot_path, dls, ags, vcpus, machine)
+    if not plot(plot_path, dls, ags, vcpus, machine):
+        return 3
     return 1 if failed else 0
 
 
 def plot(path, dls, ags, vcpus, machine):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Draws the plot; False (with a message) when this python3 has no matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        print(f"bench/qemu/dirtylog.py: cannot draw {path}: {e} (Debian: apt-get install python3-matplotlib; "
+              f"this is {sys.executable}). The tables and JSON are written.", file=sys.stderr)
+        return False
     matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "s2par", "font.size": 9})
     fig, axs = plt.subplots(1, 3, figsize=(13, 4))
     styles = {("sw", "parallel"): "o-", ("sw", "locked"): "o--", ("hw", "parallel"): "s-", ("hw", "locked"): "s--"}
@@ -225,6 +232,7 @@ def plot(path, dls, ags, vcpus, machine):
     fig.tight_layout()
     fig.savefig(path)
     print(f"plot: {path}")
+    return True
 
 
 if __name__ == "__main__":

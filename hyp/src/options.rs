@@ -164,7 +164,9 @@ pub enum Selftest {
     NoProtect,
     /// workload=aging: the aging passes clear the access flags without the TLB invalidation
     /// (`test_clear_young` alone): a vCPU keeps using its cached AF = 1 translations, its
-    /// touches set no flag, and `lost_young` must be > 0 (aging.rs).
+    /// touches set no flag, and `lost_young` must be > 0 (aging.rs). Only where the TLB still
+    /// holds the re-read pages' entries: QEMU's does for tests/qemu-workloads.sh's 1 MiB regions,
+    /// not for 16 MiB ones.
     NoFlush,
 }
 
