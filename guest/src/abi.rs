@@ -50,6 +50,21 @@ pub const BARRIER_DIRTY_HARVEST: u64 = 18;
 pub const BARRIER_DIRTY_DISABLE: u64 = 19;
 /// Most dirty passes `dirtylog` runs (`iters=`).
 pub const MAX_DIRTY_ITERS: u64 = 32;
+/// Workload `aging` (issue 11): each vCPU its own region, faulted in over `iters=` passes. Pass
+/// `k` (1-based, between `BARRIER_AGING_PASS` and `BARRIER_AGING_CHECK`) writes the k-th of
+/// `iters` slices of the region (faulting it in) and reads half of the slices before it
+/// (`expect::aging_touched`), then reports with `HVC_AGING_PASS`; meanwhile an ager CPU clears
+/// the stage-2 access flags, and at `BARRIER_AGING_CHECK` the hypervisor runs a last aging pass
+/// and checks that every page touched in the pass was found young. Verify as `demand`.
+pub const WORKLOAD_AGING: u64 = 5;
+/// Start of an aging pass (the ager starts aging concurrently).
+pub const BARRIER_AGING_PASS: u64 = 20;
+/// End of an aging pass: the hypervisor stops the ager, ages once more and checks.
+pub const BARRIER_AGING_CHECK: u64 = 21;
+/// HVC (`aging`): pass x1 (1-based) ended: x2 = CNTVCT ticks from the pass's release, x3 =
+/// pages touched, x4 = of them, pages written for the first time (faulted in). Sent before
+/// `BARRIER_AGING_CHECK`. Returns x0 = 0.
+pub const HVC_AGING_PASS: u64 = 0xC600_001A;
 /// HVC (`dirtylog`): this vCPU's dirty pass ended. x1 = pass (1-based), x2 = CNTVCT ticks from
 /// the pass's release to its end, x3 = pages written: the first x3 pages of its region, one
 /// word each, in that pass. Sent before `BARRIER_DIRTY_HARVEST`. Returns x0 = 0.
@@ -139,7 +154,8 @@ pub const QUERY_VCPUS: u64 = 1;
 /// `HVC_QUERY`: 1 if the CPU has FEAT_FGT (the hypervisor then traps SMPRI_EL1 and TPIDR2_EL0
 /// with fine-grained traps and answers UNDEF; the guest cannot see FGT in its ID registers).
 pub const QUERY_FGT: u64 = 2;
-/// `HVC_QUERY`: `dirtylog`'s number of dirty passes (`iters=`, 1..=`MAX_DIRTY_ITERS`).
+/// `HVC_QUERY`: `dirtylog`'s number of dirty passes, `aging`'s passes (`iters=`,
+/// 1..=`MAX_DIRTY_ITERS`).
 pub const QUERY_DIRTY_ITERS: u64 = 3;
 /// `HVC_QUERY`: 1 if `dirtylog` runs its 'evil' variant (`evil=on`: harvests race the writes).
 pub const QUERY_DIRTY_EVIL: u64 = 4;

@@ -34,7 +34,7 @@ mod platform;
 mod vmm;
 
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
-use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
+use builtin::{aging, badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
 use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
 use vmm::{
     boot_protocol, decode, el1_reset, evict, exceptions, guest_dtb, harness, idregs, inject,
@@ -152,6 +152,12 @@ extern "C" fn primary_main() -> ! {
             exit::exit(2)
         }
     };
+    // Options this CPU cannot run (dirty=hw without hardware dirty state, ...).
+    if let Err(msg) = options::check_cpu(&opts, arch::hafdbs()) {
+        println!("error: {msg}");
+        println!("RESULT status=fail reason=unsupported");
+        exit::exit(2)
+    }
     log::info!(
         "options: vcpus={} mem={}K mode={} workload={} selftest={} timeout={}s, {} build",
         opts.vcpus,
@@ -254,8 +260,10 @@ extern "C" fn primary_main() -> ! {
         .mpidrs
         .iter()
         .enumerate()
-        // chaos=on: one more CPU, the pruner (chaos.rs).
-        .take(vm.opts.vcpus + usize::from(vm.opts.chaos))
+        // chaos=on: one more CPU, the pruner (chaos.rs); workload=aging: the ager (aging.rs).
+        .take(
+            vm.opts.vcpus + usize::from(vm.opts.chaos) + usize::from(aging::ager_cpu(vm).is_some()),
+        )
         .skip(1)
     {
         start_secondary(id, mpidr);
@@ -308,6 +316,14 @@ fn cpu_main(id: usize) -> ! {
             core::hint::spin_loop();
         }
     }
+    if aging::ager_cpu(vm) == Some(id) {
+        // This CPU runs no guest either: it ages the data memslot until the reporter stops it.
+        aging::ager(vm, percpu::this_cpu());
+        psci::cpu_off();
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     vcpu::run(vm, id);
     if REPORTER
         .compare_exchange(usize::MAX, id, Ordering::AcqRel, Ordering::Acquire)
@@ -355,6 +371,10 @@ fn cpu_main(id: usize) -> ! {
         if !chaos::stop(vm) {
             log::error!("chaos: the pruner did not stop");
             running.extend(chaos::pruner_cpu(vm));
+        }
+        if !aging::stop(vm) {
+            log::error!("aging: the ager did not stop");
+            running.extend(aging::ager_cpu(vm));
         }
         report::finish(vm, &running, start)
     }

@@ -39,6 +39,11 @@ pub enum Workload {
     /// KVM's dirty_log_perf_test: own regions; populate, logging on, `iters=` dirty passes each
     /// followed by a get-and-clear of the log, logging off (phases.rs, guest dirtylog.rs).
     Dirtylog,
+    /// Aging with no lock: each vCPU faults its region in over `iters=` passes and touches a
+    /// pass-dependent part of what it mapped, while an ager CPU clears the stage-2 access flags
+    /// (VTCR_EL2.HA) and checks that every page touched since the last pass was found young
+    /// (hyp/src/builtin/aging.rs, guest aging.rs).
+    Aging,
     /// Each vCPU rewrites and re-reads patterns over its region for `duration=`, counting words
     /// that read back wrong (lost writes); the workload of `chaos=on` (docs/robustness.md).
     Verify,
@@ -55,12 +60,13 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, for parsing and `help`.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Demand,
         Workload::Overlap,
         Workload::Random,
         Workload::Pagetable,
         Workload::Dirtylog,
+        Workload::Aging,
         Workload::Verify,
         Workload::Badguest,
         Workload::Fuzz,
@@ -75,6 +81,7 @@ impl Workload {
             Workload::Random => "random",
             Workload::Pagetable => "pagetable",
             Workload::Dirtylog => "dirtylog",
+            Workload::Aging => "aging",
             Workload::Verify => "verify",
             Workload::Badguest => "badguest",
             Workload::Fuzz => "fuzz",
@@ -90,6 +97,7 @@ impl Workload {
             Workload::Random => crate::abi::WORKLOAD_RANDOM,
             Workload::Pagetable => crate::abi::WORKLOAD_PAGETABLE,
             Workload::Dirtylog => crate::abi::WORKLOAD_DIRTYLOG,
+            Workload::Aging => crate::abi::WORKLOAD_AGING,
             Workload::Verify => crate::abi::WORKLOAD_VERIFY,
             Workload::Badguest => crate::abi::WORKLOAD_BADGUEST,
             Workload::Fuzz => crate::abi::WORKLOAD_FUZZ,
@@ -117,6 +125,27 @@ impl Backing {
     }
 }
 
+/// How `workload=dirtylog` learns which pages were written (`dirty=`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DirtyMode {
+    /// Write faults: logging write-protects the memslot and each first write relaxes one page
+    /// and marks it (stage2 `dirty_write_fault`).
+    Sw,
+    /// Hardware dirty state (FEAT_HAFDBS, VTCR_EL2.HD): writable leaves carry DBM, the hardware
+    /// sets S2AP[1] on the first write, the harvest scans and cleans the leaves.
+    Hw,
+}
+
+impl DirtyMode {
+    /// The option value.
+    pub fn name(self) -> &'static str {
+        match self {
+            DirtyMode::Sw => "sw",
+            DirtyMode::Hw => "hw",
+        }
+    }
+}
+
 /// Self-tests that prove a check can fail.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Selftest {
@@ -129,8 +158,16 @@ pub enum Selftest {
     NoCopy,
     /// workload=dirtylog: the harvest takes the marks but does not write-protect the pages
     /// again, so the next pass's writes do not fault and are not logged: `lost_dirty` must be
-    /// > 0 and the run must fail (needs iters >= 2; dirtylog.rs).
+    /// non-zero and the run must fail (needs iters >= 2; dirtylog.rs). With `dirty=hw` the
+    /// harvest reads the hardware dirty state but leaves the pages writable without DBM, so the
+    /// next pass's writes leave no trace in the descriptors.
     NoProtect,
+    /// workload=aging: the aging passes clear the access flags without the TLB invalidation
+    /// (`test_clear_young` alone): a vCPU keeps using its cached AF = 1 translations, its
+    /// touches set no flag, and `lost_young` must be > 0 (aging.rs). Only where the TLB still
+    /// holds the re-read pages' entries: QEMU's does for tests/qemu-workloads.sh's 1 MiB regions,
+    /// not for 16 MiB ones.
+    NoFlush,
 }
 
 impl Selftest {
@@ -141,6 +178,7 @@ impl Selftest {
             Selftest::Hang => "hang",
             Selftest::NoCopy => "nocopy",
             Selftest::NoProtect => "noprotect",
+            Selftest::NoFlush => "noflush",
         }
     }
 }
@@ -185,6 +223,11 @@ pub struct Options {
     pub iters: u64,
     /// workload=dirtylog: the 'evil' variant, harvests racing the writes (`evil=on`).
     pub evil: bool,
+    /// workload=dirtylog: software (write faults) or hardware (DBM) dirty state (`dirty=`).
+    pub dirty: DirtyMode,
+    /// workload=aging: whether the ager CPU runs aging passes while the vCPUs fault and touch
+    /// (`aging=on`), or only between passes (`aging=off`, the baseline for fault time).
+    pub aging: bool,
     /// A guest loaded from files (`kernel=`): None runs the built-in guest.
     pub files: Option<GuestFiles>,
     /// Bytes of guest RAM for a guest from files (`ram=`).
@@ -207,8 +250,9 @@ pub struct GuestFiles {
 /// costs host memory.
 pub const DEFAULT_RAM: u64 = 512 << 20;
 /// Options that only the built-in guest understands.
-const BUILTIN_ONLY: [&str; 10] = [
+const BUILTIN_ONLY: [&str; 12] = [
     "mem", "workload", "selftest", "duration", "steps", "seed", "ops", "classes", "iters", "evil",
+    "dirty", "aging",
 ];
 /// Default `iters=` (workload=dirtylog).
 pub const DEFAULT_DIRTY_ITERS: u64 = 3;
@@ -265,6 +309,8 @@ pub fn help_text(cpus: usize) -> String {
          \x20 selftest=nocopy   chaos=on: page migration loses the page's data: lost writes must fail the run   default: off\n\
          \x20 selftest=noprotect  workload=dirtylog, iters>=2: the harvest does not write-protect again: lost\n\
          \x20                    dirty pages must fail the run   default: off\n\
+         \x20 selftest=noflush   workload=aging: aging passes skip their TLB invalidation: touched pages\n\
+         \x20                    found old must fail the run   default: off\n\
          \x20 timeout=SECONDS    fail if a vCPU has not finished by then (after duration=)   default: {DEFAULT_TIMEOUT_S}\n\
          \x20 chaos=on|off       a spare CPU unmaps/collapses/splits/write-protects/migrates under the vCPUs\n\
          \x20                    (needs vcpus < CPUs; implies workload=verify)   default: off\n\
@@ -278,9 +324,14 @@ pub fn help_text(cpus: usize) -> String {
          \x20 ops=N              workload=fuzz: operations per fuzzing vCPU, 1..=10^10, suffix k (10^3)\n\
          \x20                    or m (10^6)   default: {DEFAULT_FUZZ_OPS}\n\
          \x20 iters=N            workload=dirtylog: dirty passes, each followed by a get-and-clear of\n\
-         \x20                    the log, 1..={max_iters}   default: {DEFAULT_DIRTY_ITERS}\n\
+         \x20                    the log; workload=aging: passes, each followed by an aging pass,\n\
+         \x20                    1..={max_iters}   default: {DEFAULT_DIRTY_ITERS}\n\
          \x20 evil=on|off        workload=dirtylog: vCPU 0 asks for a get-and-clear every 64 pages of its\n\
          \x20                    passes, racing the others' writes   default: off\n\
+         \x20 dirty=sw|hw        workload=dirtylog: write faults, or hardware dirty state (DBM, VTCR_EL2.HD;\n\
+         \x20                    needs ID_AA64MMFR1_EL1.HAFDBS >= 2)   default: sw\n\
+         \x20 aging=on|off       workload=aging: a spare CPU ages the memory while the vCPUs fault and\n\
+         \x20                    touch (needs vcpus < CPUs), or only between passes   default: on\n\
          \x20 classes=LIST       workload=fuzz: op classes, comma-separated from\n\
          \x20                    {classes}, or all   default: all\n\
          \x20 kernel=ADDR:SIZE   a guest from a file in host RAM instead of the built-in guest (run-qemu.sh\n\
@@ -366,6 +417,38 @@ fn parse_range(v: &str) -> Option<(u64, u64)> {
     (s > 0 && a.checked_add(s).is_some()).then_some((a, s))
 }
 
+/// Refuses options this CPU cannot run. `hafdbs` is ID_AA64MMFR1_EL1.HAFDBS (Arm ARM
+/// "ID_AA64MMFR1_EL1": 0b0001 hardware Access flag, 0b0010 and up Access flag and dirty state,
+/// at every stage of translation that enables them).
+pub fn check_cpu(o: &Options, hafdbs: u64) -> Result<(), String> {
+    if o.workload == Workload::Dirtylog && o.dirty == DirtyMode::Hw && hafdbs < 2 {
+        return Err(format!(
+            "dirty=hw needs hardware dirty state at stage 2 (FEAT_HAFDBS, \
+             ID_AA64MMFR1_EL1.HAFDBS >= 2); this CPU has HAFDBS={hafdbs}: use dirty=sw"
+        ));
+    }
+    if o.workload == Workload::Aging && hafdbs < 1 {
+        return Err(format!(
+            "workload=aging needs the hardware Access flag at stage 2 (FEAT_HAFDBS, \
+             ID_AA64MMFR1_EL1.HAFDBS >= 1); this CPU has HAFDBS={hafdbs}"
+        ));
+    }
+    Ok(())
+}
+
+impl Options {
+    /// Whether stage 2 runs with the hardware Access flag (VTCR_EL2.HA): `workload=aging`, and
+    /// `dirty=hw`, since the hardware dirty state works only with HA set as well.
+    pub fn hw_access_flag(&self) -> bool {
+        self.workload == Workload::Aging || self.hw_dirty()
+    }
+
+    /// Whether stage 2 runs with hardware dirty state (VTCR_EL2.HD): `dirty=hw`.
+    pub fn hw_dirty(&self) -> bool {
+        self.workload == Workload::Dirtylog && self.dirty == DirtyMode::Hw
+    }
+}
+
 /// Parses the bootargs. `cpus` is the number of CPUs in the DTB.
 pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
     // ` -- ` separates the hypervisor's options from a guest's command line.
@@ -398,6 +481,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         classes: ALL_FUZZ_CLASSES,
         iters: DEFAULT_DIRTY_ITERS,
         evil: false,
+        dirty: DirtyMode::Sw,
+        aging: true,
         files: None,
         ram: DEFAULT_RAM,
     };
@@ -471,17 +556,17 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 };
             }
             "selftest" => {
-                o.selftest = match value {
-                    "corrupt" => Some(Selftest::Corrupt),
-                    "hang" => Some(Selftest::Hang),
-                    "nocopy" => Some(Selftest::NoCopy),
-                    "noprotect" => Some(Selftest::NoProtect),
-                    _ => {
-                        return Err(bad(
-                            "self-tests are 'corrupt', 'hang', 'nocopy' and 'noprotect'",
-                        ))
-                    }
-                };
+                o.selftest =
+                    match value {
+                        "corrupt" => Some(Selftest::Corrupt),
+                        "hang" => Some(Selftest::Hang),
+                        "nocopy" => Some(Selftest::NoCopy),
+                        "noprotect" => Some(Selftest::NoProtect),
+                        "noflush" => Some(Selftest::NoFlush),
+                        _ => return Err(bad(
+                            "self-tests are 'corrupt', 'hang', 'nocopy', 'noprotect' and 'noflush'",
+                        )),
+                    };
             }
             "timeout" => {
                 o.timeout_s = value.parse().map_err(|_| bad("not a number of seconds"))?;
@@ -523,6 +608,20 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             "classes" => o.classes = parse_classes(value).map_err(|why| bad(&why))?,
             "evil" => {
                 o.evil = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
+                };
+            }
+            "dirty" => {
+                o.dirty = match value {
+                    "sw" => DirtyMode::Sw,
+                    "hw" => DirtyMode::Hw,
+                    _ => return Err(bad("must be sw or hw")),
+                };
+            }
+            "aging" => {
+                o.aging = match value {
                     "on" => true,
                     "off" => false,
                     _ => return Err(bad("must be on or off")),
@@ -648,10 +747,40 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             return Err(format!("{key}= applies to workload=fuzz only"));
         }
     }
-    for key in ["iters", "evil"] {
+    for key in ["evil", "dirty"] {
         if seen.contains(&key) && o.workload != Workload::Dirtylog {
             return Err(format!("{key}= applies to workload=dirtylog only"));
         }
+    }
+    if seen.contains(&"iters") && !matches!(o.workload, Workload::Dirtylog | Workload::Aging) {
+        return Err(String::from(
+            "iters= applies to workload=dirtylog and workload=aging only",
+        ));
+    }
+    if seen.contains(&"aging") && o.workload != Workload::Aging {
+        return Err(String::from("aging= applies to workload=aging only"));
+    }
+    if o.workload == Workload::Aging {
+        // The ager runs on the CPU after the vCPUs (aging.rs), as chaos=on's pruner does.
+        if !seen.contains(&"vcpus") && cpus > 1 {
+            o.vcpus = cpus - 1;
+        }
+        if o.aging && o.vcpus >= cpus {
+            return Err(format!(
+                "workload=aging needs a CPU for the ager: use vcpus<={} (or boot one more CPU, \
+                 SMP={}), or aging=off",
+                cpus - 1,
+                o.vcpus + 1
+            ));
+        }
+        if o.backing == Backing::Block2M {
+            return Err(String::from(
+                "workload=aging checks the access flag of every 4 KiB page: drop backing=2m",
+            ));
+        }
+    }
+    if o.selftest == Some(Selftest::NoFlush) && o.workload != Workload::Aging {
+        return Err(String::from("selftest=noflush needs workload=aging"));
     }
     // The harvest that skips the protect loses the marks of the pass after it.
     if o.selftest == Some(Selftest::NoProtect) && (o.workload != Workload::Dirtylog || o.iters < 2)

@@ -51,6 +51,28 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         aged
     }
 
+    /// [`Guard::test_clear_young`] that also hands each leaf it made old to `young` as `(base,
+    /// size)` (IPA span of the whole leaf), for callers that keep per-page state (a working-set
+    /// estimator, the hypervisor's aging check). With `flush`, one `invalidate_leaves` covering
+    /// those leaves follows, as in [`Guard::clear_flush_young`].
+    pub fn clear_young_each(
+        &self,
+        start: u64,
+        end: u64,
+        flush: bool,
+        mut young: impl FnMut((u64, u64)),
+    ) -> Aged {
+        let mut dirty = Dirty::default();
+        let aged = self.age_with(start, end, true, &mut |span| {
+            dirty.add(span);
+            young(span);
+        });
+        if flush {
+            self.flush_leaves(&dirty);
+        }
+        aged
+    }
+
     /// The Access flag fault (VTCR_EL2.HA = 0): set AF on the valid leaf that maps `ipa`. An
     /// in-place change of a valid entry: no break, and no invalidation (an entry with AF = 0
     /// faults, so it is not cached as usable).

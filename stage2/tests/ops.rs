@@ -489,3 +489,55 @@ fn fwb_encoding_is_written_kept_and_read_back() {
     }
     finish(s2, &pool);
 }
+
+#[test]
+fn clear_young_each_reports_every_young_leaf_and_flushes_only_when_asked() {
+    let (s2, pool, tlb) = setup(64);
+    {
+        let g = s2.shared(0);
+        // Three young 4 KiB pages and one young 2 MiB block.
+        for i in 0..3 {
+            g.map(
+                MB2 + i * 0x1000,
+                RAM + i * 0x1000,
+                Size::Page4K,
+                Attrs::normal_rwx(),
+            )
+            .unwrap();
+        }
+        g.map(2 * MB2, RAM + MB2, Size::Block2M, Attrs::normal_rwx())
+            .unwrap();
+        tlb.take();
+        let mut spans = Vec::new();
+        let aged = g.clear_young_each(MB2, 3 * MB2, false, |span| spans.push(span));
+        spans.sort_unstable();
+        assert_eq!(
+            spans,
+            vec![
+                (MB2, 0x1000),
+                (MB2 + 0x1000, 0x1000),
+                (MB2 + 0x2000, 0x1000),
+                (2 * MB2, MB2)
+            ]
+        );
+        assert_eq!((aged.young, aged.young_pages), (4, 3 + 512));
+        assert!(tlb.take().is_empty(), "no invalidation without flush");
+        // Now all old: nothing reported; with flush and nothing cleared, still no invalidation.
+        let mut n = 0;
+        let aged = g.clear_young_each(MB2, 3 * MB2, true, |_| n += 1);
+        assert_eq!((aged.young, n), (0, 0));
+        assert!(tlb.take().is_empty());
+        // One page young again (the Access flag fault path): reported, one invalidation.
+        g.mark_young(MB2 + 0x1000).unwrap();
+        let mut spans = Vec::new();
+        g.clear_young_each(MB2, 3 * MB2, true, |span| spans.push(span));
+        assert_eq!(spans, vec![(MB2 + 0x1000, 0x1000)]);
+        let ops = tlb.take();
+        assert!(
+            matches!(ops.as_slice(), [TlbOp::Leaves { ipa, size }] if *ipa == MB2 + 0x1000 && *size == 0x1000),
+            "{ops:?}"
+        );
+    }
+    s2.reclaim(0);
+    finish(s2, &pool);
+}

@@ -67,3 +67,18 @@ pub fn expected(workload: u64, vcpus: u64, pages: u64, page: u64, w: u64, phase:
         0
     }
 }
+
+/// `aging`: whether pass `pass` (1..=`iters`) writes page `p` (0-based in a region of `pages`)
+/// for the first time: the pass's slice of the region, `[pages * (pass - 1) / iters, pages *
+/// pass / iters)`.
+pub fn aging_new(p: u64, pass: u64, pages: u64, iters: u64) -> bool {
+    (pages * (pass - 1) / iters..pages * pass / iters).contains(&p)
+}
+
+/// `aging`: whether pass `pass` touches page `p`: its own slice (written), and every other page
+/// of the slices before it (read), alternating with the pass, so that each aging pass finds
+/// some mapped pages young and the others old.
+pub fn aging_touched(p: u64, pass: u64, pages: u64, iters: u64) -> bool {
+    aging_new(p, pass, pages, iters)
+        || (p < pages * (pass - 1) / iters && (p + pass).is_multiple_of(2))
+}

@@ -1,9 +1,11 @@
 //! The guest workloads (`workload=`), shaped like KVM's selftests (see
 //! `docs/hypervisor.md`): `demand` and `random` (each vCPU its own region), `overlap` and
 //! `pagetable` (one region for all), `dirtylog` (each vCPU its own region, KVM's
-//! dirty_log_perf_test). Every workload runs its timed phases between hypervisor
-//! barriers, verifies what memory holds afterwards against `expect`, and reports.
+//! dirty_log_perf_test), `aging` (each vCPU its own region, aged while it faults and touches).
+//! Every workload runs its timed phases between hypervisor barriers, verifies what memory holds
+//! afterwards against `expect`, and reports.
 
+mod aging;
 mod dirtylog;
 #[allow(dead_code)] // Shared with the hypervisor, which uses the rest.
 pub mod expect;
@@ -110,6 +112,12 @@ fn verify(c: &Ctx, phase: u64) -> (u64, u64) {
     (sum, bad)
 }
 
+/// Reports timed phase `phase` (ticks, pages touched, words that did not verify) for the
+/// hypervisor's per-vCPU table, for workloads that time their passes themselves.
+fn timed_report(phase: u64, ticks: u64, pages: u64, bad: u64) {
+    hvc4(abi::HVC_PHASE, phase, ticks, pages, bad);
+}
+
 /// Runs timed phase `phase`: start barrier (the hypervisor's action), `touch` (returns pages
 /// touched), end barrier, verification, report. Adds to `out`.
 fn timed(c: &Ctx, phase: u64, out: &mut Outcome, touch: impl FnOnce() -> u64) {
@@ -168,6 +176,7 @@ pub fn run(c: &Ctx) -> Option<Outcome> {
         }),
         abi::WORKLOAD_PAGETABLE => pagetable::run(c, &mut out),
         abi::WORKLOAD_DIRTYLOG => dirtylog::run(c, &mut out),
+        abi::WORKLOAD_AGING => aging::run(c, &mut out),
         _ => return None,
     }
     Some(out)

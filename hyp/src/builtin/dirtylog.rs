@@ -6,6 +6,15 @@
 //! under the exclusive guard (the baseline, as KVM arm64 does today). docs/protocol.md 12 has
 //! the rules; the write-fault side is phases.rs `map_policy`.
 //!
+//! `dirty=hw` (FEAT_HAFDBS, VTCR_EL2.HD set by vm.rs): logging on makes every writable leaf
+//! writable-clean (DBM = 1, S2AP[1] = 0, `Guard::dirty_log_enable_hw`), so the passes take no
+//! write fault at all: the hardware sets S2AP[1] on a page's first write. The get-and-clear
+//! (`Guard::dirty_log_harvest_hw`) scans the leaves and cleans each dirty one by
+//! compare-exchange (the hardware updates descriptors concurrently), with one range
+//! invalidation; logging off drops DBM. The same `lost_dirty` check runs against what the
+//! harvest reported, and a write fault on the data memslot during logging fails the run (the
+//! hardware, not the fault path, must have recorded the writes).
+//!
 //! The 'evil' variant (`evil=on`): vCPU 0 asks for a get-and-clear (`HVC_DIRTY_HARVEST`) every
 //! `abi::EVIL_HARVEST_EVERY` pages of its passes, racing the others' write faults; what those
 //! harvests take is kept, and the check after the pass's final, quiescent harvest runs against
@@ -23,7 +32,7 @@ use spin::{Mutex, Once};
 use stage2::Stats;
 
 use crate::abi;
-use crate::options::{Mode, Selftest, Workload};
+use crate::options::{DirtyMode, Mode, Selftest, Workload};
 use crate::percpu::PerCpu;
 use crate::println;
 use crate::report::ticks_to_ns;
@@ -78,6 +87,9 @@ static ENABLE_LEAVES: AtomicU64 = AtomicU64::new(0);
 static REPORTED: Once<Box<[(AtomicU64, AtomicU64)]>> = Once::new();
 /// Protocol errors: a vCPU reported a pass other than the one being harvested, or none.
 static PROTOCOL_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// Write (or stage-1 walk) permission faults on the data memslot while logging: with `dirty=sw`
+/// one per page and pass, with `dirty=hw` none (the run fails otherwise).
+static WRITE_FAULTS: AtomicU64 = AtomicU64::new(0);
 /// `evil=on`: the marks the current pass's racing harvests took (one bit per memslot page),
 /// merged into the pass's final harvest.
 static RACED: Once<Mutex<Vec<u64>>> = Once::new();
@@ -120,18 +132,36 @@ pub fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
                 Mode::Parallel => s2.shared(cpu.index),
                 Mode::Locked => s2.exclusive(cpu.index),
             };
-            match g.write_protect(vm.data.ipa, vm.data.ipa + vm.data.size) {
-                Ok(done) => ENABLE_LEAVES.store(done.leaves, Ordering::Relaxed),
-                Err(e) => {
-                    log::error!("dirtylog: write-protect of the data memslot failed: {e:?}");
-                    PROTOCOL_ERRORS.fetch_add(1, Ordering::Relaxed);
+            let (start, end) = (vm.data.ipa, vm.data.ipa + vm.data.size);
+            match vm.opts.dirty {
+                DirtyMode::Sw => match g.write_protect(start, end) {
+                    Ok(done) => ENABLE_LEAVES.store(done.leaves, Ordering::Relaxed),
+                    Err(e) => {
+                        log::error!("dirtylog: write-protect of the data memslot failed: {e:?}");
+                        PROTOCOL_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                // Writable leaves become writable-clean (DBM); one range invalidation.
+                DirtyMode::Hw => {
+                    let done = g.dirty_log_enable_hw(start, end);
+                    ENABLE_LEAVES.store(done.leaves, Ordering::Relaxed);
                 }
             }
             drop(g);
             ENABLE_TICKS.store(CNTPCT_EL0.get().wrapping_sub(t0), Ordering::Relaxed);
         }
         abi::BARRIER_DIRTY_HARVEST => harvest(vm, cpu),
-        abi::BARRIER_DIRTY_DISABLE => super::phases::set_logging(false),
+        abi::BARRIER_DIRTY_DISABLE => {
+            super::phases::set_logging(false);
+            if vm.opts.dirty == DirtyMode::Hw {
+                // DBM leaves become plainly writable again (one range invalidation).
+                let g = match vm.opts.mode {
+                    Mode::Parallel => s2.shared(cpu.index),
+                    Mode::Locked => s2.exclusive(cpu.index),
+                };
+                g.dirty_log_disable_hw(vm.data.ipa, vm.data.ipa + vm.data.size);
+            }
+        }
         _ => {}
     }
 }
@@ -141,13 +171,23 @@ fn tlbi(s: &Stats) -> u64 {
     s.tlbi_ipa + s.tlbi_range + s.tlbi_vmid
 }
 
+/// A write (or stage-1 walk) permission fault on the data memslot while logging (phases.rs
+/// `map_policy`, before it relaxes the page): counted, and with `dirty=hw` an error.
+pub fn write_fault() {
+    WRITE_FAULTS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// One get-and-clear of the whole memslot into `taken` (one bit per page): shared mode in
-/// parallel mode, the exclusive guard in locked mode. `selftest=noprotect` takes the marks and
-/// leaves the pages writable (no protect, no invalidation): the next pass's writes then do not
-/// fault, so nothing marks them.
+/// parallel mode, the exclusive guard in locked mode. `dirty=sw` takes the marks and
+/// write-protects those pages again (`dirty_log_clear`); `dirty=hw` cleans the dirty leaves
+/// (`dirty_log_harvest_hw`). `selftest=noprotect` breaks the re-protect: with `dirty=sw` it
+/// takes the marks and leaves the pages writable (no protect, no invalidation), so the next
+/// pass's writes do not fault and nothing marks them; with `dirty=hw` it harvests, then leaves
+/// the pages writable without DBM, so the next pass's writes leave no trace in the descriptors.
 fn get_clear(vm: &Vm, cpu: &PerCpu, taken: &mut [u64]) -> stage2::Harvest {
     let log = super::phases::dirty_log(vm);
-    if vm.opts.selftest == Some(Selftest::NoProtect) {
+    let noprotect = vm.opts.selftest == Some(Selftest::NoProtect);
+    if noprotect && vm.opts.dirty == DirtyMode::Sw {
         let mut done = stage2::Harvest::default();
         for (word, t) in taken.iter_mut().enumerate() {
             *t |= log.take(word, log.mask(word, log.base(), log.end()));
@@ -160,9 +200,17 @@ fn get_clear(vm: &Vm, cpu: &PerCpu, taken: &mut [u64]) -> stage2::Harvest {
         Mode::Parallel => s2.shared(cpu.index),
         Mode::Locked => s2.exclusive(cpu.index),
     };
-    g.dirty_log_clear(log, log.base(), log.end(), |word, bits| {
-        taken[word] |= bits;
-    })
+    let report = |word: usize, bits: u64| taken[word] |= bits;
+    match vm.opts.dirty {
+        DirtyMode::Sw => g.dirty_log_clear(log, log.base(), log.end(), report),
+        DirtyMode::Hw => {
+            let done = g.dirty_log_harvest_hw(log, log.base(), log.end(), report);
+            if noprotect {
+                g.dirty_log_disable_hw(log.base(), log.end());
+            }
+            done
+        }
+    }
 }
 
 /// `HVC_DIRTY_HARVEST` (`evil=on`, vCPU 0 inside pass `pass`): a get-and-clear racing the
@@ -270,6 +318,13 @@ pub fn check(vm: &Vm, failures: &mut Vec<String>) {
             vm.opts.iters
         ));
     }
+    let faults = WRITE_FAULTS.load(Ordering::Relaxed);
+    if vm.opts.dirty == DirtyMode::Hw && faults != 0 {
+        failures.push(format!(
+            "dirty log: dirty=hw took {faults} write faults while logging (the hardware must \
+             record the writes: is VTCR_EL2.HD in effect?)"
+        ));
+    }
     let errors = PROTOCOL_ERRORS.load(Ordering::Relaxed);
     if errors != 0 {
         failures.push(format!(
@@ -285,11 +340,18 @@ pub fn report(vm: &Vm, populate: u64) -> String {
     let ns = |t: u64| ticks_to_ns(t, freq);
     let iters = vm.opts.iters as usize;
     println!(
-        "dirty log ({} mode): populate {} us; logging on: {} leaves write-protected in {} us",
+        "dirty log ({} mode, dirty={}): populate {} us; logging on: {} leaves {} in {} us; \
+         {} write faults while logging",
         vm.opts.mode.name(),
+        vm.opts.dirty.name(),
         ns(populate) / 1000,
         ENABLE_LEAVES.load(Ordering::Relaxed),
-        ns(ENABLE_TICKS.load(Ordering::Relaxed)) / 1000
+        match vm.opts.dirty {
+            DirtyMode::Sw => "write-protected",
+            DirtyMode::Hw => "made writable-clean (DBM)",
+        },
+        ns(ENABLE_TICKS.load(Ordering::Relaxed)) / 1000,
+        WRITE_FAULTS.load(Ordering::Relaxed)
     );
     println!(
         "  {:>4} {:>13} {:>12} {:>8} {:>8} {:>7} {:>5} {:>5} {:>7} {:>7}",
@@ -305,7 +367,9 @@ pub fn report(vm: &Vm, populate: u64) -> String {
         "raced"
     );
     let mut f = format!(
-        " iters={iters} populate_ns={} enable_ns={} enable_leaves={}",
+        " iters={iters} dirty={} write_faults={} populate_ns={} enable_ns={} enable_leaves={}",
+        vm.opts.dirty.name(),
+        WRITE_FAULTS.load(Ordering::Relaxed),
         ns(populate),
         ns(ENABLE_TICKS.load(Ordering::Relaxed)),
         ENABLE_LEAVES.load(Ordering::Relaxed)

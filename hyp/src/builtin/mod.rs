@@ -1,8 +1,9 @@
 //! The built-in test guest's harness: its image loader, workloads' hypervisor side (barriers,
-//! timed phases, calibration), the bad-guest matrix, the fuzzer, the chaos pruner and the
+//! timed phases, calibration), the bad-guest matrix, the fuzzer, the chaos pruner, the ager and the
 //! end-of-run report. It attaches to the VM core through one interface, vmm/harness.rs (harness.rs here
 //! implements it), and the report, which main.rs calls.
 
+pub mod aging;
 pub mod badguest;
 pub mod calibrate;
 pub mod chaos;

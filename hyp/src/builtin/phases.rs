@@ -142,6 +142,7 @@ pub fn call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, call: &Call) -> Option<Act
         abi::HVC_COLLAPSE => collapse(vm, cpu, a1),
         abi::HVC_DIRTY_PASS => super::dirtylog::pass_done(vm, cpu, a1, a2, a3),
         abi::HVC_DIRTY_HARVEST => super::dirtylog::racing_harvest(vm, cpu, a1),
+        abi::HVC_AGING_PASS => super::aging::pass_done(vm, cpu, a1, a2, a3, a4),
         _ => return None,
     };
     frame.x[0] = ret;
@@ -191,8 +192,8 @@ fn barrier(vm: &Vm, cpu: &PerCpu, n: u64) -> Option<u64> {
     Some(RELEASE.load(Ordering::Relaxed))
 }
 
-/// This CPU's napper (made on first use).
-fn napper(cpu: usize) -> Option<&'static Waiter> {
+/// This CPU's napper (made on first use); also the aging workload's ager's (aging.rs).
+pub(crate) fn napper(cpu: usize) -> Option<&'static Waiter> {
     let cell = &NAPPERS.get()?[cpu];
     cell.call_once(|| {
         let (gicd, gicr) = (*GIC.get()?)?;
@@ -209,6 +210,10 @@ fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
     if vm.opts.workload == Workload::Dirtylog {
         super::dirtylog::action(vm, cpu, n);
         s2.reclaim(cpu.index);
+        return;
+    }
+    if vm.opts.workload == Workload::Aging {
+        super::aging::action(vm, cpu, n);
         return;
     }
     if vm.opts.workload != Workload::Pagetable {
@@ -367,6 +372,7 @@ fn map_policy(vm: &Vm, g: &Guard<'_>, slot: &Memslot, a: &Abort, pa: u64) -> Res
     // read-only block on the way is split into a full read-only table first), then mark it.
     if logging && (a.write || a.s1ptw) && a.fault == crate::decode::FaultType::Permission {
         if let Some(log) = DIRTY_LOG.get() {
+            super::dirtylog::write_fault();
             let ipa = a.ipa & !(crate::pool::PAGE - 1);
             return match g.dirty_write_fault(ipa, log)? {
                 stage2::DirtyFault::Relaxed | stage2::DirtyFault::Spurious => Ok(Mapped::Spurious),
@@ -388,6 +394,7 @@ pub fn check(vm: &Vm, failures: &mut Vec<String>) {
         ));
     }
     super::dirtylog::check(vm, failures);
+    super::aging::check(vm, failures);
     for (id, t) in all.iter().enumerate().take(vm.opts.vcpus) {
         for p in 0..abi::PHASES {
             let bad = t.bad[p].load(Ordering::Relaxed);
@@ -649,6 +656,9 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
     if vm.opts.workload == Workload::Dirtylog {
         f.push_str(&super::dirtylog::report(vm, phase_wall[0]));
     }
+    if vm.opts.workload == Workload::Aging {
+        f.push_str(&super::aging::report(vm));
+    }
     if vm.opts.workload == Workload::Pagetable {
         f.push_str(&format!(
             " create_ns={} update_ns={} adjust_ns={} dirty_harvested={} lost_dirty={} \
@@ -678,6 +688,7 @@ pub fn check_vcpu(vm: &Vm, id: usize) -> Option<(u64, bool, u64)> {
             | Workload::Random
             | Workload::Pagetable
             | Workload::Dirtylog
+            | Workload::Aging
     ) {
         return None;
     }

@@ -21,6 +21,10 @@ static HAS_FWB: AtomicBool = AtomicBool::new(false);
 /// whole IPA range in one instruction. Set once by `detect_features` on CPU0 before any TLBI.
 static HAS_TLBI_RANGE: AtomicBool = AtomicBool::new(false);
 
+/// ID_AA64MMFR1_EL1.HAFDBS (Arm ARM "ID_AA64MMFR1_EL1"): 0 none, 1 hardware Access flag, 2 and
+/// up Access flag and dirty state (FEAT_HAFDBS). Set once by `detect_features` on CPU0.
+static HAFDBS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// ID_AA64ISAR0_EL1.TLB, bits [59:56] (Arm ARM, "ID_AA64ISAR0_EL1"). aarch64-cpu 11.2 does not
 /// name this field, so it is taken from the whole register read through the typed API.
 fn id_aa64isar0_tlb() -> u64 {
@@ -30,7 +34,12 @@ fn id_aa64isar0_tlb() -> u64 {
 
 /// Reads the ID registers this file depends on. Call once, on CPU0, after the MMU is on.
 pub fn detect_features() {
-    use aarch64_cpu::registers::{Readable, ID_AA64MMFR2_EL1};
+    use aarch64_cpu::registers::{Readable, ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1};
+    // Read as a number: aarch64-cpu 11.2 names 0b0001 with a typo (0xb0001).
+    HAFDBS.store(
+        ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::HAFDBS),
+        Ordering::Relaxed,
+    );
     // 0b0001: outer-shareable TLBI only; 0b0010: outer-shareable and range TLBI.
     HAS_TLBI_RANGE.store(id_aa64isar0_tlb() >= 0b0010, Ordering::Relaxed);
     HAS_TTL.store(
@@ -51,6 +60,12 @@ pub fn has_ttl() -> bool {
 /// Whether range TLBI (FEAT_TLBIRANGE) is used for stage-2 range invalidations.
 pub fn has_tlbi_range() -> bool {
     HAS_TLBI_RANGE.load(Ordering::Relaxed)
+}
+
+/// ID_AA64MMFR1_EL1.HAFDBS: what hardware Access flag / dirty state management the CPU has
+/// (options::check_cpu refuses `dirty=hw` below 2 and `workload=aging` below 1).
+pub fn hafdbs() -> u64 {
+    HAFDBS.load(Ordering::Relaxed)
 }
 
 /// Whether stage 2 forces guest RAM to Write-Back (FEAT_S2FWB, HCR_EL2.FWB = 1).

@@ -541,7 +541,21 @@ pub fn configure_this_cpu(vm: &Vm) {
             + VTCR_EL2::SL0.val(geom.sl0())
             + VTCR_EL2::T0SZ.val(geom.t0sz())
             // 8-bit VMID.
-            + VTCR_EL2::VS::Bits8,
+            + VTCR_EL2::VS::Bits8
+            // FEAT_HAFDBS, only for the workloads that measure it (options.rs): the hardware
+            // sets AF on access (HA) and S2AP[1] on the first write to a DBM leaf (HD). HD
+            // takes effect only with HA set too (Arm ARM VTCR_EL2.HD: "enabled, only if the
+            // VTCR_EL2.HA bit is also set"), so HD implies HA.
+            + if vm.opts.hw_access_flag() {
+                VTCR_EL2::HA::Enabled
+            } else {
+                VTCR_EL2::HA::Disabled
+            }
+            + if vm.opts.hw_dirty() {
+                VTCR_EL2::HD::Enabled
+            } else {
+                VTCR_EL2::HD::Disabled
+            },
     );
     VTTBR_EL2.write(VTTBR_EL2::VMID.val(VMID) + VTTBR_EL2::BADDR.val(s2.root() >> 1));
     // Out of reset this CPU's TLB and I-cache hold UNKNOWN entries: drop any for the guest's VMID
