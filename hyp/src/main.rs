@@ -35,9 +35,11 @@ mod vmm;
 
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
 use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
-use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
+use platform::{
+    arch, boot, console, dtb, exit, firmware, idle, irq, mmu, percpu, pool, sysreg_ext, uart,
+};
 use vmm::{
-    boot_protocol, decode, el1_reset, evict, exceptions, guest_dtb, harness, idregs, inject,
+    boot_protocol, decode, el1_reset, evict, exceptions, frame, guest_dtb, harness, idregs, inject,
     lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
 };
 
@@ -107,7 +109,7 @@ extern "C" fn primary_main() -> ! {
         early_fail(12)
     };
     console::init(platform.uart as usize);
-    psci::init(platform.psci_smc);
+    firmware::init(platform.psci_smc);
     arch::detect_features();
     if arch::has_fwb() {
         log::info!(
@@ -279,7 +281,7 @@ fn start_secondary(id: usize, mpidr: u64) {
     );
     arch::clean_invalidate_dcache(stack.as_ptr() as usize, STACK_SIZE);
     let entry = boot::secondary_entry as *const () as u64;
-    if let Err(e) = psci::cpu_on(mpidr, entry, record as *const BootRecord as u64) {
+    if let Err(e) = firmware::cpu_on(mpidr, entry, record as *const BootRecord as u64) {
         fail(
             &alloc::format!("PSCI CPU_ON for cpu{id} (MPIDR {mpidr:#x}) failed: {e:?}"),
             2,
@@ -303,7 +305,7 @@ fn cpu_main(id: usize) -> ! {
     if chaos::pruner_cpu(vm) == Some(id) {
         // This CPU runs no guest: it races the vCPUs until the reporter stops it.
         chaos::pruner(vm, percpu::this_cpu());
-        psci::cpu_off();
+        firmware::cpu_off();
         loop {
             core::hint::spin_loop();
         }
@@ -360,7 +362,7 @@ fn cpu_main(id: usize) -> ! {
     }
     // Someone else reports. A powered-off CPU costs nothing and never delays a broadcast TLBI;
     // it holds no RCU read-side section, so it delays no grace period either.
-    psci::cpu_off();
+    firmware::cpu_off();
     loop {
         core::hint::spin_loop();
     }

@@ -15,12 +15,12 @@ use arch_decode::smccc::Call;
 use crate::abi;
 use crate::chaos;
 use crate::decode::{Abort, FaultType};
-use crate::exceptions::Frame;
+use crate::frame::Action;
+use crate::frame::Frame;
 use crate::memslot::{Memslot, CHUNK};
 use crate::options::{Mode, Workload};
 use crate::percpu::PerCpu;
 use crate::pool::{self, PAGE};
-use crate::vcpu::Action;
 use crate::vm::Vm;
 
 /// The vCPU that runs the bad cases: the last one (its region ends the data slot, which case 9

@@ -8,17 +8,25 @@ use core::sync::atomic::Ordering;
 use stage2::{Error, Mapped};
 
 use crate::decode::Abort;
-use crate::exceptions::Frame;
+use crate::frame::Action;
+use crate::frame::Frame;
 use crate::harness::{Guard, Harness};
-use crate::memslot::Memslot;
+use crate::memslot::{Memslot, ZeroPage};
 use crate::options::Selftest;
 use crate::percpu::{self, PerCpu};
-use crate::vcpu::{self, Action};
+use crate::vcpu;
 use crate::vm::Vm;
 use crate::{abi, badguest, fuzz, phases, psci_check};
 
 /// The built-in guest's harness.
 pub struct Builtin;
+
+/// The built-in guest times the zeroing of its pages (steps=on, phases.rs).
+impl ZeroPage for Builtin {
+    fn zero_page(&self, cpu: usize, zero: &mut dyn FnMut()) {
+        phases::timed_zero(cpu, zero)
+    }
+}
 
 /// The one instance the VM holds.
 pub static BUILTIN: Builtin = Builtin;
@@ -121,10 +129,6 @@ impl Harness for Builtin {
         pa: u64,
     ) -> Result<Mapped, Error> {
         phases::map_fault(vm, g, slot, a, pa)
-    }
-
-    fn zero_page(&self, cpu: usize, zero: &mut dyn FnMut()) {
-        phases::timed_zero(cpu, zero)
     }
 
     /// The bad-guest overcommit slot's backing pages (badguest.rs).

@@ -20,14 +20,15 @@ use stage2::{Attrs, Error, Mapped, Size, Stats};
 
 use crate::abi;
 use crate::decode::Abort;
-use crate::exceptions::Frame;
+use crate::frame::Action;
+use crate::frame::Frame;
 use crate::harness::Guard;
 use crate::idle::Waiter;
 use crate::memslot::{Memslot, CHUNK};
 use crate::options::{Mode, Workload};
 use crate::percpu::{self, status, PerCpu, HIST_BUCKETS};
 use crate::report::{percentile, ticks_to_ns};
-use crate::vcpu::{Action, WHY_BARRIER};
+use crate::vcpu::WHY_BARRIER;
 use crate::vm::Vm;
 use crate::{calibrate, println};
 

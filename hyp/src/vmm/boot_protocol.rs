@@ -133,7 +133,7 @@ pub fn copy_in(
     let mut page = ipa & !(PAGE - 1);
     while page < end {
         let pa = slot
-            .backing_or_alloc(page, cpu, backing, &crate::harness::Plain)
+            .backing_or_alloc(page, cpu, backing, &crate::memslot::ZeroNow)
             .map_err(|e| format!("no backing for guest RAM at {page:#x}: {e:?}"))?;
         let lo = ipa.max(page);
         let hi = end.min(page + PAGE);

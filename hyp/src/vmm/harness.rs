@@ -13,7 +13,8 @@
 //! - `unclaimed_abort`: an abort outside every memslot and device, before the core answers it
 //!   with an external abort.
 //! - `map_fault`: maps a stage-2 fault to its backing page (4 KiB page, 2 MiB block, relax).
-//! - `zero_page`: zeroes a fresh backing page on the fault path (a timing hook).
+//! - `zero_page` (memslot.rs `ZeroPage`, a supertrait): zeroes a fresh backing page on the
+//!   fault path (a timing hook).
 //! - `for_each_backed`: the backing pages of the harness's own memory (outside the VM's
 //!   memslots), for the core's whole-RAM cache maintenance.
 
@@ -21,11 +22,10 @@ use arch_decode::smccc::Call;
 use stage2::{Attrs, Error, Mapped, Perms, Size};
 
 use crate::decode::{Abort, FaultType};
-use crate::exceptions::Frame;
-use crate::memslot::{Memslot, CHUNK};
+use crate::frame::{Action, Frame};
+use crate::memslot::{Memslot, ZeroPage, CHUNK};
 use crate::options::Backing;
 use crate::percpu::PerCpu;
-use crate::vcpu::Action;
 use crate::vm::Vm;
 
 /// A stage-2 guard of this hypervisor's table.
@@ -33,7 +33,7 @@ pub type Guard<'a> = stage2::Guard<'a, crate::tables::HypPool, crate::tlb::HypTl
 
 /// What a guest kind's harness adds to the VM core (module docs). Every hook has the default a
 /// guest from files gets.
-pub trait Harness: Sync {
+pub trait Harness: ZeroPage + Sync {
     /// Registers of vCPU `id` at its boot entry, or None for the core's boot protocol.
     fn boot_frame(&self, _vm: &Vm, _id: usize) -> Option<Frame> {
         None
@@ -74,11 +74,6 @@ pub trait Harness: Sync {
         map_plain(vm, g, slot, a, pa, false)
     }
 
-    /// Zeroes a fresh backing page on CPU `cpu` by running `zero`.
-    fn zero_page(&self, _cpu: usize, zero: &mut dyn FnMut()) {
-        zero()
-    }
-
     /// Calls `f` with the PA of every backing page of memory the harness holds outside the VM's
     /// memslots (the built-in guest's overcommit slot), so that trapped set/way maintenance
     /// (Vm::clean_invalidate_backed_memory) reaches all guest memory. None by default.
@@ -89,6 +84,8 @@ pub trait Harness: Sync {
 pub struct Plain;
 
 impl Harness for Plain {}
+
+impl ZeroPage for Plain {}
 
 /// The plain map policy: a permission fault relaxes the entry to RWX; a 2 MiB-chunked slot maps
 /// blocks under backing=2m; otherwise a 4 KiB page. `logging` (dirty logging, a harness's

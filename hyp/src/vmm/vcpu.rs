@@ -13,7 +13,7 @@ use stage2::{Error, Mapped};
 
 use crate::abi;
 use crate::decode::{decode, Abort, Access, Exit, FaultType, Plan, SysReg};
-use crate::exceptions::Frame;
+use crate::frame::{Action, Frame};
 use crate::lifecycle;
 use crate::memslot::NoBacking;
 use crate::options::Mode;
@@ -23,14 +23,6 @@ use crate::psci::{self, GuestPsci};
 use crate::vm::{self, Vm};
 use crate::{idregs, inject, irq};
 use arch_decode::abort::Unbacked;
-
-/// What the trap return path does.
-pub enum Action {
-    /// Restore the frame and ERET to the guest.
-    Resume,
-    /// The vCPU is done: return from `run`.
-    Leave,
-}
 
 /// Why a vCPU was stopped (index stored in `VcpuResult::why`).
 /// (Guest traps are never a reason: each gets an answer, see `handle_exit`.)
@@ -109,6 +101,17 @@ pub fn stop(cpu: &PerCpu, why: u32) -> Action {
 pub fn finish_ok(cpu: &PerCpu) -> Action {
     cpu.result.status.store(status::DONE, Ordering::Release);
     Action::Leave
+}
+
+/// Where the vectors (exceptions.rs, `__hyp_trap_lower`) branch for every trap from the guest,
+/// with the saved frame, the vector kind (frame.rs `kind`) and CNTPCT at entry. Returns 0 to
+/// restore the frame and ERET, 1 to leave the guest (the vCPU is done).
+#[unsafe(no_mangle)]
+extern "C" fn hyp_handle_lower(frame: &mut Frame, kind: u64, entry_ticks: u64) -> u64 {
+    match handle_exit(frame, kind, entry_ticks) {
+        Action::Resume => 0,
+        Action::Leave => 1,
+    }
 }
 
 /// Entry from the vectors for every trap from the guest. `entry_ticks` is CNTPCT at entry.
