@@ -34,7 +34,7 @@ mod platform;
 mod vmm;
 
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
-use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
+use builtin::{badguest, calibrate, chaos, fuzz, guest_image, layout, phases, psci_check, report};
 use platform::{
     arch, boot, console, dtb, exit, firmware, idle, irq, mmu, percpu, pool, sysreg_ext, uart,
 };
@@ -209,17 +209,14 @@ extern "C" fn primary_main() -> ! {
     );
 
     calibrate::measure_zero(backing);
-    let load_builtin = |image: &memslot::Memslot, lowest_stack| {
-        guest_image::load(image, lowest_stack, percpu::this_cpu(), backing)
+    // The guest kind describes its VM to the core: a guest from files through its boot
+    // protocol (vm.rs), the built-in guest through its harness (builtin/layout.rs).
+    let created = if opts.files.is_some() {
+        vm::create_from_files(opts, tables, backing, &platform)
+    } else {
+        layout::create(opts, tables, backing, &platform)
     };
-    let vm = match vm::create(
-        opts,
-        tables,
-        backing,
-        &platform,
-        &builtin::harness::BUILTIN,
-        load_builtin,
-    ) {
+    let vm = match created {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };

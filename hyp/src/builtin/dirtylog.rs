@@ -120,7 +120,10 @@ pub fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
                 Mode::Parallel => s2.shared(cpu.index),
                 Mode::Locked => s2.exclusive(cpu.index),
             };
-            match g.write_protect(vm.data.ipa, vm.data.ipa + vm.data.size) {
+            match g.write_protect(
+                crate::layout::data(vm).ipa,
+                crate::layout::data(vm).ipa + crate::layout::data(vm).size,
+            ) {
                 Ok(done) => ENABLE_LEAVES.store(done.leaves, Ordering::Relaxed),
                 Err(e) => {
                     log::error!("dirtylog: write-protect of the data memslot failed: {e:?}");

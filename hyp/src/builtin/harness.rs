@@ -16,7 +16,7 @@ use crate::options::Selftest;
 use crate::percpu::{self, PerCpu};
 use crate::vcpu;
 use crate::vm::Vm;
-use crate::{abi, badguest, fuzz, phases, psci_check};
+use crate::{abi, badguest, fuzz, layout, phases, psci_check};
 
 /// The built-in guest's harness.
 pub struct Builtin;
@@ -35,7 +35,7 @@ impl Harness for Builtin {
     /// guest/src/abi.rs: x0..x5 = vCPU id, data region, workload, flags, vCPU count; SP_EL1 =
     /// its stack; EL1h, DAIF masked, MMU off.
     fn boot_frame(&self, vm: &Vm, id: usize) -> Option<Frame> {
-        let (base, size) = vm.region(id);
+        let (base, size) = layout::region(vm, id);
         let mut f = Frame::zeroed();
         f.x[0] = id as u64;
         f.x[1] = base;
@@ -50,14 +50,14 @@ impl Harness for Builtin {
         }
         f.x[4] = flags;
         f.x[5] = vm.opts.vcpus as u64;
-        f.sp_el1 = abi::DATA_BASE - id as u64 * abi::STACK_SIZE;
+        f.sp_el1 = layout::stack_top(id);
         f.elr = vm.entry;
         f.spsr = crate::el1_reset::entry_pstate();
         log::info!(
             "vcpu {id} (MPIDR {:#x}): entering guest at {:#x}, {} region {base:#x}+{size:#x}",
             percpu::this_cpu().mpidr,
             vm.entry,
-            vm.data.name
+            layout::data(vm).name
         );
         Some(f)
     }

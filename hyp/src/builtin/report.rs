@@ -52,14 +52,14 @@ fn check_vcpu(vm: &Vm, id: usize) -> (u64, bool, u64) {
 /// pages: (checksum, every word right, pages never backed). Call only once every vCPU (and the
 /// chaos pruner) has stopped.
 pub fn check_demand_pattern(vm: &Vm, id: usize) -> (u64, bool, u64) {
-    let (base, size) = vm.region(id);
+    let (base, size) = crate::layout::region(vm, id);
     let mut sum = pattern::CHECKSUM_INIT;
     let mut pattern_ok = true;
     let mut missing = 0;
     for page in 0..size / PAGE {
-        let index = ((base - vm.data.ipa) / PAGE + page) as usize;
+        let index = ((base - crate::layout::data(vm).ipa) / PAGE + page) as usize;
         let seed = pattern::page_seed(id as u64, page);
-        let backing = vm.data.backing(index);
+        let backing = crate::layout::data(vm).backing(index);
         if backing.is_none() {
             missing += 1;
         }
@@ -79,9 +79,10 @@ pub fn check_demand_pattern(vm: &Vm, id: usize) -> (u64, bool, u64) {
 
 /// Flips one bit of one word in the middle of vCPU 0's region (selftest=corrupt).
 fn corrupt(vm: &Vm) -> Option<u64> {
-    let (base, size) = vm.region(0);
+    let (base, size) = crate::layout::region(vm, 0);
     let ipa = base + (size / PAGE / 2) * PAGE;
-    let pa = vm.data.backing(((ipa - vm.data.ipa) / PAGE) as usize)?;
+    let pa =
+        crate::layout::data(vm).backing(((ipa - crate::layout::data(vm).ipa) / PAGE) as usize)?;
     // SAFETY: as in `check_vcpu`; every vCPU has stopped.
     unsafe {
         let p = (pa + 8) as *mut u64;
@@ -199,7 +200,8 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
             }
             leaked = Some(l);
         }
-        let released = vm.image.release(vm.backing) + vm.data.release(vm.backing);
+        let released = crate::layout::image(vm).release(vm.backing)
+            + crate::layout::data(vm).release(vm.backing);
         log::info!("teardown: released {released} guest backing pages");
     }
     if !all_stopped {

@@ -11,7 +11,6 @@ use arch_decode::smccc::{self, Call};
 use core::sync::atomic::Ordering;
 use stage2::{Error, Mapped};
 
-use crate::abi;
 use crate::decode::{decode, Abort, Access, Exit, FaultType, Plan, SysReg};
 use crate::frame::{Action, Frame};
 use crate::lifecycle;
@@ -327,8 +326,9 @@ fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
     Action::Resume
 }
 
-fn in_uart(ipa: u64) -> bool {
-    (abi::UART_BASE..abi::UART_BASE + abi::UART_SIZE).contains(&ipa)
+/// The guest's emulated UART window if `ipa` is in it (the guest kind's description, vm.rs).
+fn uart_at(vm: &Vm, ipa: u64) -> Option<vm::Window> {
+    vm.uart.filter(|w| w.contains(ipa))
 }
 
 fn handle_abort(
@@ -392,13 +392,13 @@ fn handle_abort(
         return action;
     }
     let cache_maintenance = data && a.cache_maintenance;
-    if data && !cache_maintenance && in_uart(a.ipa) {
+    if let (true, false, Some(uart)) = (data, cache_maintenance, uart_at(vm, a.ipa)) {
         match a.access {
             // Only an access that lies wholly inside the window is the UART's: one that runs
             // past its end gets what its second half gets, and nothing is mapped there.
-            Some(access) if a.ipa + u64::from(access.size) <= abi::UART_BASE + abi::UART_SIZE => {
+            Some(access) if uart.holds(a.ipa, u64::from(access.size)) => {
                 cpu.counters.trap(Trap::AbortMmio);
-                return emulate_uart(cpu, frame, a, access);
+                return emulate_uart(cpu, frame, a, access, uart.base);
             }
             Some(_) => {
                 return inject_abort(cpu, frame, a, data, "straddles the end of the UART window")
@@ -602,9 +602,10 @@ fn uart_register(offset: u64) -> u32 {
 /// sign-extended into Wt/Xt as the syndrome (SAS, SSE, SF) says. The PC then steps over the
 /// instruction by its length (ESR.IL) and, in a T32 IT block, ITSTATE advances.
 /// A `.flat`'s "EXIT: STATUS=n" line is recorded (`FLAT_EXIT_STATUS`); its SYSTEM_OFF ends the run.
-fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> Action {
+/// `base` is the window's first IPA.
+fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access, base: u64) -> Action {
     Counters::inc(&cpu.counters.mmio);
-    let offset = a.ipa - abi::UART_BASE;
+    let offset = a.ipa - base;
     if a.write {
         if offset == 0 {
             let byte = frame.reg(access.reg) as u8;
