@@ -39,8 +39,8 @@ use platform::{
     arch, boot, console, dtb, exit, firmware, idle, irq, mmu, percpu, pool, sysreg_ext, uart,
 };
 use vmm::{
-    boot_protocol, decode, el1_reset, evict, exceptions, frame, guest_dtb, harness, idregs, inject,
-    lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
+    boot_protocol, decode, el1_reset, evict, exceptions, finish, frame, guest_dtb, harness, idregs,
+    inject, lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
 };
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
@@ -344,7 +344,7 @@ fn cpu_main(id: usize) -> ! {
                 log::info!("evict: unmapped {evicted} guest RAM leaves to end the vCPUs still in the guest");
             }
             let until = deadline.min(CNTPCT_EL0.get() + CNTFRQ_EL0.get());
-            let running = report::wait_for_vcpus(vm, until, waiter.as_ref());
+            let running = finish::wait_for_vcpus(vm, until, waiter.as_ref());
             if running.is_empty() || CNTPCT_EL0.get() > deadline {
                 break running;
             }
@@ -355,7 +355,13 @@ fn cpu_main(id: usize) -> ! {
             log::error!("chaos: the pruner did not stop");
             running.extend(chaos::pruner_cpu(vm));
         }
-        report::finish(vm, &running, start)
+        // The chaos pruner's section applies to every guest kind (chaos.rs).
+        let chaos = |vm: &vm::Vm,
+                     s: &stage2::Stats,
+                     failures: &mut alloc::vec::Vec<alloc::string::String>| {
+            chaos::report(vm, s, failures)
+        };
+        finish::finish(vm, &running, start, &[&chaos])
     }
     // Someone else reports. A powered-off CPU costs nothing and never delays a broadcast TLBI;
     // it holds no RCU read-side section, so it delays no grace period either.

@@ -3,9 +3,11 @@
 //! PSCI checks, the bad-guest cases, its result), its overcommit memslot, its map policy (dirty
 //! logging phases) and its step timers.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use arch_decode::smccc::Call;
 use core::sync::atomic::Ordering;
-use stage2::{Error, Mapped};
+use stage2::{Error, Mapped, Stats};
 
 use crate::decode::Abort;
 use crate::frame::Action;
@@ -129,6 +131,16 @@ impl Harness for Builtin {
         pa: u64,
     ) -> Result<Mapped, Error> {
         phases::map_fault(vm, g, slot, a, pa)
+    }
+
+    /// The guests' checksums against their backing pages (report.rs).
+    fn check(&self, vm: &Vm, all_stopped: bool, failures: &mut Vec<String>) -> String {
+        crate::report::check(vm, all_stopped, failures)
+    }
+
+    /// The workloads' timing and checks, the fuzzer's and workload=psci's sections (report.rs).
+    fn report(&self, vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
+        crate::report::report(vm, s, failures)
     }
 
     /// The bad-guest overcommit slot's backing pages (badguest.rs).

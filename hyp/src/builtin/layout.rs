@@ -19,9 +19,7 @@ use crate::pool::{Region, PAGE};
 use crate::vm::{self, Description, Guest, Vm, Window};
 use crate::{abi, guest_image, percpu};
 
-/// Position of the image memslot in `Vm::slots`.
-const IMAGE: usize = 0;
-/// Position of the data memslot in `Vm::slots`.
+/// Position of the data memslot in `Vm::slots` (the image memslot is at 0).
 const DATA: usize = 1;
 
 /// Builds the VM for the built-in guest: its two memslots, its image copied in
@@ -63,6 +61,7 @@ pub fn create(
         backing,
     )?;
     let desc = Description {
+        // The order `DATA` names.
         slots: alloc::vec![image, data],
         uart: Some(Window {
             base: abi::UART_BASE,
@@ -79,11 +78,6 @@ pub fn create(
         desc,
         &super::harness::BUILTIN,
     )
-}
-
-/// The image memslot (the guest ELF and the stacks).
-pub fn image(vm: &Vm) -> &Memslot {
-    &vm.slots[IMAGE]
 }
 
 /// The data memslot (the vCPUs' regions).

@@ -16,7 +16,7 @@ use alloc::vec::Vec;
 use arch_decode::smccc::Call;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
-use stage2::{Attrs, Error, Mapped, Size, Stats};
+use stage2::{Attrs, Error, Mapped, Size};
 
 use crate::abi;
 use crate::decode::Abort;
@@ -434,7 +434,7 @@ fn rate(n: u64, ticks: u64, freq: u64) -> f64 {
 }
 
 /// Prints the timing tables and returns the RESULT fields this module adds.
-pub fn report(vm: &Vm, s: &Stats) -> String {
+pub fn report(vm: &Vm) -> String {
     let freq = CNTFRQ_EL0.get();
     let Some(all) = TIMES.get() else {
         return String::new();
@@ -632,23 +632,8 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
             vm.opts.workload.name()
         );
     }
-    f.push_str(&format!(
-        " backing={} splits={} prunes={} relaxes={} write_protected={} tables_retired={} \
-         tables_reclaimed={} tlbi_ipa={} tlbi_range={} tlbi_vmid={} tlbi_local={} collapses={} \
-         fault_ns_mean={handler_mean}",
-        vm.opts.backing.name(),
-        s.splits,
-        s.prunes,
-        s.relaxes,
-        s.write_protected,
-        s.tables_retired,
-        s.tables_reclaimed,
-        s.tlbi_ipa,
-        s.tlbi_range,
-        s.tlbi_vmid,
-        s.tlbi_local,
-        COLLAPSES.load(Ordering::Relaxed),
-    ));
+    // The stage2 counters (backing=, splits=, ...) are the core's fields (vmm/finish.rs).
+    f.push_str(&format!(" collapses={}", COLLAPSES.load(Ordering::Relaxed)));
     // The guests' checksums folded in vCPU order: the same workload and size must give the same
     // value in every mode (what memory holds never depends on timing).
     let data_sum = cpus.iter().fold(crate::pattern::CHECKSUM_INIT, |acc, c| {

@@ -15,11 +15,15 @@
 //! - `map_fault`: maps a stage-2 fault to its backing page (4 KiB page, 2 MiB block, relax).
 //! - `zero_page` (memslot.rs `ZeroPage`, a supertrait): zeroes a fresh backing page on the
 //!   fault path (a timing hook).
+//! - `check`, `report`: the harness's end-of-run checks and RESULT fields (vmm/finish.rs prints
+//!   the core's: status, reason, leaked, faults per vCPU, ...).
 //! - `for_each_backed`: the backing pages of the harness's own memory (outside the VM's
 //!   memslots), for the core's whole-RAM cache maintenance.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use arch_decode::smccc::Call;
-use stage2::{Attrs, Error, Mapped, Perms, Size};
+use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
 
 use crate::decode::{Abort, FaultType};
 use crate::frame::{Action, Frame};
@@ -72,6 +76,19 @@ pub trait Harness: ZeroPage + Sync {
         pa: u64,
     ) -> Result<Mapped, Error> {
         map_plain(vm, g, slot, a, pa, false)
+    }
+
+    /// Before teardown, guest memory still backed: checks the guest's work (`all_stopped`: every
+    /// vCPU stopped, nothing writes guest memory), pushes what failed onto `failures`, returns
+    /// its RESULT fields (" key=value" each). Nothing by default (finish.rs).
+    fn check(&self, _vm: &Vm, _all_stopped: bool, _failures: &mut Vec<String>) -> String {
+        String::new()
+    }
+
+    /// After teardown, with the stage-2 counters `s`: prints the harness's report sections,
+    /// pushes what failed, returns its RESULT fields. Nothing by default (finish.rs).
+    fn report(&self, _vm: &Vm, _s: &Stats, _failures: &mut Vec<String>) -> String {
+        String::new()
     }
 
     /// Calls `f` with the PA of every backing page of memory the harness holds outside the VM's

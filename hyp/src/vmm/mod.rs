@@ -8,6 +8,7 @@ pub mod decode;
 pub mod el1_reset;
 pub mod evict;
 pub mod exceptions;
+pub mod finish;
 pub mod frame;
 pub mod guest_dtb;
 pub mod harness;
