@@ -16,8 +16,8 @@ pub struct Frame {
     pub spsr: u64,
 }
 
-// The assembly in exceptions.rs hard-codes these offsets; the size keeps SP 16-byte aligned (AAPCS64 and
-// SCTLR_EL2.SA) while a frame is on the stack.
+// The assembly in exceptions.rs hard-codes these offsets; the size keeps SP 16-byte aligned
+// (AAPCS64 and SCTLR_EL2.SA) while a frame is on the stack.
 const _: () = assert!(core::mem::size_of::<Frame>() == 272);
 const _: () = assert!(core::mem::size_of::<Frame>().is_multiple_of(16));
 const _: () = assert!(core::mem::offset_of!(Frame, sp_el1) == 248);

@@ -1,7 +1,7 @@
 //! The one interface between the VM core and a guest kind's harness: what the core asks the
-//! harness, and nothing else. The core (vcpu.rs, memslot.rs) calls these hooks and never names a
-//! harness; the built-in guest's harness (builtin/harness.rs) implements them, and a guest from
-//! files gets `Plain`: no calls of its own, the plain map policy, no timing.
+//! harness, and nothing else. The core (vcpu.rs, vm.rs, finish.rs) calls these hooks and never
+//! names a harness; the built-in guest's harness (builtin/harness.rs) implements them, and a
+//! guest from files gets `Plain`: no calls of its own, the plain map policy, no timing.
 //!
 //! The hooks:
 //! - `boot_frame`: the registers a vCPU that is ON at VM start enters with (None: the boot
