@@ -4,6 +4,7 @@
 #   -> arch-decode host tests (ESR/HPFAR/SMCCC/exception-entry/ID-register decode)
 #   -> psci-lifecycle host tests (vCPU power states, racing CPU_ON on real threads, PSCI answers)
 #   -> loom models -> no FP/SIMD/SVE/SME instruction in the hypervisor (tests/no-fp.sh)
+#   -> no module imports a layer above its own (tests/layers.sh)
 #   -> QEMU runs of the hypervisor (tests/qemu.sh, incl. the gdb test)
 #   -> real guests: Debian's arm64 Linux (tests/guests/linux.sh --suite) and kvm-unit-tests
 #      (tests/guests/kvm-unit-tests.sh; source: ../shared/third_party/ next to the clone).
@@ -33,10 +34,10 @@ run() {
         failed_steps+=("$name")
     fi
     # Count cases from cargo's "test result:" lines and the closing line of tests/qemu*.sh,
-    # tests/no-fp.sh and tests/guests/*.sh.
+    # tests/no-fp.sh, tests/layers.sh and tests/guests/*.sh.
     local p f
-    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^(qemu[a-z-]*|no-fp|guests-[a-z]+): [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
-    f=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed|^(qemu[a-z-]*|no-fp|guests-[a-z]+): [0-9]+ passed, [0-9]+ failed)' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
+    p=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed|^(qemu[a-z-]*|no-fp|layers|guests-[a-z]+): [0-9]+ passed)' "$log" | grep -oE '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+    f=$(grep -hoE '(test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed|^(qemu[a-z-]*|no-fp|layers|guests-[a-z]+): [0-9]+ passed, [0-9]+ failed)' "$log" | grep -oE '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
     if [ "$status" = FAILED ] && [ "$f" -eq 0 ]; then f=1; fi
     passed=$((passed + p))
     failed=$((failed + f))
@@ -58,6 +59,7 @@ run psci-lifecycle-tests cargo test -p psci-lifecycle --target "$HOST"
 RUSTFLAGS="--cfg loom" run stage2-loom cargo test -p stage2 --features testing --target "$HOST" \
     --target-dir target/loom --release --test loom
 run no-fp bash tests/no-fp.sh
+run layers bash tests/layers.sh
 run qemu bash tests/qemu.sh
 run qemu-robustness bash tests/qemu-robustness.sh
 run qemu-workloads bash tests/qemu-workloads.sh

@@ -34,11 +34,15 @@ mod platform;
 mod vmm;
 
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
-use builtin::{aging, badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
-use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
+use builtin::{
+    aging, badguest, calibrate, chaos, fuzz, guest_image, layout, phases, psci_check, report,
+};
+use platform::{
+    arch, boot, console, dtb, exit, firmware, idle, irq, mmu, percpu, pool, sysreg_ext, uart,
+};
 use vmm::{
-    boot_protocol, decode, el1_reset, evict, exceptions, guest_dtb, harness, idregs, inject,
-    lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
+    boot_protocol, decode, el1_reset, evict, exceptions, finish, frame, guest_dtb, harness, idregs,
+    inject, lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
 };
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
@@ -107,7 +111,7 @@ extern "C" fn primary_main() -> ! {
         early_fail(12)
     };
     console::init(platform.uart as usize);
-    psci::init(platform.psci_smc);
+    firmware::init(platform.psci_smc);
     arch::detect_features();
     if arch::has_fwb() {
         log::info!(
@@ -213,17 +217,14 @@ extern "C" fn primary_main() -> ! {
     );
 
     calibrate::measure_zero(backing);
-    let load_builtin = |image: &memslot::Memslot, lowest_stack| {
-        guest_image::load(image, lowest_stack, percpu::this_cpu(), backing)
+    // The guest kind describes its VM to the core: a guest from files through its boot
+    // protocol (vm.rs), the built-in guest through its harness (builtin/layout.rs).
+    let created = if opts.files.is_some() {
+        vm::create_from_files(opts, tables, backing, &platform)
+    } else {
+        layout::create(opts, tables, backing, &platform)
     };
-    let vm = match vm::create(
-        opts,
-        tables,
-        backing,
-        &platform,
-        &builtin::harness::BUILTIN,
-        load_builtin,
-    ) {
+    let vm = match created {
         Ok(vm) => vm,
         Err(msg) => fail(&msg, 2),
     };
@@ -287,7 +288,7 @@ fn start_secondary(id: usize, mpidr: u64) {
     );
     arch::clean_invalidate_dcache(stack.as_ptr() as usize, STACK_SIZE);
     let entry = boot::secondary_entry as *const () as u64;
-    if let Err(e) = psci::cpu_on(mpidr, entry, record as *const BootRecord as u64) {
+    if let Err(e) = firmware::cpu_on(mpidr, entry, record as *const BootRecord as u64) {
         fail(
             &alloc::format!("PSCI CPU_ON for cpu{id} (MPIDR {mpidr:#x}) failed: {e:?}"),
             2,
@@ -311,7 +312,7 @@ fn cpu_main(id: usize) -> ! {
     if chaos::pruner_cpu(vm) == Some(id) {
         // This CPU runs no guest: it races the vCPUs until the reporter stops it.
         chaos::pruner(vm, percpu::this_cpu());
-        psci::cpu_off();
+        firmware::cpu_off();
         loop {
             core::hint::spin_loop();
         }
@@ -319,7 +320,7 @@ fn cpu_main(id: usize) -> ! {
     if aging::ager_cpu(vm) == Some(id) {
         // This CPU runs no guest either: it ages the data memslot until the reporter stops it.
         aging::ager(vm, percpu::this_cpu());
-        psci::cpu_off();
+        firmware::cpu_off();
         loop {
             core::hint::spin_loop();
         }
@@ -361,7 +362,7 @@ fn cpu_main(id: usize) -> ! {
                 log::info!("evict: unmapped {evicted} guest RAM leaves to end the vCPUs still in the guest");
             }
             let until = deadline.min(CNTPCT_EL0.get() + CNTFRQ_EL0.get());
-            let running = report::wait_for_vcpus(vm, until, waiter.as_ref());
+            let running = finish::wait_for_vcpus(vm, until, waiter.as_ref());
             if running.is_empty() || CNTPCT_EL0.get() > deadline {
                 break running;
             }
@@ -376,11 +377,17 @@ fn cpu_main(id: usize) -> ! {
             log::error!("aging: the ager did not stop");
             running.extend(aging::ager_cpu(vm));
         }
-        report::finish(vm, &running, start)
+        // The chaos pruner's section applies to every guest kind (chaos.rs).
+        let chaos = |vm: &vm::Vm,
+                     s: &stage2::Stats,
+                     failures: &mut alloc::vec::Vec<alloc::string::String>| {
+            chaos::report(vm, s, failures)
+        };
+        finish::finish(vm, &running, start, &[&chaos])
     }
     // Someone else reports. A powered-off CPU costs nothing and never delays a broadcast TLBI;
     // it holds no RCU read-side section, so it delays no grace period either.
-    psci::cpu_off();
+    firmware::cpu_off();
     loop {
         core::hint::spin_loop();
     }

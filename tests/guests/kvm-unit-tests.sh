@@ -26,7 +26,9 @@
 #
 # A run passes when the test printed `EXIT: STATUS=1`, run-qemu.sh exited 0 and its RESULT line
 # says status=pass and leaked=0 (no stage-2 table page leaked at teardown); STATUS=77 (the
-# test skipped everything itself) is a skip; any other status, a missing EXIT line or a timeout
+# test skipped everything itself) is a skip when run-qemu.sh exited 77 (kvm-unit-tests' own
+# scripts/runtime.bash: 77 = SKIP) and the RESULT line says status=skip and leaked=0; any other
+# status, a missing EXIT line or a timeout
 # fails; RETRY_ONCE below names the tests with a wall-clock bound that get a second try.
 # EXPECTED_SKIP below lists tests not run at all, each with its reason. Prints a table
 # test x vCPUs and ends with `guests-kut: N passed, M failed, K skipped`; exits non-zero if any
@@ -244,6 +246,10 @@ run_test() {
         cell=pass
     elif [ "$status" = 1 ]; then
         cell="FAIL:S=1/x$code"
+    elif [ "$status" = 77 ] && [ "$bare" = 0 ] \
+        && { [ "$code" != 77 ] || [ "$(field status)" != skip ] || [ "$(field leaked)" != 0 ]; }; then
+        # The hypervisor reports a skip as kvm-unit-tests' scripts do: exit 77, RESULT status=skip.
+        cell="FAIL:skip/x$code"
     elif [ "$status" = 77 ]; then
         cell=skip
     elif [ -n "$status" ]; then
@@ -319,7 +325,8 @@ for t in "${TESTS[@]}"; do
     for n in $vcpu_list; do printf ' %-14s' "${CELL[$t:$n]}"; done
     echo
 done
-echo "(pass: EXIT: STATUS=1 and exit 0; pass(2): on the second try; skip: STATUS=77; n/a: outside the test's"
+echo "(pass: EXIT: STATUS=1 and exit 0; pass(2): on the second try; skip: STATUS=77, exit 77 and RESULT"
+echo " status=skip (FAIL:skip/xN if not); n/a: outside the test's"
 echo " vCPU range; xskip: expected skip, not run; FAIL:S=n: EXIT: STATUS=n; FAIL:exitN: no EXIT line, exit N;"
 echo " FAIL:S=1/xN: STATUS=1 but run-qemu.sh exited N; FAIL:RESULT: the hypervisor's RESULT line says"
 echo " status other than pass or leaked other than 0)"

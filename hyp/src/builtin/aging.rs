@@ -109,7 +109,13 @@ fn reported(vcpus: usize) -> &'static [(AtomicU64, AtomicU64, AtomicU64)] {
 }
 
 fn young_pages(vm: &Vm) -> &'static Mutex<Vec<u64>> {
-    YOUNG.call_once(|| Mutex::new(vec![0; (vm.data.size / PAGE).div_ceil(64) as usize]))
+    YOUNG.call_once(|| {
+        Mutex::new(vec![
+            0;
+            (crate::layout::data(vm).size / PAGE).div_ceil(64)
+                as usize
+        ])
+    })
 }
 
 /// The CPU that runs the ager: the one after the vCPUs, with `workload=aging aging=on`.
@@ -122,7 +128,10 @@ pub fn ager_cpu(vm: &Vm) -> Option<usize> {
 /// `selftest=noflush`. Returns (young pages, ticks with the guard).
 fn age(vm: &Vm, cpu: &PerCpu, young: &mut [u64]) -> (u64, u64) {
     let s2 = vm.s2.get();
-    let (start, end) = (vm.data.ipa, vm.data.ipa + vm.data.size);
+    let (start, end) = (
+        crate::layout::data(vm).ipa,
+        crate::layout::data(vm).ipa + crate::layout::data(vm).size,
+    );
     let flush = vm.opts.selftest != Some(Selftest::NoFlush);
     let t0 = CNTPCT_EL0.get();
     let g = match vm.opts.mode {
@@ -151,7 +160,7 @@ pub fn ager(vm: &Vm, cpu: &PerCpu) {
     log::info!(
         "aging: ager on cpu{} over the data memslot ({} pages), mode {}",
         cpu.index,
-        vm.data.size / PAGE,
+        crate::layout::data(vm).size / PAGE,
         vm.opts.mode.name()
     );
     let pause = CNTFRQ_EL0.get() * PAUSE_US / 1_000_000;

@@ -15,12 +15,12 @@ use arch_decode::smccc::Call;
 use crate::abi;
 use crate::chaos;
 use crate::decode::{Abort, FaultType};
-use crate::exceptions::Frame;
+use crate::frame::Action;
+use crate::frame::Frame;
 use crate::memslot::{Memslot, CHUNK};
 use crate::options::{Mode, Workload};
 use crate::percpu::PerCpu;
 use crate::pool::{self, PAGE};
-use crate::vcpu::Action;
 use crate::vm::Vm;
 
 /// The vCPU that runs the bad cases: the last one (its region ends the data slot, which case 9
@@ -289,13 +289,13 @@ fn badguest_call(vm: &Vm, cpu: &PerCpu, case: u64, obs1: u64, obs2: u64) -> u64 
 /// write-protected, or NOT_SUPPORTED if the chunk is not inside the data memslot.
 fn write_protect_chunk(vm: &Vm, cpu: &PerCpu, ipa: u64) -> u64 {
     let chunk = ipa & !(CHUNK - 1);
-    if !vm.data.contains(ipa) {
+    if !crate::layout::data(vm).contains(ipa) {
         return crate::psci::not_supported();
     }
     // The part of the chunk inside the data memslot: with 4k backing the last vCPU's region can
     // end mid-chunk (e.g. vcpus=3 mem=1M), and nothing is mapped past the slot.
-    let start = chunk.max(vm.data.ipa);
-    let end = (chunk + CHUNK).min(vm.data.ipa + vm.data.size);
+    let start = chunk.max(crate::layout::data(vm).ipa);
+    let end = (chunk + CHUNK).min(crate::layout::data(vm).ipa + crate::layout::data(vm).size);
     crate::phases::set_logging(true);
     let s2 = vm.s2.get();
     let g = s2.exclusive(cpu.index);
@@ -327,7 +327,11 @@ fn write_protect_chunk(vm: &Vm, cpu: &PerCpu, ipa: u64) -> u64 {
 fn count_writable(vm: &Vm, cpu: &PerCpu, start: u64, len: u64) -> u64 {
     crate::phases::set_logging(false);
     let end = start.saturating_add(len);
-    if len == 0 || len > CHUNK || !vm.data.contains(start) || !vm.data.contains(end - 1) {
+    if len == 0
+        || len > CHUNK
+        || !crate::layout::data(vm).contains(start)
+        || !crate::layout::data(vm).contains(end - 1)
+    {
         return crate::psci::not_supported();
     }
     let s2 = vm.s2.get();

@@ -129,9 +129,9 @@ pub fn pruner_cpu(vm: &Vm) -> Option<usize> {
 /// MMU notifiers, khugepaged and migration do to a KVM guest's).
 fn target(vm: &Vm) -> &Memslot {
     if vm.builtin() {
-        &vm.data
+        crate::layout::data(vm)
     } else {
-        &vm.image
+        &vm.slots[0]
     }
 }
 

@@ -132,7 +132,10 @@ pub fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
                 Mode::Parallel => s2.shared(cpu.index),
                 Mode::Locked => s2.exclusive(cpu.index),
             };
-            let (start, end) = (vm.data.ipa, vm.data.ipa + vm.data.size);
+            let (start, end) = (
+                crate::layout::data(vm).ipa,
+                crate::layout::data(vm).ipa + crate::layout::data(vm).size,
+            );
             match vm.opts.dirty {
                 DirtyMode::Sw => match g.write_protect(start, end) {
                     Ok(done) => ENABLE_LEAVES.store(done.leaves, Ordering::Relaxed),
@@ -159,7 +162,10 @@ pub fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
                     Mode::Parallel => s2.shared(cpu.index),
                     Mode::Locked => s2.exclusive(cpu.index),
                 };
-                g.dirty_log_disable_hw(vm.data.ipa, vm.data.ipa + vm.data.size);
+                g.dirty_log_disable_hw(
+                    crate::layout::data(vm).ipa,
+                    crate::layout::data(vm).ipa + crate::layout::data(vm).size,
+                );
             }
         }
         _ => {}

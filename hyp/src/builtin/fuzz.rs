@@ -14,10 +14,10 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 
 use crate::abi;
-use crate::exceptions::Frame;
+use crate::frame::Action;
+use crate::frame::Frame;
 use crate::options::Workload;
 use crate::percpu::{self, status, PerCpu, Trap};
-use crate::vcpu::Action;
 use crate::vm::Vm;
 
 /// What one fuzzing vCPU reported.

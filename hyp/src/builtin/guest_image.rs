@@ -89,7 +89,7 @@ pub fn load(slot: &Memslot, limit: u64, cpu: &PerCpu, data: &Region) -> Result<u
         while ipa < seg.addr + seg.mem_size {
             // Zeroed on first touch, so the .bss part of the segment needs nothing more.
             let pa = slot
-                .backing_or_alloc(ipa, cpu, data, &crate::harness::Plain)
+                .backing_or_alloc(ipa, cpu, data, &crate::memslot::ZeroNow)
                 .map_err(|_| "out of memory")?;
             let lo = seg.addr.max(ipa);
             let hi = (seg.addr + bytes.len() as u64).min(ipa + PAGE);

@@ -3,22 +3,32 @@
 //! PSCI checks, the bad-guest cases, its result), its overcommit memslot, its map policy (dirty
 //! logging phases) and its step timers.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use arch_decode::smccc::Call;
 use core::sync::atomic::Ordering;
-use stage2::{Error, Mapped};
+use stage2::{Error, Mapped, Stats};
 
 use crate::decode::Abort;
-use crate::exceptions::Frame;
+use crate::frame::Action;
+use crate::frame::Frame;
 use crate::harness::{Guard, Harness};
-use crate::memslot::Memslot;
+use crate::memslot::{Memslot, ZeroPage};
 use crate::options::Selftest;
 use crate::percpu::{self, PerCpu};
-use crate::vcpu::{self, Action};
+use crate::vcpu;
 use crate::vm::Vm;
-use crate::{abi, badguest, fuzz, phases, psci_check};
+use crate::{abi, badguest, fuzz, layout, phases, psci_check};
 
 /// The built-in guest's harness.
 pub struct Builtin;
+
+/// The built-in guest times the zeroing of its pages (steps=on, phases.rs).
+impl ZeroPage for Builtin {
+    fn zero_page(&self, cpu: usize, zero: &mut dyn FnMut()) {
+        phases::timed_zero(cpu, zero)
+    }
+}
 
 /// The one instance the VM holds.
 pub static BUILTIN: Builtin = Builtin;
@@ -27,7 +37,7 @@ impl Harness for Builtin {
     /// guest/src/abi.rs: x0..x5 = vCPU id, data region, workload, flags, vCPU count; SP_EL1 =
     /// its stack; EL1h, DAIF masked, MMU off.
     fn boot_frame(&self, vm: &Vm, id: usize) -> Option<Frame> {
-        let (base, size) = vm.region(id);
+        let (base, size) = layout::region(vm, id);
         let mut f = Frame::zeroed();
         f.x[0] = id as u64;
         f.x[1] = base;
@@ -42,14 +52,14 @@ impl Harness for Builtin {
         }
         f.x[4] = flags;
         f.x[5] = vm.opts.vcpus as u64;
-        f.sp_el1 = abi::DATA_BASE - id as u64 * abi::STACK_SIZE;
+        f.sp_el1 = layout::stack_top(id);
         f.elr = vm.entry;
         f.spsr = crate::el1_reset::entry_pstate();
         log::info!(
             "vcpu {id} (MPIDR {:#x}): entering guest at {:#x}, {} region {base:#x}+{size:#x}",
             percpu::this_cpu().mpidr,
             vm.entry,
-            vm.data.name
+            layout::data(vm).name
         );
         Some(f)
     }
@@ -123,8 +133,14 @@ impl Harness for Builtin {
         phases::map_fault(vm, g, slot, a, pa)
     }
 
-    fn zero_page(&self, cpu: usize, zero: &mut dyn FnMut()) {
-        phases::timed_zero(cpu, zero)
+    /// The guests' checksums against their backing pages (report.rs).
+    fn check(&self, vm: &Vm, all_stopped: bool, failures: &mut Vec<String>) -> String {
+        crate::report::check(vm, all_stopped, failures)
+    }
+
+    /// The workloads' timing and checks, the fuzzer's and workload=psci's sections (report.rs).
+    fn report(&self, vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
+        crate::report::report(vm, s, failures)
     }
 
     /// The bad-guest overcommit slot's backing pages (badguest.rs).

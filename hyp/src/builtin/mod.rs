@@ -1,7 +1,8 @@
-//! The built-in test guest's harness: its image loader, workloads' hypervisor side (barriers,
-//! timed phases, calibration), the bad-guest matrix, the fuzzer, the chaos pruner, the ager and the
-//! end-of-run report. It attaches to the VM core through one interface, vmm/harness.rs (harness.rs here
-//! implements it), and the report, which main.rs calls.
+//! The built-in test guest's harness: its memory map (layout.rs, which describes its VM to the
+//! core), image loader, workloads' hypervisor side (barriers, timed phases, calibration), the
+//! bad-guest matrix, the fuzzer, the chaos pruner, the ager (workload=aging) and their end-of-run checks and report fields.
+//! It attaches to the VM core through one interface, vmm/harness.rs (harness.rs here implements
+//! it: boot registers, HVC calls, map policy, `check`/`report`), and vm::Description.
 
 pub mod aging;
 pub mod badguest;
@@ -11,6 +12,7 @@ pub mod dirtylog;
 pub mod fuzz;
 pub mod guest_image;
 pub mod harness;
+pub mod layout;
 pub mod phases;
 pub mod psci_check;
 pub mod report;

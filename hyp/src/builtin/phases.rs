@@ -16,18 +16,19 @@ use alloc::vec::Vec;
 use arch_decode::smccc::Call;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
-use stage2::{Attrs, Error, Mapped, Size, Stats};
+use stage2::{Attrs, Error, Mapped, Size};
 
 use crate::abi;
 use crate::decode::Abort;
-use crate::exceptions::Frame;
+use crate::frame::Action;
+use crate::frame::Frame;
 use crate::harness::Guard;
 use crate::idle::Waiter;
 use crate::memslot::{Memslot, CHUNK};
 use crate::options::{Mode, Workload};
 use crate::percpu::{self, status, PerCpu, HIST_BUCKETS};
 use crate::report::{percentile, ticks_to_ns};
-use crate::vcpu::{Action, WHY_BARRIER};
+use crate::vcpu::WHY_BARRIER;
 use crate::vm::Vm;
 use crate::{calibrate, println};
 
@@ -232,7 +233,10 @@ fn action(vm: &Vm, cpu: &PerCpu, n: u64) {
             Mode::Parallel => s2.shared(cpu.index),
             Mode::Locked => s2.exclusive(cpu.index),
         };
-        if let Ok(done) = g.write_protect(vm.data.ipa, vm.data.ipa + vm.data.size) {
+        if let Ok(done) = g.write_protect(
+            crate::layout::data(vm).ipa,
+            crate::layout::data(vm).ipa + crate::layout::data(vm).size,
+        ) {
             add(&WP_LEAVES, done.leaves);
         }
     } else if n == abi::BARRIER_PHASE + 2 * abi::PHASE_ADJUST {
@@ -270,7 +274,12 @@ fn harvest(vm: &Vm, cpu: &PerCpu) {
 
 /// The data memslot's dirty bitmap, made on first use (`pagetable`'s update phase, `dirtylog`).
 pub fn dirty_log(vm: &Vm) -> &'static stage2::DirtyBitmap {
-    DIRTY_LOG.call_once(|| stage2::DirtyBitmap::new(vm.data.ipa, vm.data.size / crate::pool::PAGE))
+    DIRTY_LOG.call_once(|| {
+        stage2::DirtyBitmap::new(
+            crate::layout::data(vm).ipa,
+            crate::layout::data(vm).size / crate::pool::PAGE,
+        )
+    })
 }
 
 /// Turns "dirty logging" on or off outside `pagetable`'s barriers: bad-guest case 19
@@ -285,10 +294,10 @@ pub fn set_logging(on: bool) {
 /// 1 if the chunk was never backed, 2 if the table refused.
 fn collapse(vm: &Vm, cpu: &PerCpu, ipa: u64) -> u64 {
     let ipa = ipa & !(CHUNK - 1);
-    if !vm.data.contains(ipa) {
+    if !crate::layout::data(vm).contains(ipa) {
         return 2;
     }
-    let Some(pa) = vm.data.chunk(ipa) else {
+    let Some(pa) = crate::layout::data(vm).chunk(ipa) else {
         return 1;
     };
     let s2 = vm.s2.get();
@@ -366,7 +375,7 @@ pub fn map_fault(
 /// The built-in guest's map policy: the plain one (harness.rs), with dirty logging on the data
 /// slot while a phase asks for it (`set_logging`).
 fn map_policy(vm: &Vm, g: &Guard<'_>, slot: &Memslot, a: &Abort, pa: u64) -> Result<Mapped, Error> {
-    let logging = core::ptr::eq(slot, &vm.data) && LOGGING.load(Ordering::Acquire);
+    let logging = core::ptr::eq(slot, crate::layout::data(vm)) && LOGGING.load(Ordering::Acquire);
     // A write (or a stage-1 walk: it may set AF/dirty state in a descriptor, KVM's
     // kvm_is_write_fault) into a write-protected page under logging: relax that one page (a
     // read-only block on the way is split into a full read-only table first), then mark it.
@@ -432,7 +441,7 @@ fn rate(n: u64, ticks: u64, freq: u64) -> f64 {
 }
 
 /// Prints the timing tables and returns the RESULT fields this module adds.
-pub fn report(vm: &Vm, s: &Stats) -> String {
+pub fn report(vm: &Vm) -> String {
     let freq = CNTFRQ_EL0.get();
     let Some(all) = TIMES.get() else {
         return String::new();
@@ -630,23 +639,8 @@ pub fn report(vm: &Vm, s: &Stats) -> String {
             vm.opts.workload.name()
         );
     }
-    f.push_str(&format!(
-        " backing={} splits={} prunes={} relaxes={} write_protected={} tables_retired={} \
-         tables_reclaimed={} tlbi_ipa={} tlbi_range={} tlbi_vmid={} tlbi_local={} collapses={} \
-         fault_ns_mean={handler_mean}",
-        vm.opts.backing.name(),
-        s.splits,
-        s.prunes,
-        s.relaxes,
-        s.write_protected,
-        s.tables_retired,
-        s.tables_reclaimed,
-        s.tlbi_ipa,
-        s.tlbi_range,
-        s.tlbi_vmid,
-        s.tlbi_local,
-        COLLAPSES.load(Ordering::Relaxed),
-    ));
+    // The stage2 counters (backing=, splits=, ...) are the core's fields (vmm/finish.rs).
+    f.push_str(&format!(" collapses={}", COLLAPSES.load(Ordering::Relaxed)));
     // The guests' checksums folded in vCPU order: the same workload and size must give the same
     // value in every mode (what memory holds never depends on timing).
     let data_sum = cpus.iter().fold(crate::pattern::CHECKSUM_INIT, |acc, c| {
@@ -707,7 +701,7 @@ pub fn check_vcpu(vm: &Vm, id: usize) -> Option<(u64, bool, u64)> {
     let mut missing = 0;
     for i in 0..count {
         let page = first + i * stride;
-        let backing = vm.data.backing(page as usize);
+        let backing = crate::layout::data(vm).backing(page as usize);
         if backing.is_none() {
             missing += 1;
         }

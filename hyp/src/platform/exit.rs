@@ -5,8 +5,7 @@
 use core::sync::atomic::{AtomicBool, Ordering};
 use qemu_exit::QEMUExit;
 
-use crate::exceptions::Frame;
-use crate::{arch, console, psci};
+use crate::{arch, console, firmware};
 
 static EXITING: AtomicBool = AtomicBool::new(false);
 
@@ -18,19 +17,20 @@ pub fn exit(code: u32) -> ! {
     qemu_exit::AArch64::new().exit(code)
 }
 
-/// An exception taken at EL2: print what we know and exit with a failure.
-pub fn fatal_el2_exception(frame: &Frame, kind: u64) -> ! {
+/// An exception taken at EL2 through vector `kind`, with ELR_EL2 `elr` and SPSR_EL2 `spsr` as
+/// the vectors saved them: print what we know and exit with a failure.
+pub fn fatal_el2_exception(elr: u64, spsr: u64, kind: u64) -> ! {
     if EXITING.load(Ordering::SeqCst) {
         // The semihosting HLT trapped: QEMU runs without -semihosting.
-        psci::system_off();
+        firmware::system_off();
     }
     let esr = aarch64_cpu::registers::ESR_EL2.get();
     let far = aarch64_cpu::registers::FAR_EL2.get();
     console::write_line_forced(format_args!(
         "FAIL: hypervisor exception: vector {kind} ESR_EL2={esr:#x} ELR_EL2={:#x} FAR_EL2={far:#x} \
          SPSR_EL2={:#x} on cpu{}",
-        frame.elr,
-        frame.spsr,
+        elr,
+        spsr,
         crate::percpu::index()
     ));
     console::write_line_forced(format_args!("RESULT status=fail reason=hyp-exception"));

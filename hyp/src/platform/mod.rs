@@ -7,6 +7,7 @@ pub mod boot;
 pub mod console;
 pub mod dtb;
 pub mod exit;
+pub mod firmware;
 pub mod idle;
 pub mod irq;
 pub mod mmu;

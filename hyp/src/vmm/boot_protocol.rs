@@ -18,13 +18,15 @@
 use alloc::format;
 use alloc::string::String;
 
+use crate::arch;
 use crate::memslot::Memslot;
 use crate::percpu::PerCpu;
 use crate::pool::{Region, PAGE};
-use crate::{abi, arch};
 
-/// Guest RAM base (IPA), as on QEMU's virt board.
-pub const RAM_BASE: u64 = abi::RAM_BASE;
+/// Guest RAM base (IPA): where QEMU's virt board has RAM (hw/arm/virt.c, `VIRT_MEM`). A guest
+/// from files sees the board's memory map: its DTB is derived from QEMU's and keeps every device
+/// where the board has it, so RAM is where the board has it too.
+pub const RAM_BASE: u64 = 0x4000_0000;
 /// Room for the guest DTB at the start of RAM.
 pub const DTB_MAX: u64 = 2 << 20;
 /// Where a `.flat` is loaded, from RAM_BASE (QEMU's offset for a raw AArch64 kernel).
@@ -133,7 +135,7 @@ pub fn copy_in(
     let mut page = ipa & !(PAGE - 1);
     while page < end {
         let pa = slot
-            .backing_or_alloc(page, cpu, backing, &crate::harness::Plain)
+            .backing_or_alloc(page, cpu, backing, &crate::memslot::ZeroNow)
             .map_err(|e| format!("no backing for guest RAM at {page:#x}: {e:?}"))?;
         let lo = ipa.max(page);
         let hi = end.min(page + PAGE);

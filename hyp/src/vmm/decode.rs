@@ -12,7 +12,7 @@ use arch_decode::esr::{self, ec};
 
 pub use arch_decode::esr::{Access, SysReg};
 
-use crate::exceptions::kind;
+use crate::frame::kind;
 
 /// The fault status code class of an abort (ESR ISS DFSC/IFSC bits [5:2]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -136,7 +136,7 @@ fn abort(esr: u64, data: bool) -> Option<Abort> {
     })
 }
 
-/// Decodes the current trap. `vector` is the `exceptions::kind` it came through.
+/// Decodes the current trap. `vector` is the `frame::kind` it came through.
 pub fn decode(vector: u64) -> Exit {
     match vector {
         // Synchronous, from a lower EL (AArch64 EL1 / any EL0; 12 would be an AArch32 EL1).

@@ -25,14 +25,16 @@ pub fn evict(vm: &Vm) -> u64 {
     if vm.builtin() || lifecycle::end() == lifecycle::End::Stopped {
         return 0;
     }
-    let ram = &vm.image;
     let s2 = vm.s2.get();
     let g = s2.exclusive(percpu::this_cpu().index);
-    match g.unmap(ram.ipa, ram.ipa + ram.size) {
-        Ok(done) => done.leaves,
-        Err(e) => {
-            log::error!("evict: unmapping guest RAM failed: {e:?}");
-            0
-        }
-    }
+    vm.slots
+        .iter()
+        .map(|ram| match g.unmap(ram.ipa, ram.ipa + ram.size) {
+            Ok(done) => done.leaves,
+            Err(e) => {
+                log::error!("evict: unmapping guest RAM ({}) failed: {e:?}", ram.name);
+                0
+            }
+        })
+        .sum()
 }

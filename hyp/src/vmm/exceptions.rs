@@ -1,10 +1,14 @@
-//! EL2 exception vectors, guest entry/exit, and the saved guest context (`Frame`).
+//! EL2 exception vectors and guest entry/exit (the assembly that saves and restores `Frame`).
 //!
 //! A vCPU runs on its CPU's EL2 stack: `enter_guest` pushes the hypervisor's callee-saved
-//! registers and ERETs; every trap from the guest pushes a `Frame` right below them, calls
-//! `vcpu::handle_exit`, and either restores the frame and ERETs (resume) or pops it and returns
-//! from `enter_guest` (the vCPU is done). The frame holds the guest context the hypervisor's own
-//! code can clobber: x0-x30, SP_EL1, ELR_EL2, SPSR_EL2.
+//! registers and ERETs; every trap from the guest pushes a `Frame` (frame.rs) right below them,
+//! branches to `hyp_handle_lower` (vcpu.rs: decode and handle), and either restores the frame and
+//! ERETs (resume) or pops it and returns from `enter_guest` (the vCPU is done). The frame holds
+//! the guest context the hypervisor's own code can clobber: x0-x30, SP_EL1, ELR_EL2, SPSR_EL2.
+//!
+//! This is the bottom of the trap path and imports nothing above it: the vectors reach the
+//! handler through the symbol `hyp_handle_lower` (defined in vcpu.rs), as the hardware reaches
+//! the vectors through VBAR_EL2.
 //!
 //! The guest's FP/SIMD/SVE state (v0-v31 or z0-z31, p0-p15, FFR, FPSR, FPCR) is **not** in the
 //! frame: it stays in the registers for the whole life of the vCPU. That holds because each
@@ -20,59 +24,7 @@ use aarch64_cpu::registers::{Writeable, VBAR_EL2};
 use core::arch::global_asm;
 
 use crate::arch;
-
-/// The saved guest context. Layout is shared with the assembly below.
-#[repr(C)]
-#[derive(Clone)]
-pub struct Frame {
-    /// x0..x30.
-    pub x: [u64; 31],
-    /// The guest's stack pointer (SP_EL1).
-    pub sp_el1: u64,
-    /// Where the guest resumes (ELR_EL2).
-    pub elr: u64,
-    /// The guest's PSTATE (SPSR_EL2).
-    pub spsr: u64,
-}
-
-// The assembly below hard-codes these offsets; the size keeps SP 16-byte aligned (AAPCS64 and
-// SCTLR_EL2.SA) while a frame is on the stack.
-const _: () = assert!(core::mem::size_of::<Frame>() == 272);
-const _: () = assert!(core::mem::size_of::<Frame>().is_multiple_of(16));
-const _: () = assert!(core::mem::offset_of!(Frame, sp_el1) == 248);
-const _: () = assert!(core::mem::offset_of!(Frame, elr) == 256);
-const _: () = assert!(core::mem::offset_of!(Frame, spsr) == 264);
-
-impl Frame {
-    /// An all-zero frame.
-    pub const fn zeroed() -> Self {
-        Self {
-            x: [0; 31],
-            sp_el1: 0,
-            elr: 0,
-            spsr: 0,
-        }
-    }
-
-    /// Reads general-purpose register `n`, where 31 means XZR (reads as zero).
-    pub fn reg(&self, n: u8) -> u64 {
-        self.x.get(usize::from(n)).copied().unwrap_or(0)
-    }
-
-    /// Writes general-purpose register `n`; writes to 31 (XZR) are discarded.
-    pub fn set_reg(&mut self, n: u8, value: u64) {
-        if let Some(r) = self.x.get_mut(usize::from(n)) {
-            *r = value;
-        }
-    }
-}
-
-/// Which vector an exception came through: `group * 4 + type`.
-pub mod kind {
-    /// Synchronous exception from a lower EL in AArch64 (HVC, SMC, aborts, ...).
-    pub const LOWER_SYNC: u64 = 8;
-    // 9, 10, 11: IRQ, FIQ, SError from a lower EL in AArch64; 12..15: the same from AArch32.
-}
+use crate::frame::Frame;
 
 global_asm!(
     r#"
@@ -269,14 +221,6 @@ pub fn run_guest(initial: &Frame) {
     unsafe { enter_guest(initial) };
 }
 
-#[unsafe(no_mangle)]
-extern "C" fn hyp_handle_lower(frame: &mut Frame, kind: u64, entry_ticks: u64) -> u64 {
-    match crate::vcpu::handle_exit(frame, kind, entry_ticks) {
-        crate::vcpu::Action::Resume => 0,
-        crate::vcpu::Action::Leave => 1,
-    }
-}
-
 /// An exception taken at EL2. The one expected kind is a synchronous exception (vector 0 or 4:
 /// current EL with SP0 / SPx) taken by the AT S1E1R of `arch::at_s1e1r` while this CPU's
 /// "AT in progress" marker is set: the guest's stage-1 walk (which the guest controls) can end
@@ -293,5 +237,5 @@ extern "C" fn hyp_handle_current(frame: &mut Frame, kind: u64) {
             return;
         }
     }
-    crate::exit::fatal_el2_exception(frame, kind)
+    crate::exit::fatal_el2_exception(frame.elr, frame.spsr, kind)
 }

@@ -1,7 +1,7 @@
 //! The one interface between the VM core and a guest kind's harness: what the core asks the
-//! harness, and nothing else. The core (vcpu.rs, memslot.rs) calls these hooks and never names a
-//! harness; the built-in guest's harness (builtin/harness.rs) implements them, and a guest from
-//! files gets `Plain`: no calls of its own, the plain map policy, no timing.
+//! harness, and nothing else. The core (vcpu.rs, vm.rs, finish.rs) calls these hooks and never
+//! names a harness; the built-in guest's harness (builtin/harness.rs) implements them, and a
+//! guest from files gets `Plain`: no calls of its own, the plain map policy, no timing.
 //!
 //! The hooks:
 //! - `boot_frame`: the registers a vCPU that is ON at VM start enters with (None: the boot
@@ -13,19 +13,23 @@
 //! - `unclaimed_abort`: an abort outside every memslot and device, before the core answers it
 //!   with an external abort.
 //! - `map_fault`: maps a stage-2 fault to its backing page (4 KiB page, 2 MiB block, relax).
-//! - `zero_page`: zeroes a fresh backing page on the fault path (a timing hook).
+//! - `zero_page` (memslot.rs `ZeroPage`, a supertrait): zeroes a fresh backing page on the
+//!   fault path (a timing hook).
+//! - `check`, `report`: the harness's end-of-run checks and RESULT fields (vmm/finish.rs prints
+//!   the core's: status, reason, leaked, faults per vCPU, ...).
 //! - `for_each_backed`: the backing pages of the harness's own memory (outside the VM's
 //!   memslots), for the core's whole-RAM cache maintenance.
 
+use alloc::string::String;
+use alloc::vec::Vec;
 use arch_decode::smccc::Call;
-use stage2::{Attrs, Error, Mapped, Perms, Size};
+use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
 
 use crate::decode::{Abort, FaultType};
-use crate::exceptions::Frame;
-use crate::memslot::{Memslot, CHUNK};
+use crate::frame::{Action, Frame};
+use crate::memslot::{Memslot, ZeroPage, CHUNK};
 use crate::options::Backing;
 use crate::percpu::PerCpu;
-use crate::vcpu::Action;
 use crate::vm::Vm;
 
 /// A stage-2 guard of this hypervisor's table.
@@ -33,7 +37,7 @@ pub type Guard<'a> = stage2::Guard<'a, crate::tables::HypPool, crate::tlb::HypTl
 
 /// What a guest kind's harness adds to the VM core (module docs). Every hook has the default a
 /// guest from files gets.
-pub trait Harness: Sync {
+pub trait Harness: ZeroPage + Sync {
     /// Registers of vCPU `id` at its boot entry, or None for the core's boot protocol.
     fn boot_frame(&self, _vm: &Vm, _id: usize) -> Option<Frame> {
         None
@@ -74,9 +78,17 @@ pub trait Harness: Sync {
         map_plain(vm, g, slot, a, pa, false)
     }
 
-    /// Zeroes a fresh backing page on CPU `cpu` by running `zero`.
-    fn zero_page(&self, _cpu: usize, zero: &mut dyn FnMut()) {
-        zero()
+    /// Before teardown, guest memory still backed: checks the guest's work (`all_stopped`: every
+    /// vCPU stopped, nothing writes guest memory), pushes what failed onto `failures`, returns
+    /// its RESULT fields (" key=value" each). Nothing by default (finish.rs).
+    fn check(&self, _vm: &Vm, _all_stopped: bool, _failures: &mut Vec<String>) -> String {
+        String::new()
+    }
+
+    /// After teardown, with the stage-2 counters `s`: prints the harness's report sections,
+    /// pushes what failed, returns its RESULT fields. Nothing by default (finish.rs).
+    fn report(&self, _vm: &Vm, _s: &Stats, _failures: &mut Vec<String>) -> String {
+        String::new()
     }
 
     /// Calls `f` with the PA of every backing page of memory the harness holds outside the VM's
@@ -89,6 +101,8 @@ pub trait Harness: Sync {
 pub struct Plain;
 
 impl Harness for Plain {}
+
+impl ZeroPage for Plain {}
 
 /// The plain map policy: a permission fault relaxes the entry to RWX; a 2 MiB-chunked slot maps
 /// blocks under backing=2m; otherwise a 4 KiB page. `logging` (dirty logging, a harness's

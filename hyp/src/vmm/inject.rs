@@ -18,7 +18,7 @@ use aarch64_cpu::registers::{
 use arch_decode::esr;
 use arch_decode::exception::{self as entry, EntryFeatures, Source};
 
-use crate::exceptions::Frame;
+use crate::frame::Frame;
 
 /// What exception entry depends on in this CPU: FEAT_PAN and FEAT_SSBS.
 fn features() -> EntryFeatures {

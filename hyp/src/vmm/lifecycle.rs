@@ -24,7 +24,8 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use psci_lifecycle::power::{PowerState, Start as OnRequest, Vcpus};
 use spin::Once;
 
-use crate::exceptions::{self, Frame};
+use crate::exceptions;
+use crate::frame::Frame;
 use crate::idle::Waiter;
 use crate::percpu::{self, log_sampled};
 use crate::vm::{self, Vm};

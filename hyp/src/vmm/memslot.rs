@@ -9,9 +9,22 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::harness::Harness;
 use crate::percpu::{Counters, PerCpu};
 use crate::pool::{self, Kind, Region, PAGE};
+
+/// How a fresh backing page is zeroed on the fault path: `zero` does it; a guest kind's harness
+/// may wrap it (the built-in guest times it; vmm/harness.rs `Harness` extends this trait).
+pub trait ZeroPage {
+    /// Zeroes a fresh backing page on CPU `cpu` by running `zero`.
+    fn zero_page(&self, _cpu: usize, zero: &mut dyn FnMut()) {
+        zero()
+    }
+}
+
+/// Zeroes pages with no hook (loading images before any vCPU runs).
+pub struct ZeroNow;
+
+impl ZeroPage for ZeroNow {}
 
 /// One guest-physical range.
 pub struct Memslot {
@@ -136,16 +149,16 @@ impl Memslot {
     }
 
     /// The backing page of the page holding `ipa`, allocating and zeroing one on first touch
-    /// (through `harness.zero_page`, its timing hook).
+    /// (through `zero.zero_page`, a harness's timing hook).
     ///
     /// The Acquire/Release pair makes the winner's zeroing (and, for the image slot, the copy)
     /// visible to every CPU that reads the PA, before that CPU maps it for its guest.
-    pub fn backing_or_alloc(
+    pub fn backing_or_alloc<Z: ZeroPage + ?Sized>(
         &self,
         ipa: u64,
         cpu: &PerCpu,
         data: &Region,
-        harness: &dyn Harness,
+        zero: &Z,
     ) -> Result<u64, NoBacking> {
         let index = ((ipa - self.ipa) / PAGE) as usize;
         let slot = &self.backing[index];
@@ -159,7 +172,7 @@ impl Memslot {
             return Ok(self.chunk_or_alloc(ipa, cpu, data)? + (ipa - self.ipa) % CHUNK);
         }
         let fresh = pool::take(cpu, Kind::Data, data).ok_or(NoBacking::OutOfMemory)?;
-        harness.zero_page(cpu.index, &mut || pool::zero_guest_page(fresh));
+        zero.zero_page(cpu.index, &mut || pool::zero_guest_page(fresh));
         match slot.compare_exchange(0, fresh, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => {
                 Counters::inc(&cpu.counters.pages_backed);

@@ -1,51 +1,9 @@
-//! PSCI: the hypervisor's own calls to firmware (QEMU, over the DTB's conduit) and the dispatch
-//! of the PSCI / SMCCC architecture calls it serves to its guest (answers: psci_lifecycle,
-//! lifecycle.rs).
-
-use core::sync::atomic::{AtomicBool, Ordering};
-use smccc::psci;
-use smccc::{Hvc, Smc};
+//! Guest PSCI: the dispatch of the PSCI / SMCCC architecture calls the hypervisor serves to its
+//! guest (answers: psci_lifecycle, lifecycle.rs). The hypervisor's own calls to the firmware are
+//! platform/firmware.rs.
 
 use crate::lifecycle;
 use arch_decode::smccc::Call;
-
-/// The conduit from the DTB's /psci `method`.
-static USE_SMC: AtomicBool = AtomicBool::new(true);
-
-/// Records the DTB's PSCI method. CPU0, once.
-pub fn init(smc: bool) {
-    USE_SMC.store(smc, Ordering::Relaxed);
-}
-
-/// Starts CPU `mpidr` at `entry` (EL2, MMU off) with `context` in x0.
-pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> Result<(), psci::error::Error> {
-    if USE_SMC.load(Ordering::Relaxed) {
-        psci::cpu_on::<Smc>(mpidr, entry, context)
-    } else {
-        psci::cpu_on::<Hvc>(mpidr, entry, context)
-    }
-}
-
-/// Powers this CPU off; only returns if the firmware refused.
-pub fn cpu_off() {
-    let _ = if USE_SMC.load(Ordering::Relaxed) {
-        psci::cpu_off::<Smc>()
-    } else {
-        psci::cpu_off::<Hvc>()
-    };
-}
-
-/// Powers the machine off (QEMU exits with status 0).
-pub fn system_off() -> ! {
-    let _ = if USE_SMC.load(Ordering::Relaxed) {
-        psci::system_off::<Smc>()
-    } else {
-        psci::system_off::<Hvc>()
-    };
-    loop {
-        core::hint::spin_loop();
-    }
-}
 
 /// What a guest PSCI call asks the hypervisor to do after setting x0.
 pub enum GuestPsci {

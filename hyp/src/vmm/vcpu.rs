@@ -11,9 +11,8 @@ use arch_decode::smccc::{self, Call};
 use core::sync::atomic::Ordering;
 use stage2::{Error, Mapped};
 
-use crate::abi;
 use crate::decode::{decode, Abort, Access, Exit, FaultType, Plan, SysReg};
-use crate::exceptions::Frame;
+use crate::frame::{Action, Frame};
 use crate::lifecycle;
 use crate::memslot::NoBacking;
 use crate::options::Mode;
@@ -23,14 +22,6 @@ use crate::psci::{self, GuestPsci};
 use crate::vm::{self, Vm};
 use crate::{idregs, inject, irq};
 use arch_decode::abort::Unbacked;
-
-/// What the trap return path does.
-pub enum Action {
-    /// Restore the frame and ERET to the guest.
-    Resume,
-    /// The vCPU is done: return from `run`.
-    Leave,
-}
 
 /// Why a vCPU was stopped (index stored in `VcpuResult::why`).
 /// (Guest traps are never a reason: each gets an answer, see `handle_exit`.)
@@ -109,6 +100,17 @@ pub fn stop(cpu: &PerCpu, why: u32) -> Action {
 pub fn finish_ok(cpu: &PerCpu) -> Action {
     cpu.result.status.store(status::DONE, Ordering::Release);
     Action::Leave
+}
+
+/// Where the vectors (exceptions.rs, `__hyp_trap_lower`) branch for every trap from the guest,
+/// with the saved frame, the vector kind (frame.rs `kind`) and CNTPCT at entry. Returns 0 to
+/// restore the frame and ERET, 1 to leave the guest (the vCPU is done).
+#[unsafe(no_mangle)]
+extern "C" fn hyp_handle_lower(frame: &mut Frame, kind: u64, entry_ticks: u64) -> u64 {
+    match handle_exit(frame, kind, entry_ticks) {
+        Action::Resume => 0,
+        Action::Leave => 1,
+    }
 }
 
 /// Entry from the vectors for every trap from the guest. `entry_ticks` is CNTPCT at entry.
@@ -324,8 +326,9 @@ fn handle_sysreg(cpu: &PerCpu, frame: &mut Frame, r: &SysReg) -> Action {
     Action::Resume
 }
 
-fn in_uart(ipa: u64) -> bool {
-    (abi::UART_BASE..abi::UART_BASE + abi::UART_SIZE).contains(&ipa)
+/// The guest's emulated UART window if `ipa` is in it (the guest kind's description, vm.rs).
+fn uart_at(vm: &Vm, ipa: u64) -> Option<vm::Window> {
+    vm.uart.filter(|w| w.contains(ipa))
 }
 
 fn handle_abort(
@@ -389,13 +392,13 @@ fn handle_abort(
         return action;
     }
     let cache_maintenance = data && a.cache_maintenance;
-    if data && !cache_maintenance && in_uart(a.ipa) {
+    if let (true, false, Some(uart)) = (data, cache_maintenance, uart_at(vm, a.ipa)) {
         match a.access {
             // Only an access that lies wholly inside the window is the UART's: one that runs
             // past its end gets what its second half gets, and nothing is mapped there.
-            Some(access) if a.ipa + u64::from(access.size) <= abi::UART_BASE + abi::UART_SIZE => {
+            Some(access) if uart.holds(a.ipa, u64::from(access.size)) => {
                 cpu.counters.trap(Trap::AbortMmio);
-                return emulate_uart(cpu, frame, a, access);
+                return emulate_uart(cpu, frame, a, access, uart.base);
             }
             Some(_) => {
                 return inject_abort(cpu, frame, a, data, "straddles the end of the UART window")
@@ -599,9 +602,10 @@ fn uart_register(offset: u64) -> u32 {
 /// sign-extended into Wt/Xt as the syndrome (SAS, SSE, SF) says. The PC then steps over the
 /// instruction by its length (ESR.IL) and, in a T32 IT block, ITSTATE advances.
 /// A `.flat`'s "EXIT: STATUS=n" line is recorded (`FLAT_EXIT_STATUS`); its SYSTEM_OFF ends the run.
-fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access) -> Action {
+/// `base` is the window's first IPA.
+fn emulate_uart(cpu: &PerCpu, frame: &mut Frame, a: &Abort, access: Access, base: u64) -> Action {
     Counters::inc(&cpu.counters.mmio);
-    let offset = a.ipa - abi::UART_BASE;
+    let offset = a.ipa - base;
     if a.write {
         if offset == 0 {
             let byte = frame.reg(access.reg) as u8;

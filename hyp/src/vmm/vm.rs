@@ -15,13 +15,12 @@ use core::cell::UnsafeCell;
 use spin::Once;
 use stage2::{Config, MemAttrEncoding, Stage2};
 
-use crate::abi;
 use crate::boot_protocol::{self, Format};
 use crate::dtb::Platform;
 use crate::guest_dtb::{self, GuestDtb};
 use crate::harness::{Harness, Plain};
 use crate::memslot::Memslot;
-use crate::options::{Backing, Options, Workload};
+use crate::options::{Backing, Options};
 use crate::passthrough::Passthrough;
 use crate::pool::Region;
 use crate::sysreg_ext::{self, CPTR_EL2_NVHE, HCRX_EL2, ICH_HCR_EL2_TRAPS};
@@ -86,16 +85,51 @@ pub enum Guest {
     },
 }
 
+/// A window of guest-physical addresses: `[base, base + size)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// First IPA.
+    pub base: u64,
+    /// Bytes.
+    pub size: u64,
+}
+
+impl Window {
+    /// Whether `ipa` lies in the window.
+    pub fn contains(&self, ipa: u64) -> bool {
+        ipa >= self.base && ipa - self.base < self.size
+    }
+
+    /// Whether the `len` bytes from `ipa` lie wholly in the window.
+    pub fn holds(&self, ipa: u64, len: u64) -> bool {
+        self.contains(ipa) && len <= self.size - (ipa - self.base)
+    }
+}
+
+/// What a guest kind tells the VM core about its guest's memory and devices (`create`): the
+/// core has no layout of its own. The built-in guest's harness describes its image and data
+/// slots and its UART (builtin/layout.rs); a guest from files gets one RAM slot from its boot
+/// protocol (`create_from_files`, boot_protocol.rs).
+pub struct Description {
+    /// Guest RAM, demand-paged through the stage-2 fault path (vcpu.rs); disjoint, each inside
+    /// the IPA space.
+    pub slots: Vec<Memslot>,
+    /// The emulated PL011's window (vcpu.rs `emulate_uart`), if the guest has one.
+    pub uart: Option<Window>,
+    /// Entry IPA of the vCPUs that are ON at VM start.
+    pub entry: u64,
+}
+
 /// The VM.
 pub struct Vm {
     /// What runs in it.
     pub guest: Guest,
     /// Run options.
     pub opts: Options,
-    /// Memslot 0: the guest image and the vCPU stacks.
-    pub image: Memslot,
-    /// Memslot 1: the vCPUs' data regions.
-    pub data: Memslot,
+    /// Guest RAM, as the guest kind described it (`Description::slots`, same order).
+    pub slots: Vec<Memslot>,
+    /// The emulated PL011's window, if any.
+    pub uart: Option<Window>,
     /// Table pages.
     pub tables: &'static Region,
     /// Guest backing pages.
@@ -117,39 +151,20 @@ pub fn get() -> &'static Vm {
     VM.get().expect("VM not created")
 }
 
-/// Builds the VM: memslots, stage-2 table, guest image. CPU0, before starting secondaries.
-/// Without `kernel=` the VM runs the built-in guest: `builtin` is its harness and `load_builtin`
-/// copies its image into the image memslot given the lowest vCPU stack's IPA, returning the
-/// entry IPA (builtin/guest_image.rs; main.rs passes both, so the core names no harness).
+/// Builds the VM from a guest kind's description: checks it against the CPU and the IPA space,
+/// creates the stage-2 table and maps a guest from files' pass-through devices. CPU0, before
+/// starting secondaries. The guest kind has already put its images into `desc.slots`; `harness`
+/// is its harness (`Plain` for a guest from files).
 pub fn create(
     opts: Options,
     tables: &'static Region,
     backing: &'static Region,
     platform: &Platform,
-    builtin: &'static dyn Harness,
-    load_builtin: impl FnOnce(&Memslot, u64) -> Result<u64, String>,
+    guest: Guest,
+    desc: Description,
+    harness: &'static dyn Harness,
 ) -> Result<&'static Vm, String> {
     let cpus = platform.mpidrs.len();
-    if opts.files.is_some() {
-        return create_from_files(opts, tables, backing, platform);
-    }
-    // One region per vCPU, or one region for all (overlap, pagetable).
-    let data_size = if shared_region(&opts) {
-        opts.mem
-    } else {
-        opts.mem * opts.vcpus as u64
-    };
-    let needed = (data_size + abi::IMAGE_SLOT_SIZE) / crate::pool::PAGE;
-    if needed > backing.pages as u64 {
-        return Err(format!(
-            "mem={}K x vcpus={} needs {} MiB of guest memory; only {} MiB are free \
-             (use a smaller mem= or fewer vcpus=, or give QEMU more RAM: MEM=2G cargo run -- ...)",
-            opts.mem >> 10,
-            opts.vcpus,
-            (needed * 4096) >> 20,
-            (backing.pages * 4096) >> 20
-        ));
-    }
     // The stage-2 input size may not exceed the physical address size the CPU implements, and
     // the guest is told PARange = IPA_BITS (idregs): refuse to start on a smaller CPU rather than
     // run with an IPA size the hardware does not support (Arm ARM VTCR_EL2; KVM caps the IPA
@@ -163,31 +178,29 @@ pub fn create(
             arch_decode::idregs::parange_bits(parange).unwrap_or(0)
         ));
     }
-    if abi::DATA_BASE + data_size > 1 << IPA_BITS {
+    if let Some(s) = desc.slots.iter().find(|s| s.ipa + s.size > 1 << IPA_BITS) {
         return Err(format!(
-            "guest memory ends above the {IPA_BITS}-bit IPA space"
+            "guest memory (memslot {} at {:#x}+{:#x}) ends above the {IPA_BITS}-bit IPA space",
+            s.name, s.ipa, s.size
         ));
     }
-    let image = Memslot::new("image", abi::RAM_BASE, abi::IMAGE_SLOT_SIZE);
-    let data = if opts.backing == Backing::Block2M || opts.workload == Workload::Pagetable {
-        Memslot::new_chunked("data", abi::DATA_BASE, data_size)
-    } else {
-        Memslot::new("data", abi::DATA_BASE, data_size)
-    };
-    let lowest_stack = abi::DATA_BASE - opts.vcpus as u64 * abi::STACK_SIZE;
-    let entry = load_builtin(&image, lowest_stack)?;
-
     let (s2, table_pages_before) = new_stage2(tables, cpus)?;
+    if let Guest::Files { devices, .. } = &guest {
+        let pages = devices
+            .map(&s2, percpu::this_cpu().index)
+            .map_err(|e| format!("mapping the pass-through devices: {e:?}"))?;
+        log::info!("guest: {pages} device pages passed through");
+    }
     Ok(VM.call_once(|| Vm {
-        guest: Guest::Builtin,
+        guest,
         opts,
-        image,
-        data,
+        slots: desc.slots,
+        uart: desc.uart,
         tables,
         backing,
         s2: Owned::new(s2),
-        entry,
-        harness: builtin,
+        entry: desc.entry,
+        harness,
         table_pages_before,
     }))
 }
@@ -208,17 +221,16 @@ fn new_stage2(tables: &'static Region, cpus: usize) -> Result<(S2, usize), Strin
     Ok((s2, table_pages_before))
 }
 
-/// Builds the VM for a guest from files: the RAM memslot (demand-paged like the built-in guest's
-/// data, 2 MiB chunks with backing=2m), the kernel, initrd and guest DTB copied into it
-/// (boot_protocol.rs, guest_dtb.rs), and the pass-through devices mapped (passthrough.rs).
-fn create_from_files(
+/// Builds the VM for a guest from files: the RAM memslot (demand-paged, 2 MiB chunks with
+/// backing=2m), the kernel, initrd and guest DTB copied into it (boot_protocol.rs,
+/// guest_dtb.rs), and the pass-through devices mapped (passthrough.rs, in `create`).
+pub fn create_from_files(
     opts: Options,
     tables: &'static Region,
     backing: &'static Region,
     platform: &Platform,
 ) -> Result<&'static Vm, String> {
     let files = opts.files.clone().ok_or("no guest files")?;
-    let cpus = platform.mpidrs.len();
     // vCPU i runs on CPU i (one vCPU per physical CPU) and reads its MPIDR.
     let mpidrs: Vec<u64> = platform.mpidrs[..opts.vcpus].to_vec();
     // SAFETY: main.rs ended the pools below both files; nothing writes them.
@@ -280,13 +292,9 @@ fn create_from_files(
     // No CPU may fetch a stale line for the pages just written (see guest_image::load).
     arch::icache_invalidate_all_broadcast();
 
-    let (s2, table_pages_before) = new_stage2(tables, cpus)?;
-    let pages = devices
-        .map(&s2, cpu.index)
-        .map_err(|e| format!("mapping the pass-through devices: {e:?}"))?;
     log::info!(
         "guest: {} kernel {} bytes at {:#x}, DTB {} bytes at {:#x}, initrd {:?}, RAM {:#x}+{}M \
-         ({} backing), {pages} device pages passed through; removed from its DTB: {}",
+         ({} backing); removed from its DTB: {}",
         format.name(),
         kernel.len(),
         layout.entry,
@@ -298,25 +306,26 @@ fn create_from_files(
         opts.backing.name(),
         removed.join(" ")
     );
-    let entry = layout.entry;
-    Ok(VM.call_once(|| Vm {
-        guest: Guest::Files {
-            format,
-            layout,
-            devices,
-            mpidrs,
+    let desc = Description {
+        slots: alloc::vec![ram],
+        // A .flat's console is the emulated PL011, at the board's PL011 address (its DTB keeps
+        // that node); Linux gets the real one passed through.
+        uart: match format {
+            Format::Linux { .. } => None,
+            Format::Flat => Some(Window {
+                base: platform.uart,
+                size: crate::pool::PAGE,
+            }),
         },
-        opts,
-        image: ram,
-        // No second memslot: an empty one above RAM that contains no IPA.
-        data: Memslot::new("none", boot_protocol::RAM_BASE, 0),
-        tables,
-        backing,
-        s2: Owned::new(s2),
-        entry,
-        harness: &Plain,
-        table_pages_before,
-    }))
+        entry: layout.entry,
+    };
+    let guest = Guest::Files {
+        format,
+        layout,
+        devices,
+        mpidrs,
+    };
+    create(opts, tables, backing, platform, guest, desc, &Plain)
 }
 
 impl Vm {
@@ -335,9 +344,7 @@ impl Vm {
 
     /// The memslot holding `ipa`.
     pub fn slot(&self, ipa: u64) -> Option<&Memslot> {
-        [&self.image, &self.data]
-            .into_iter()
-            .find(|s| s.contains(ipa))
+        self.slots.iter().find(|s| s.contains(ipa))
     }
 
     /// Cleans and invalidates to the point of coherency every page of guest RAM that has backing
@@ -348,17 +355,10 @@ impl Vm {
     pub fn clean_invalidate_backed_memory(&self) {
         let mut clean =
             |pa: u64| arch::clean_invalidate_dcache(pa as usize, crate::pool::PAGE as usize);
-        self.image.for_each_backed(clean);
-        self.data.for_each_backed(clean);
-        self.harness.for_each_backed(&mut clean);
-    }
-
-    /// Data region of vCPU `id` as (IPA, size).
-    pub fn region(&self, id: usize) -> (u64, u64) {
-        if shared_region(&self.opts) {
-            return (abi::DATA_BASE, self.opts.mem);
+        for slot in &self.slots {
+            slot.for_each_backed(&mut clean);
         }
-        (abi::DATA_BASE + id as u64 * self.opts.mem, self.opts.mem)
+        self.harness.for_each_backed(&mut clean);
     }
 }
 
@@ -438,11 +438,6 @@ fn configure_files_guest(mpidrs: &[u64]) {
     // EL2 and Enable = 1, so EL1 accesses to ICC_SRE_EL1 do not trap to EL2 (Arm GICv3 spec,
     // 12.7.x "ICC_SRE_EL2").
     ICC_SRE_EL2.write(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET);
-}
-
-/// Whether every vCPU works on the same region (the data slot is one region of `mem=`).
-pub fn shared_region(opts: &Options) -> bool {
-    crate::expect::shared(opts.workload.guest_number())
 }
 
 /// Programs this CPU's EL2 virtualization registers for the VM. Every CPU, before its vCPU.
