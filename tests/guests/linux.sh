@@ -42,7 +42,9 @@
 # (release build), and selftest-corrupt: a guest told to damage one of its files
 # (s2par_selftest=corrupt) must print the FAIL verdict that names it, and chaos-nocopy: chaos=on
 # with the hypervisor's page migration broken (selftest=nocopy zeroes the new page instead of
-# copying) must fail: no PASS verdict and a non-zero exit status.
+# copying) must fail: no PASS verdict and a non-zero exit status; gicr-no-lpis: the guest must see
+# no LPIs (GICR_TYPER.PLPIS = 0, GICR_PROPBASER RAZ/WI), and gicr-no-lpis-bare: the same probe on
+# bare QEMU must see them (PLPIS = 1, the write sticks), which proves the probe reads the GIC.
 #
 # Prints `PASS name (...)` or `FAIL name: why` per run and ends with `guests-linux: N passed,
 # M failed`; exits non-zero if any run failed. Logs: $LOG_DIR/guests-linux-*.log.
@@ -292,6 +294,35 @@ nocopy() {
     fi
 }
 
+# gicr NAME: 1 vCPU with s2par_gicr_probe=1: the guest reads its redistributor's GICR_TYPER and
+# writes/reads back GICR_PROPBASER through /dev/mem. On the hypervisor LPIs must be hidden
+# (PLPIS = 0, PROPBASER reads 0 after the write: the RD_base control page is emulated,
+# passthrough.rs); on bare QEMU (with --bare, and always in the suite as NAME-bare, which proves
+# the probe reaches the hardware) PLPIS = 1 and the write sticks. Either way the guest then runs
+# its toucher and must pass.
+gicr() {
+    local name=$1 want
+    # iomem=relaxed: the GIC driver claims its regions, and /dev/mem refuses claimed I/O memory
+    # otherwise (CONFIG_IO_STRICT_DEVMEM).
+    run_guest "$name" 1 parallel 0 "" "s2par_gicr_probe=1 iomem=relaxed"
+    local seen
+    seen=$(grep -aoE 'S2PAR-GUEST: gicr .*' "$out" | head -n 1 | tr -d '\r')
+    if [ "$bare" = 1 ]; then want="S2PAR-GUEST: gicr plpis=1 propbaser=0x0000000040000000"; else want="S2PAR-GUEST: gicr plpis=0 propbaser=0x0000000000000000"; fi
+    if [ "$code" -ne 0 ] || [ "${verdict#S2PAR-GUEST: PASS}" = "$verdict" ]; then
+        fail "$name" "exit status $code, guest verdict '${verdict:-none}' (log: $out)"
+    elif [ "$seen" != "$want" ]; then
+        fail "$name" "guest saw '${seen:-nothing}', expected '$want' (log: $out)"
+    else
+        pass "$name (${secs}s, guest saw '${seen#S2PAR-GUEST: }')"
+    fi
+}
+
+# gicr_bare NAME: gicr on bare QEMU (dynamic scope: run_guest and gicr see bare=1).
+gicr_bare() {
+    local bare=1
+    gicr "$1"
+}
+
 if [ -z "$kernel" ] || [ -z "$initrd" ]; then
     [ -n "$initrd" ] || fetch_busybox
     [ -n "$kernel" ] || { fetch_kernel; kernel=$KERNEL_IMAGE; echo "kernel: $KERNEL_PACKAGE ($kernel)"; }
@@ -328,6 +359,8 @@ elif [ "$suite" = 1 ]; then
     boot "parallel-4-chaos" 4 parallel 1 ""
     corrupt selftest-corrupt
     nocopy chaos-nocopy
+    gicr gicr-no-lpis
+    gicr_bare gicr-no-lpis-bare
 else
     name="$mode-$vcpus${backing:+-$backing}"
     [ "$bare" = 0 ] || name="bare-$vcpus"

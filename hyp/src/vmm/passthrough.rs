@@ -14,6 +14,16 @@
 //!   (`emulate_gicr`).
 //! - The distributor is the guest's: it may route SPIs anywhere. Nothing but the guest's own
 //!   devices (the PL011) raises SPIs on this board once the DMA devices are out of its DTB.
+//! - No LPIs: GICR_PROPBASER and GICR_PENDBASER take *physical* addresses, and a redistributor
+//!   with LPIs enabled reads and writes the memory they name — the hypervisor's included. So the
+//!   first 4 KiB page of each of the guest's RD_base frames (CTLR, IIDR, TYPER, STATUSR, WAKER,
+//!   the LPI registers; GICv3 spec IHI 0069, 12.10 "The GIC Redistributor register map") is not
+//!   mapped but emulated (`emulate_rd_control`): GICR_TYPER reads with PLPIS = 0 and DirectLPI =
+//!   0, which makes GICR_CTLR.EnableLPIs, PROPBASER, PENDBASER and the direct-LPI registers RES0
+//!   (RAZ/WI here); CTLR (without EnableLPIs), STATUSR and WAKER reach the hardware. The GICv4
+//!   VLPI frames (GICR_TYPER.VLPIS) hold GICR_VPROPBASER/VPENDBASER, physical addresses again:
+//!   never mapped, RAZ/WI. Linux enables LPIs only with an ITS, which the guest's DTB does not
+//!   have, so nothing it does is lost.
 
 use alloc::vec::Vec;
 use stage2::{Attrs, Size};
@@ -31,6 +41,20 @@ const GICR_FRAME_VLPI: u64 = 256 << 10;
 const GICR_TYPER: u64 = 0x8;
 const TYPER_LAST: u64 = 1 << 4;
 const TYPER_VLPIS: u64 = 1 << 1;
+/// GICR_TYPER.PLPIS (bit 0, physical LPIs) and DirectLPI (bit 3): hidden from the guest.
+const TYPER_PLPIS: u64 = 1 << 0;
+const TYPER_DIRECT_LPI: u64 = 1 << 3;
+/// The registers of the RD_base control page the guest's accesses reach (offsets, GICv3 spec
+/// 12.10): CTLR (its EnableLPIs bit 0 kept clear), STATUSR, WAKER.
+const GICR_CTLR: u64 = 0x0;
+const CTLR_ENABLE_LPIS: u64 = 1 << 0;
+const GICR_IIDR: u64 = 0x4;
+const GICR_STATUSR: u64 = 0x10;
+const GICR_WAKER: u64 = 0x14;
+/// Bytes of the RD_base control page that is emulated, not mapped.
+const RD_CONTROL: u64 = 0x1000;
+/// RD_base + SGI_base: what a guest frame maps (VLPI frames beyond stay unmapped).
+const GICR_MAPPED: u64 = GICR_FRAME;
 /// The most redistributors walked (a bound on a malformed region, not a board table).
 const MAX_FRAMES: usize = 512;
 /// The PL011's MMIO window.
@@ -56,6 +80,25 @@ fn read_typer(frame: u64) -> u64 {
     // GICR_TYPER.Last; it lies below RAM, which the hypervisor maps as Device memory (mmu.rs).
     // GICR_TYPER is read-only with no side effect.
     unsafe { core::ptr::read_volatile((frame + GICR_TYPER) as *const u64) }
+}
+
+/// GICR_TYPER as the guest sees it: the hardware's, without physical or direct LPIs.
+fn guest_typer(frame: u64) -> u64 {
+    read_typer(frame) & !(TYPER_PLPIS | TYPER_DIRECT_LPI)
+}
+
+fn read_rd32(frame: u64, offset: u64) -> u32 {
+    // SAFETY: `frame` is one of the guest's redistributor frames (Passthrough::new) and `offset`
+    // one of CTLR, IIDR, STATUSR, WAKER: 32-bit registers whose reads have no side effect, in
+    // the Device-mapped region below RAM (mmu.rs).
+    unsafe { core::ptr::read_volatile((frame + offset) as *const u32) }
+}
+
+fn write_rd32(frame: u64, offset: u64, value: u32) {
+    // SAFETY: as `read_rd32`; `offset` is CTLR (EnableLPIs already cleared by the caller),
+    // STATUSR or WAKER of the redistributor of a CPU that runs this guest's vCPU: the guest
+    // could write them itself if the page were mapped, and none names memory.
+    unsafe { core::ptr::write_volatile((frame + offset) as *mut u32, value) }
 }
 
 /// MPIDR_EL1 affinity (Aff3 in [39:32], Aff2..Aff0 in [23:0]) as GICR_TYPER[63:32] holds it
@@ -112,7 +155,12 @@ impl Passthrough {
         let stride = self.gicr.1;
         [(self.gicd, GICD_SIZE)]
             .into_iter()
-            .chain(self.guest_frames.iter().map(move |&f| (f, stride)))
+            // Each frame without its RD_base control page (emulated) and its VLPI frames.
+            .chain(
+                self.guest_frames
+                    .iter()
+                    .map(move |&f| (f + RD_CONTROL, stride.min(GICR_MAPPED) - RD_CONTROL)),
+            )
             .chain(self.uart.map(|u| (u, UART_SIZE)))
     }
 
@@ -133,10 +181,11 @@ impl Passthrough {
     }
 
     /// A guest access to an emulated device window: a removed device's window (`raz_wi`: reads
-    /// 0) or the redistributor of a CPU it was not given (GICR_TYPER of that frame, else 0). The
-    /// value a read returns, or Some(_) for a write (ignored); None when `ipa` is in neither.
-    /// `size` is the access size in bytes.
-    pub fn emulate(&self, ipa: u64, size: u64) -> Option<u64> {
+    /// 0), the redistributor of a CPU it was not given (GICR_TYPER of that frame, else 0), or
+    /// the RD_base control page or a VLPI frame of one of its own (`emulate_rd_control`). The
+    /// value a read returns, or Some(_) for a write; None when `ipa` is in none of them. `size`
+    /// is the access size in bytes; `write` the value a store writes (None for a load).
+    pub fn emulate(&self, ipa: u64, size: u64, write: Option<u64>) -> Option<u64> {
         if self
             .raz_wi
             .iter()
@@ -149,11 +198,15 @@ impl Passthrough {
             return None;
         }
         let frame = base + (ipa - base) / stride * stride;
-        if self.guest_frames.contains(&frame) {
-            return None;
-        }
         let offset = ipa - frame;
-        let typer = read_typer(frame);
+        if self.guest_frames.contains(&frame) {
+            return match offset {
+                o if o < RD_CONTROL => Some(emulate_rd_control(frame, o, size, write)),
+                o if o >= GICR_MAPPED => Some(0), // a VLPI frame: RAZ/WI
+                _ => None,                        // mapped: not an emulated access
+            };
+        }
+        let typer = guest_typer(frame);
         // GICR_TYPER is 64 bits at 0x8; a 32-bit read of either half is allowed.
         Some(match (offset, size) {
             (GICR_TYPER, 8) => typer,
@@ -161,5 +214,38 @@ impl Passthrough {
             (0xC, 4) => typer >> 32,
             _ => 0,
         })
+    }
+}
+
+/// An access to the RD_base control page of one of the guest's redistributors (module doc):
+/// GICR_TYPER without PLPIS/DirectLPI (64-bit, or either 32-bit half); CTLR, IIDR, STATUSR and
+/// WAKER (32-bit) from and to the hardware, a CTLR write with EnableLPIs cleared; everything
+/// else — PROPBASER, PENDBASER, SETLPIR, CLRLPIR, INVLPIR, INVALLR, SYNCR (RES0 with PLPIS = 0
+/// and DirectLPI = 0), MPAM registers (MPAM is hidden), reserved offsets and accesses of other
+/// sizes — reads 0 and ignores writes. Returns what a load reads (0 for a store).
+fn emulate_rd_control(frame: u64, offset: u64, size: u64, write: Option<u64>) -> u64 {
+    match (offset, size, write) {
+        (GICR_TYPER, 8, None) => guest_typer(frame),
+        (GICR_TYPER, 4, None) => guest_typer(frame) & 0xFFFF_FFFF,
+        (0xC, 4, None) => guest_typer(frame) >> 32,
+        (GICR_CTLR | GICR_IIDR | GICR_STATUSR | GICR_WAKER, 4, None) => {
+            let v = u64::from(read_rd32(frame, offset));
+            if offset == GICR_CTLR {
+                v & !CTLR_ENABLE_LPIS
+            } else {
+                v
+            }
+        }
+        (GICR_CTLR, 4, Some(v)) => {
+            write_rd32(frame, offset, (v & !CTLR_ENABLE_LPIS) as u32);
+            0
+        }
+        // STATUSR is write-1-to-clear; WAKER.ProcessorSleep is how a CPU's redistributor is
+        // woken (Linux gic_enable_redist, kvm-unit-tests gicv3_enable_defaults).
+        (GICR_STATUSR | GICR_WAKER, 4, Some(v)) => {
+            write_rd32(frame, offset, v as u32);
+            0
+        }
+        _ => 0,
     }
 }

@@ -415,10 +415,15 @@ fn handle_abort(
         }
     }
     if let vm::Guest::Files { devices, .. } = &vm.guest {
-        // A redistributor frame of a CPU the guest was not given, or a removed device's window
-        // (passthrough.rs).
+        // A redistributor frame of a CPU the guest was not given, the RD_base control page of
+        // one it was, or a removed device's window (passthrough.rs).
         if let (true, Some(access)) = (data, a.access) {
-            if let Some(value) = devices.emulate(a.ipa, u64::from(access.size)) {
+            let size = u64::from(access.size);
+            let stored = a.write.then(|| {
+                let bits = 8 * size;
+                frame.reg(access.reg) & (u64::MAX >> (64 - bits))
+            });
+            if let Some(value) = devices.emulate(a.ipa, size, stored) {
                 cpu.counters.trap(Trap::AbortMmio);
                 Counters::inc(&cpu.counters.mmio);
                 if !a.write {
