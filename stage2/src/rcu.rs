@@ -256,8 +256,8 @@ impl Rcu {
     }
 
     /// Free the pages of `cpu`'s list whose grace period has ended, into `caller`'s pool cache
-    /// (`caller` is the CPU running this; it is `cpu` except in `barrier`). The list must be
-    /// locked.
+    /// (`caller` is the CPU running this; it is `cpu` except in `barrier`), counting them in
+    /// `stats`, which must be `caller`'s. The list must be locked.
     fn drain<P: PagePool>(&self, cpu: usize, caller: usize, pool: &P, stats: &CpuStats) -> bool {
         let me = &self.cpus[cpu];
         let mut head = me.head.load(Ordering::Relaxed);
@@ -317,15 +317,16 @@ impl Rcu {
     /// Wait until every page retired before this call is freed; `caller` is the CPU running it
     /// (pages go to its pool cache). Call outside any read-side section (a reader that waits for
     /// its own grace period waits forever).
-    pub(crate) fn barrier<P: PagePool>(&self, caller: usize, pool: &P, stats: &[CpuStats]) {
-        // `cpu` names a list for `lock_list`/`drain` as well as indexing `stats`.
-        #[allow(clippy::needless_range_loop)]
+    /// What it frees is counted in `stats`, the caller's.
+    pub(crate) fn barrier<P: PagePool>(&self, caller: usize, pool: &P, stats: &CpuStats) {
         for cpu in 0..self.cpus.len() {
             loop {
                 // Never hold a list across the wait: its owner may need it to retire, and it will
                 // not leave its section until it has.
                 self.lock_list(cpu);
-                let empty = self.drain(cpu, caller, pool, &stats[cpu]);
+                // Counted as the caller's work: each CPU's stats have one writer, itself
+                // (stats.rs), and the list's owner may be bumping its own meanwhile.
+                let empty = self.drain(cpu, caller, pool, stats);
                 self.unlock_list(cpu);
                 if empty {
                     break;
