@@ -15,7 +15,7 @@ use crate::abi;
 use crate::decode::{decode, Abort, Access, Exit, FaultType, Plan, SysReg};
 use crate::exceptions::Frame;
 use crate::lifecycle;
-use crate::memslot::NoBacking;
+use crate::memslot::{Memslot, NoBacking};
 use crate::options::Mode;
 use crate::percpu::{self, log_sampled, status, Counters, PerCpu, Trap};
 use crate::pool::{self, PAGE};
@@ -37,7 +37,7 @@ pub enum Action {
 pub const REASONS: [&str; 9] = [
     "none",
     "the guest finished with a non-zero status",
-    "a memslot lookup failed inside the fault path",
+    "(unused: the fault path is handed the memslot its caller found)",
     "out of memory backing guest RAM",
     "stage-2 map failed",
     "the guest turned its vCPU off before reporting",
@@ -47,7 +47,6 @@ pub const REASONS: [&str; 9] = [
 ];
 /// The guest reported a non-zero status (the built-in guest's HVC_FINISH).
 pub const WHY_GUEST_STATUS: u32 = 1;
-const WHY_TRAP: u32 = 2;
 const WHY_OOM: u32 = 3;
 const WHY_MAP: u32 = 4;
 const WHY_OFF_EARLY: u32 = 5;
@@ -370,7 +369,8 @@ fn handle_abort(
         }
         Plan::Hpfar | Plan::TranslateFar => {}
     }
-    if vm.slot(a.ipa).is_some() {
+    // One memslot lookup per fault: the slot found here is the one the fault path maps in.
+    if let Some(slot) = vm.slot(a.ipa) {
         if let FaultType::Other(fsc) = a.fault {
             // A stage-2 address size fault inside a memslot: the output address of our own
             // table is beyond VTCR_EL2.PS, which no guest can cause. Answer the guest anyway;
@@ -384,7 +384,7 @@ fn handle_abort(
             return inject_abort(cpu, frame, a, data, "faulted with an unexpected status");
         }
         cpu.counters.trap(Trap::AbortMemslot);
-        let action = handle_stage2_fault(vm, cpu, a);
+        let action = handle_stage2_fault(vm, cpu, slot, a);
         percpu::record_fault_time(cpu, CNTPCT_EL0.get().wrapping_sub(entry_ticks));
         return action;
     }
@@ -470,13 +470,11 @@ fn handle_abort(
     }
 }
 
-/// The stage-2 fault path: memslot -> backing page -> `stage2` map -> ERET re-runs the access.
-/// Never inlined, so gdb can always break on it (`break hyp::vmm::vcpu::handle_stage2_fault`).
+/// The stage-2 fault path for an abort at an IPA in `slot`: backing page -> `stage2` map -> ERET
+/// re-runs the access. Never inlined, so gdb can always break on it
+/// (`break hyp::vmm::vcpu::handle_stage2_fault`).
 #[inline(never)]
-fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
-    let Some(slot) = vm.slot(a.ipa) else {
-        return stop(cpu, WHY_TRAP);
-    };
+fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, slot: &Memslot, a: &Abort) -> Action {
     // Refill this CPU's page caches (in batches) before entering the stage-2 section, so the
     // map itself never waits on the shared allocator.
     pool::top_up(cpu, vm.tables, vm.backing);
