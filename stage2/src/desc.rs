@@ -327,6 +327,7 @@ impl Pte {
     /// A leaf (page at level 3, block at levels 1-2) mapping `pa` with `attrs`, its memory type
     /// encoded for `enc` (the HCR_EL2.FWB value the table is used with).
     #[must_use]
+    #[inline]
     pub fn leaf(pa: u64, level: u8, attrs: Attrs, enc: MemAttrEncoding) -> Pte {
         debug_assert!(
             pa & (level_size(level) - 1) == 0,

@@ -238,7 +238,7 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
     /// `cpu`, the calling CPU: every CPU's list is drained, into `cpu`'s pool cache. Call with no
     /// guard alive on `cpu`.
     pub fn barrier(&self, cpu: usize) {
-        self.rcu.barrier(cpu, &self.pool, &self.stats);
+        self.rcu.barrier(cpu, &self.pool, &self.stats[cpu]);
     }
 
     /// Table pages `cpu` has waiting for a grace period.

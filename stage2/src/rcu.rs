@@ -98,7 +98,8 @@ impl Rcu {
     }
 
     /// Enter a shared read-side section on `cpu`. Waits only while an exclusive walker holds the
-    /// MMU lock.
+    /// MMU lock. Inlined: it is on every fault, and a call costs more than its few instructions.
+    #[inline]
     pub(crate) fn read_lock(&self, cpu: usize) {
         let me = &self.cpus[cpu];
         debug_assert_eq!(
@@ -133,6 +134,7 @@ impl Rcu {
 
     /// Leave the read-side section. Release: every PTE read of the section happens before a
     /// reclaimer that sees the 0 frees what we read.
+    #[inline]
     pub(crate) fn read_unlock(&self, cpu: usize) {
         self.cpus[cpu].state.store(0, Ordering::Release);
     }
@@ -256,8 +258,8 @@ impl Rcu {
     }
 
     /// Free the pages of `cpu`'s list whose grace period has ended, into `caller`'s pool cache
-    /// (`caller` is the CPU running this; it is `cpu` except in `barrier`). The list must be
-    /// locked.
+    /// (`caller` is the CPU running this; it is `cpu` except in `barrier`), counting them in
+    /// `stats`, which must be `caller`'s. The list must be locked.
     fn drain<P: PagePool>(&self, cpu: usize, caller: usize, pool: &P, stats: &CpuStats) -> bool {
         let me = &self.cpus[cpu];
         let mut head = me.head.load(Ordering::Relaxed);
@@ -297,11 +299,21 @@ impl Rcu {
 
     /// Free what `cpu` retired and whose grace period has ended. Call outside a read-side section
     /// (at trap exit). Never waits: if `barrier` is working on this list, it does the freeing.
+    ///
+    /// Inlined down to the empty-list check, the common case on every fault: the draining itself
+    /// is out of line, so the caller does not set up its frame for nothing.
+    #[inline]
     pub(crate) fn reclaim<P: PagePool>(&self, cpu: usize, pool: &P, stats: &CpuStats) {
-        let me = &self.cpus[cpu];
-        if me.head.load(Ordering::Relaxed) == 0 {
+        if self.cpus[cpu].head.load(Ordering::Relaxed) == 0 {
             return;
         }
+        self.reclaim_list(cpu, pool, stats);
+    }
+
+    /// `reclaim` of a non-empty list.
+    #[inline(never)]
+    fn reclaim_list<P: PagePool>(&self, cpu: usize, pool: &P, stats: &CpuStats) {
+        let me = &self.cpus[cpu];
         // Compare-exchange, not swap: finding the flag taken must not store (see `lock_list`).
         if me
             .busy
@@ -316,16 +328,16 @@ impl Rcu {
 
     /// Wait until every page retired before this call is freed; `caller` is the CPU running it
     /// (pages go to its pool cache). Call outside any read-side section (a reader that waits for
-    /// its own grace period waits forever).
-    pub(crate) fn barrier<P: PagePool>(&self, caller: usize, pool: &P, stats: &[CpuStats]) {
-        // `cpu` names a list for `lock_list`/`drain` as well as indexing `stats`.
-        #[allow(clippy::needless_range_loop)]
+    /// its own grace period waits forever). What it frees is counted in `stats`, the caller's.
+    pub(crate) fn barrier<P: PagePool>(&self, caller: usize, pool: &P, stats: &CpuStats) {
         for cpu in 0..self.cpus.len() {
             loop {
                 // Never hold a list across the wait: its owner may need it to retire, and it will
                 // not leave its section until it has.
                 self.lock_list(cpu);
-                let empty = self.drain(cpu, caller, pool, &stats[cpu]);
+                // Counted as the caller's work: each CPU's stats have one writer, itself
+                // (stats.rs), and the list's owner may be bumping its own meanwhile.
+                let empty = self.drain(cpu, caller, pool, stats);
                 self.unlock_list(cpu);
                 if empty {
                     break;

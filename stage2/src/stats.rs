@@ -1,5 +1,5 @@
-//! Per-CPU counters, summed on demand. Each CPU writes only its own cache line, so counting never
-//! makes CPUs contend. They use plain core atomics even under loom: they are observations, not
+//! Per-CPU counters, summed on demand. Each CPU writes only its own cache line (and is the only
+//! writer of it), so counting never makes CPUs contend and needs no atomic read-modify-write. They use plain core atomics even under loom: they are observations, not
 //! part of any protocol, and modelling them would only multiply loom's interleavings.
 
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -124,20 +124,27 @@ impl Stats {
 }
 
 impl CpuStats {
+    // Every field has one writer: its own CPU (the `Guard`'s `cpu`, and `Rcu::barrier` counts
+    // what it frees into its caller's stats, never into the list owner's). So an increment is a
+    // plain load and store, not a read-modify-write: under TCG an atomic RMW is a load/store-
+    // exclusive pair whose store is a host compare-exchange, and `map` bumps two counters per
+    // fault. Relaxed: only the final values matter, and readers sum them after a synchronising
+    // event (the end of the run, or a snapshot that may be slightly stale by design).
+
     #[inline]
     pub(crate) fn bump(counter: &AtomicU64) {
-        // Relaxed: a private counter; only its final value matters and readers sum after a
-        // synchronising event (the end of the run).
-        counter.fetch_add(1, Relaxed);
+        Self::add(counter, 1);
     }
 
     #[inline]
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+        counter.store(counter.load(Relaxed) + n, Relaxed);
     }
 
     #[inline]
     pub(crate) fn raise_max(counter: &AtomicU64, v: u64) {
-        counter.fetch_max(v, Relaxed);
+        if v > counter.load(Relaxed) {
+            counter.store(v, Relaxed);
+        }
     }
 }

@@ -109,6 +109,7 @@ impl<'a, P: PagePool> Walker<'a, P> {
     /// AcqRel on success: release publishes whatever `new` points at (a table's contents) and
     /// orders our earlier work before it; acquire orders what we do next after the value we
     /// replaced. Acquire on failure: we may descend into the winner's table.
+    #[inline]
     pub(crate) fn cmpxchg(&self, old: Pte, new: Pte) -> Result<(), Pte> {
         self.entry()
             .compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire)

@@ -107,7 +107,9 @@ impl ZeroPage for Plain {}
 /// The plain map policy: a permission fault relaxes the entry to RWX; a 2 MiB-chunked slot maps
 /// blocks under backing=2m; otherwise a 4 KiB page. `logging` (dirty logging, a harness's
 /// choice) maps new pages read-only, and a write into a write-protected block maps that one
-/// page writable (splitting the block) instead of relaxing all 512.
+/// page writable (splitting the block) instead of relaxing all 512. Inlined into the harness's
+/// `map_fault`: it runs on every stage-2 fault.
+#[inline]
 pub fn map_plain(
     vm: &Vm,
     g: &Guard<'_>,
