@@ -36,9 +36,26 @@ SPECIAL = ("mrs", "msr", "dsb", "dmb", "isb", "ldar", "stlr", "ldxr", "ldaxr", "
            "tlbi", "dc", "ic", "eret")
 
 
+def find_nm():
+    """llvm-nm from PATH (Debian's llvm), else the Rust toolchain's (rustup component
+    llvm-tools), else exit with what to install."""
+    import glob
+    import shutil
+    nm = shutil.which("llvm-nm")
+    if nm:
+        return nm
+    sysroot = subprocess.run(["rustc", "--print", "sysroot"], capture_output=True,
+                             text=True).stdout.strip()
+    found = glob.glob(os.path.join(sysroot, "lib/rustlib/*/bin/llvm-nm"))
+    if found:
+        return found[0]
+    sys.exit("fault-insns.py: llvm-nm not found: apt-get install llvm, or "
+             "rustup component add llvm-tools")
+
+
 def symbols(elf):
     """(sorted addresses, names) of the ELF's code symbols."""
-    out = subprocess.run(["llvm-nm", "-C", "--defined-only", "-n", elf],
+    out = subprocess.run([find_nm(), "-C", "--defined-only", "-n", elf],
                          capture_output=True, text=True, check=True).stdout
     syms = []
     for line in out.splitlines():
