@@ -1236,39 +1236,40 @@ fn rcu_three_cpus_two_readers_and_a_reclaimer() {
         "free waited for the old reader",
     ];
     let name = "rcu_three_cpus_two_readers_and_a_reclaimer";
-    model(name, Some(2), &expect, |seen, flip| {
+    model(name, Some(3), &expect, |seen, flip| {
         let (s2, pool) = premapped_span_on(3);
+        // Plain flags (loom runs one thread at a time, and switches only at loom operations):
+        // where each CPU is in the schedule, for the outcome labels only.
         let collapsed = Arc::new(StdBool::new(false));
-        // Where the new reader is, as the writer sees it around its reclaim. A loom atomic, so
-        // loom schedules the reclaim against the reader's entry and exit; Relaxed, so it adds no
-        // happens-before edge of its own.
-        let new_in = Arc::new(AtomicBool::new(false));
+        let reclaimed = Arc::new(StdBool::new(false));
         let old = s2.shared(2);
         let a = old.translate(MB2 + 0x1000);
         let writer = {
             let (s2, pool) = (s2.clone(), pool.clone());
-            let (collapsed, new_in) = (collapsed.clone(), new_in.clone());
+            let (collapsed, reclaimed) = (collapsed.clone(), reclaimed.clone());
             move || {
                 let r = s2
                     .shared(0)
                     .collapse(MB2, RAM, Size::Block2M, Attrs::normal_rwx());
                 collapsed.store(true, SeqCst);
-                let before = new_in.load(Relaxed);
                 s2.reclaim(0);
-                let after = new_in.load(Relaxed);
-                (r, before && after, pool.frees() == 1)
+                let freed = pool.frees() == 1;
+                reclaimed.store(true, SeqCst);
+                (r, freed)
             }
         };
         let new_reader = {
-            let (s2, collapsed, new_in) = (s2.clone(), collapsed.clone(), new_in.clone());
+            let (s2, collapsed, reclaimed) = (s2.clone(), collapsed.clone(), reclaimed.clone());
             move || {
+                // Entered after the collapse returned (so after the epoch advance).
                 let late = collapsed.load(SeqCst);
                 let g = s2.shared(1);
-                new_in.store(late, Relaxed);
                 let t = g.translate(MB2 + 0x1000);
-                new_in.store(false, Relaxed);
+                // A loom operation first, so a reclaim scheduled before it is seen here.
+                thread::yield_now();
+                let inside_at_reclaim = reclaimed.load(SeqCst);
                 drop(g);
-                t
+                (t, late, inside_at_reclaim)
             }
         };
         // Both orders of spawning (loom's DPOR explores them differently).
@@ -1279,10 +1280,17 @@ fn rcu_three_cpus_two_readers_and_a_reclaimer() {
             let w = thread::spawn(writer);
             (w, thread::spawn(new_reader))
         };
+        // A loom operation first, so the other CPUs can run before the old reader's second walk.
+        thread::yield_now();
+        let old_inside_at_reclaim = reclaimed.load(SeqCst);
         let b = old.translate(MB2 + 0x1000);
         drop(old);
-        let (collapse, both_inside, freed) = writer.join().unwrap();
-        let t = new_reader.join().unwrap();
+        let (collapse, freed) = writer.join().unwrap();
+        let (t, late, new_inside_at_reclaim) = new_reader.join().unwrap();
+        let both_inside = old_inside_at_reclaim && new_inside_at_reclaim;
+        if both_inside && late {
+            seen.hit("the new reader entered after the collapse");
+        }
         assert_eq!(collapse, Ok(Mapped::Replaced));
         for t in [t, a, b].into_iter().flatten() {
             assert_eq!(t.pa, RAM + 0x1000, "a reader saw {t:?}");
@@ -1325,7 +1333,7 @@ unsafe impl Sync for Counter {}
 fn mmu_lock_handoff_while_a_reader_waits() {
     let expect = ["second writer, then reader", "reader, then second writer"];
     let name = "mmu_lock_handoff_while_a_reader_waits";
-    model(name, Some(2), &expect, |seen, _flip| {
+    model(name, Some(1), &expect, |seen, _flip| {
         let (s2, pool, _) = setup_cpus(
             Arc::new(CountingPool::new(1)),
             Arc::new(RecordingTlb::counting(Arc::new(CountingPool::new(0)))),

@@ -684,8 +684,42 @@ fn shared_range_ops_vs_logging_vcpus() {
     });
     let elapsed = t0.elapsed();
 
-    // Quiescent: one last get-and-clear, then every write must have been reported after it.
+    // Quiescent epilogue: CPU 0 writes every page once more (faulting as needed), so every
+    // page is writable and logged when the last get-and-clear runs, whatever the range CPUs did
+    // last.
+    {
+        let g = s2.shared(0);
+        for p in 0..PAGES {
+            let ipa = REGION + p * PAGE;
+            loop {
+                let stamp = wl.tick();
+                match g.hw_access(ipa, true, true, false) {
+                    HwAccess::Done { .. } => {
+                        wl.last_write[p as usize].fetch_max(stamp, Ordering::SeqCst);
+                        break;
+                    }
+                    HwAccess::Translation => {
+                        g.map(
+                            ipa,
+                            expected_pa(ipa),
+                            Size::Page4K,
+                            Attrs::normal(Perms::RX),
+                        )
+                        .unwrap();
+                    }
+                    _ => {
+                        g.dirty_write_fault(ipa, &log).unwrap();
+                    }
+                }
+            }
+        }
+    }
+    // One last get-and-clear, then every write must have been reported after it.
     let last = harvest(&s2.shared(0), &log, &wl, REGION, REGION_END);
+    assert_eq!(
+        last, PAGES,
+        "the last get-and-clear reports every page the epilogue wrote"
+    );
     for p in 0..PAGES as usize {
         let (w, r) = (
             wl.last_write[p].load(Ordering::SeqCst),
