@@ -8,8 +8,8 @@
 //! The [`CountingPool`] never reuses a page under loom and panics on any access to a freed page,
 //! so a use after free anywhere in any explored execution fails the model.
 //!
-//! Each model uses two CPUs (loom threads), the smallest pool that can serve it (every page is
-//! 512 loom atomics), and one operation per thread. Every model ends by checking each table's
+//! Each model uses two CPUs (loom threads; three in the RCU and MMU-lock-handoff models), the
+//! smallest pool that can serve it (every page is 512 loom atomics), and one operation per thread. Every model ends by checking each table's
 //! refcount (`1 + non-empty entries`), destroying the table and checking the pool got every page
 //! back. Each model runs in both thread orders and must reach the outcomes it lists (see
 //! [`model`]); it prints its executions, runtime and outcomes (`--nocapture`). See
