@@ -8,8 +8,8 @@
 //! The [`CountingPool`] never reuses a page under loom and panics on any access to a freed page,
 //! so a use after free anywhere in any explored execution fails the model.
 //!
-//! Each model uses two CPUs (loom threads), the smallest pool that can serve it (every page is
-//! 512 loom atomics), and one operation per thread. Every model ends by checking each table's
+//! Each model uses two CPUs (loom threads; three in the RCU and MMU-lock-handoff models), the
+//! smallest pool that can serve it (every page is 512 loom atomics), and one operation per thread. Every model ends by checking each table's
 //! refcount (`1 + non-empty entries`), destroying the table and checking the pool got every page
 //! back. Each model runs in both thread orders and must reach the outcomes it lists (see
 //! [`model`]); it prints its executions, runtime and outcomes (`--nocapture`). See
@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use loom::sync::atomic::AtomicBool;
-use loom::sync::atomic::Ordering::{Acquire, Release};
+use loom::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use loom::thread;
 use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
 use stage2::{
@@ -111,7 +111,16 @@ fn setup_with(
     pool: Arc<CountingPool>,
     tlb: Arc<RecordingTlb>,
 ) -> (Arc<S2>, Arc<CountingPool>, Arc<RecordingTlb>) {
-    let mut cfg = Config::new(32, 2);
+    setup_cpus(pool, tlb, 2)
+}
+
+/// As [`setup_with`], for `cpus` CPUs (the three-CPU models).
+fn setup_cpus(
+    pool: Arc<CountingPool>,
+    tlb: Arc<RecordingTlb>,
+    cpus: usize,
+) -> (Arc<S2>, Arc<CountingPool>, Arc<RecordingTlb>) {
+    let mut cfg = Config::new(32, cpus);
     cfg.start_level = Some(1);
     let s2 = Stage2::new(cfg, pool.clone(), tlb.clone()).unwrap();
     tlb.attach(s2.root(), s2.geometry());
@@ -490,8 +499,15 @@ fn relax_vs_map_to_another_page() {
 
 /// Premap one page at `MB2 + 0x1000` so the span `[MB2, 2 * MB2)` has a level-3 table to prune.
 fn premapped_span() -> (Arc<S2>, Arc<CountingPool>) {
+    premapped_span_on(2)
+}
+
+/// [`premapped_span`] for a table walked by `cpus` CPUs.
+fn premapped_span_on(cpus: usize) -> (Arc<S2>, Arc<CountingPool>) {
     // Root, level-2, level-3: a collapse allocates nothing.
-    let (s2, pool, _) = setup(3);
+    let pool = Arc::new(CountingPool::new(3));
+    let tlb = Arc::new(RecordingTlb::counting(pool.clone()));
+    let (s2, pool, _) = setup_cpus(pool, tlb, cpus);
     s2.shared(0)
         .map(
             MB2 + 0x1000,
@@ -1111,4 +1127,457 @@ fn aging_vs_unmap_and_rcu_free() {
             finish(s2, &pool);
         },
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The races the first models left out (issue 11, item 6).
+
+/// Model 13: an eager split (`split_range`: a fully populated table, allocated and filled before
+/// one break-before-make) of a 2 MiB block while the other CPU prunes the level-2 table holding
+/// that block (a collapse of the whole 1 GiB span: the *ancestor* of the split entry).
+///
+/// The prune locks every descendant; it waits for the splitter's LOCKED block entry and takes
+/// the table the split publishes there, so that table is freed with the subtree (not leaked);
+/// a split that loses its break to the prune frees its unpublished table at once and skips the
+/// entry; a split after the prune splits the 1 GiB block and then the 2 MiB block under it. In
+/// every case no memory loses its mapping (every IPA of the block still maps `RAM + ipa`, and a
+/// split table is fully populated), the counts are exact and every page comes back.
+#[test]
+fn eager_split_vs_ancestor_prune() {
+    let expect = [
+        "split, then the prune took the split table",
+        "prune, then split 1 GiB and 2 MiB",
+        "split skipped or lost to the prune",
+    ];
+    let name = "eager_split_vs_ancestor_prune";
+    model(name, None, &expect, |seen, flip| {
+        const GB: u64 = 1 << 30;
+        // Root, level-2, level-3 (for the page at 0x1000); one table for the 2 MiB split, or two
+        // (1 GiB, then 2 MiB) after the prune; a lost split's page is never reused under loom.
+        let (s2, pool, _) = setup(6);
+        let attrs = Attrs::normal_rwx();
+        s2.shared(0)
+            .map(0x1000, RAM + 0x1000, Size::Page4K, attrs)
+            .expect("premap");
+        s2.shared(0)
+            .map(MB2, RAM + MB2, Size::Block2M, attrs)
+            .expect("premap");
+        let splitter = {
+            let s2 = s2.clone();
+            first(flip, move || {
+                let n = s2.shared(0).split_range(MB2, 2 * MB2);
+                s2.reclaim(0);
+                n
+            })
+        };
+        let pruner = {
+            let s2 = s2.clone();
+            second(flip, move || {
+                let r = s2.shared(1).collapse(0, RAM, Size::Block1G, attrs);
+                s2.reclaim(1);
+                r
+            })
+        };
+        let split = splitter.join().expect("the pool is large enough");
+        assert_eq!(pruner.join(), Ok(Mapped::Replaced));
+        let st = s2.stats();
+        // No IPA of the old block, nor of the rest of the 1 GiB, lost its output.
+        for ipa in [MB2, MB2 + 0x5008, 2 * MB2 - 8, 0x1000, GB - 8] {
+            let t = translate(&s2, ipa).unwrap_or_else(|| panic!("{ipa:#x} lost its mapping"));
+            assert_eq!(t.pa, RAM + ipa, "{ipa:#x}: {t:?}");
+        }
+        let level = translate(&s2, MB2 + 0x5008).unwrap().level;
+        match (split, level) {
+            // The split came first; the prune waited for (or found) its table and freed it with
+            // the subtree: level 2, the old level 3, and the split table.
+            (1, 1) => {
+                assert_eq!(st.tables_retired, 3, "{st:?}");
+                seen.hit("split, then the prune took the split table");
+            }
+            (2, 3) => {
+                assert_eq!(st.tables_retired, 2, "{st:?}");
+                seen.hit("prune, then split 1 GiB and 2 MiB");
+            }
+            // The block was LOCKED (or zapped under the walk): skipped, never waited for. A lost
+            // break frees its unpublished table at once.
+            (0, 1) => {
+                assert_eq!(st.tables_retired, 2, "{st:?}");
+                assert!(st.tables_raced <= 1, "{st:?}");
+                seen.hit("split skipped or lost to the prune");
+                if st.tables_raced == 1 {
+                    seen.hit("split lost its break");
+                }
+            }
+            other => panic!("split {} blocks, leaf at level {}", other.0, other.1),
+        }
+        check_pool(&pool);
+        s2.barrier(0);
+        assert_eq!(pool.frees(), st.tables_retired + st.tables_raced);
+        finish(s2, &pool);
+    });
+}
+
+/// Model 14: RCU with three CPUs, two readers at different phases and a reclaimer. CPU 2 (the
+/// old reader, the main thread) enters a section and walks to the page before the other CPUs
+/// start; then CPU 0 collapses the span (unlinking the level-3 table: a new epoch) and reclaims
+/// once, while CPU 1 (the new reader) enters a section, possibly after the unlink with the new
+/// epoch, and walks; then the old reader walks again and leaves.
+///
+/// The old reader could still reach the table (a stale read of the level-2 entry), so the free
+/// must wait for it even when the newer reader's word is above the table's epoch: a reclaim that
+/// judged by the newest reader (or by the first reader it finds, CPU 1 before CPU 2) frees the
+/// table under the old reader's second walk, and the pool panics. The barrier at the end frees
+/// it once both have left.
+#[test]
+fn rcu_three_cpus_two_readers_and_a_reclaimer() {
+    let expect = [
+        "reclaim with an old and a new reader inside",
+        "old reader's second walk saw the page",
+        "free waited for the old reader",
+    ];
+    let name = "rcu_three_cpus_two_readers_and_a_reclaimer";
+    model(name, Some(3), &expect, |seen, flip| {
+        let (s2, pool) = premapped_span_on(3);
+        // Plain flags (loom runs one thread at a time, and switches only at loom operations):
+        // where each CPU is in the schedule, for the outcome labels only.
+        let collapsed = Arc::new(StdBool::new(false));
+        let reclaimed = Arc::new(StdBool::new(false));
+        let old = s2.shared(2);
+        let a = old.translate(MB2 + 0x1000);
+        let writer = {
+            let (s2, pool) = (s2.clone(), pool.clone());
+            let (collapsed, reclaimed) = (collapsed.clone(), reclaimed.clone());
+            move || {
+                let r = s2
+                    .shared(0)
+                    .collapse(MB2, RAM, Size::Block2M, Attrs::normal_rwx());
+                collapsed.store(true, SeqCst);
+                s2.reclaim(0);
+                let freed = pool.frees() == 1;
+                reclaimed.store(true, SeqCst);
+                (r, freed)
+            }
+        };
+        let new_reader = {
+            let (s2, collapsed, reclaimed) = (s2.clone(), collapsed.clone(), reclaimed.clone());
+            move || {
+                // Entered after the collapse returned (so after the epoch advance).
+                let late = collapsed.load(SeqCst);
+                let g = s2.shared(1);
+                let t = g.translate(MB2 + 0x1000);
+                // A loom operation first, so a reclaim scheduled before it is seen here.
+                thread::yield_now();
+                let inside_at_reclaim = reclaimed.load(SeqCst);
+                drop(g);
+                (t, late, inside_at_reclaim)
+            }
+        };
+        // Both orders of spawning (loom's DPOR explores them differently).
+        let (writer, new_reader) = if flip {
+            let r = thread::spawn(new_reader);
+            (thread::spawn(writer), r)
+        } else {
+            let w = thread::spawn(writer);
+            (w, thread::spawn(new_reader))
+        };
+        // A loom operation first, so the other CPUs can run before the old reader's second walk.
+        thread::yield_now();
+        let old_inside_at_reclaim = reclaimed.load(SeqCst);
+        let b = old.translate(MB2 + 0x1000);
+        drop(old);
+        let (collapse, freed) = writer.join().unwrap();
+        let (t, late, new_inside_at_reclaim) = new_reader.join().unwrap();
+        let both_inside = old_inside_at_reclaim && new_inside_at_reclaim;
+        if both_inside && late {
+            seen.hit("the new reader entered after the collapse");
+        }
+        assert_eq!(collapse, Ok(Mapped::Replaced));
+        for t in [t, a, b].into_iter().flatten() {
+            assert_eq!(t.pa, RAM + 0x1000, "a reader saw {t:?}");
+        }
+        assert_eq!(a.map(|t| t.level), Some(3), "the old reader started first");
+        if b.is_some_and(|t| t.level == 3) {
+            seen.hit("old reader's second walk saw the page");
+        }
+        if both_inside {
+            seen.hit("reclaim with an old and a new reader inside");
+            if !freed {
+                seen.hit("free waited for the old reader");
+            }
+        }
+        check_pool(&pool);
+        s2.barrier(0);
+        assert_eq!((pool.frees(), s2.deferred(0)), (1, 0));
+        finish(s2, &pool);
+    });
+}
+
+/// A counter only MMU-lock sections touch (model 15).
+struct Counter(loom::cell::UnsafeCell<u64>);
+
+// SAFETY: every access is inside a section of the MMU lock, which is what model 15 checks: loom's
+// `UnsafeCell` panics on any two accesses not ordered by happens-before.
+unsafe impl Sync for Counter {}
+
+/// Model 15: one writer hands the MMU lock to another while a reader waits. CPU 0 (the main
+/// thread) holds the exclusive lock when CPU 1 (a second writer) and CPU 2 (a reader) start;
+/// it unlocks while they wait (or are about to), and they race for the table.
+///
+/// Every section increments one counter in a `loom::cell::UnsafeCell`, so loom fails the model if
+/// any two sections are not ordered by happens-before (a data race), not only if they overlap in
+/// the schedule (a plain counter checks that); the counter ends at 3. A `write_unlock` that
+/// dropped the writer lock before lowering `writer` lets the outgoing writer's `false` land
+/// after the incoming writer raised the flag: the waiting reader walks in while the second
+/// writer believes every CPU is quiescent.
+#[test]
+fn mmu_lock_handoff_while_a_reader_waits() {
+    let expect = ["second writer, then reader", "reader, then second writer"];
+    let name = "mmu_lock_handoff_while_a_reader_waits";
+    model(name, Some(1), &expect, |seen, _flip| {
+        let (s2, pool, _) = setup_cpus(
+            Arc::new(CountingPool::new(1)),
+            Arc::new(RecordingTlb::counting(Arc::new(CountingPool::new(0)))),
+            3,
+        );
+        let cell = Arc::new(Counter(loom::cell::UnsafeCell::new(0)));
+        // The schedule, recorded with plain (non-loom) state.
+        let order = Arc::new(Mutex::new(String::new()));
+        let inside = Arc::new(AtomicUsize::new(0));
+        let enter = {
+            let (cell, order, inside) = (cell.clone(), order.clone(), inside.clone());
+            move |who: char| {
+                assert_eq!(inside.fetch_add(1, SeqCst), 0, "two sections at once");
+                order.lock().unwrap().push(who);
+                // SAFETY: only inside a section; loom panics on two accesses not ordered by
+                // happens-before.
+                cell.0.with_mut(|v| unsafe { *v += 1 });
+                assert_eq!(inside.fetch_sub(1, SeqCst), 1);
+            }
+        };
+        let g = s2.exclusive(0);
+        enter('W');
+        let spawn = |who: char, cpu: usize| {
+            let (s2, enter) = (s2.clone(), enter.clone());
+            thread::spawn(move || {
+                let g = if who == 'R' {
+                    s2.shared(cpu)
+                } else {
+                    s2.exclusive(cpu)
+                };
+                enter(who);
+                drop(g);
+            })
+        };
+        let x = spawn('X', 1);
+        let r = spawn('R', 2);
+        drop(g);
+        x.join().unwrap();
+        r.join().unwrap();
+        // SAFETY: every thread has been joined.
+        assert_eq!(cell.0.with(|v| unsafe { *v }), 3);
+        seen.hit(match order.lock().unwrap().as_str() {
+            "WXR" => "second writer, then reader",
+            "WRX" => "reader, then second writer",
+            o => panic!("sections ran in order {o}"),
+        });
+        finish(s2, &pool);
+    });
+}
+
+/// Model 16: a reclaim during another CPU's exclusive section. CPU 0 collapses the span in a
+/// shared section (retiring the level-3 table), leaves, and reclaims until nothing is deferred;
+/// CPU 1 takes the MMU lock and walks everything (translate, every table's count, a
+/// write-protect of the 1 GiB span) meanwhile. When the walker finds the block (the collapse came
+/// first) it waits inside its section for CPU 0's first reclaim, so that reclaim always runs
+/// during the exclusive section (loom's DPOR alone rarely schedules it there).
+///
+/// The exclusive walk starts after the collapse's section ended (the writer waits for every
+/// reader's word to go to 0, with acquire), so it sees the unlink and never walks into the table
+/// the reclaim frees under it (the pool panics on that); the writer's own word (the epoch it
+/// saw) does not hold up a free of what was retired before it entered, so the first reclaim
+/// frees the table.
+#[test]
+fn reclaim_during_an_exclusive_section() {
+    let expect = ["exclusive first", "freed during the exclusive section"];
+    let name = "reclaim_during_an_exclusive_section";
+    model(name, None, &expect, |seen, flip| {
+        let (s2, pool) = premapped_span();
+        // Relaxed handshakes: they must add no happens-before edge of their own (the one under
+        // test is the MMU lock's).
+        let entered = Arc::new(AtomicBool::new(false));
+        let reclaimed = Arc::new(AtomicBool::new(false));
+        let reclaimer = {
+            let (s2, pool) = (s2.clone(), pool.clone());
+            let (entered, reclaimed) = (entered.clone(), reclaimed.clone());
+            first(flip, move || {
+                let r = s2
+                    .shared(0)
+                    .collapse(MB2, RAM, Size::Block2M, Attrs::normal_rwx());
+                while !entered.load(Relaxed) {
+                    thread::yield_now();
+                }
+                s2.reclaim(0);
+                let freed_first = pool.frees() == 1;
+                reclaimed.store(true, Relaxed);
+                while s2.deferred(0) != 0 {
+                    s2.reclaim(0);
+                    thread::yield_now();
+                }
+                (r, freed_first)
+            })
+        };
+        let walker = {
+            let (s2, entered, reclaimed) = (s2.clone(), entered.clone(), reclaimed.clone());
+            second(flip, move || {
+                let g = s2.exclusive(1);
+                entered.store(true, Relaxed);
+                let t = g.translate(MB2 + 0x1000).expect("the page or the block");
+                if t.level == 2 {
+                    // The collapse is done and cannot run again: let the reclaim free the
+                    // table while we are still inside, then walk everything.
+                    while !reclaimed.load(Relaxed) {
+                        thread::yield_now();
+                    }
+                }
+                let mut tables = 0;
+                g.for_each_table(|pa, level, count, used| {
+                    assert_eq!(count, used + 1, "table {pa:#x} at level {level}");
+                    tables += 1;
+                });
+                let wp = g.write_protect(0, 1 << 30).unwrap();
+                drop(g);
+                (t, tables, wp)
+            })
+        };
+        let (collapsed, freed_first) = reclaimer.join();
+        let (t, tables, wp) = walker.join();
+        assert_eq!(collapsed, Ok(Mapped::Replaced));
+        assert_eq!(t.pa, RAM + 0x1000);
+        assert_eq!(wp.leaves, 1, "{wp:?}");
+        match (t.level, tables) {
+            (3, 2) => seen.hit("exclusive first"),
+            (2, 1) => {
+                // A reader section that ended before the writer entered cannot hold up the
+                // free, and the writer's word (a newer epoch) does not either.
+                assert!(
+                    freed_first,
+                    "the reclaim inside the exclusive section freed nothing"
+                );
+                seen.hit("freed during the exclusive section");
+            }
+            other => panic!("the exclusive walk saw {other:?}"),
+        }
+        let t = translate(&s2, MB2 + 0x1000).unwrap();
+        assert_eq!((t.level, t.pa), (2, RAM + 0x1000));
+        assert_eq!((pool.frees(), s2.deferred(0)), (1, 0));
+        finish(s2, &pool);
+    });
+}
+
+/// Model 17: a map that runs out of memory races a prune of an ancestor. The pool has one table
+/// allocation left. The mapper maps a page inside a 2 MiB block (a lazy split: allocate, break,
+/// publish an empty table, install the page); the pruner collapses the whole 1 GiB span,
+/// pruning the level-2 table that holds the block.
+///
+/// The map succeeds (split first), or loses the break to the prune (its unpublished table is
+/// freed at once) and then finds the 1 GiB block and runs dry splitting it, or comes after the
+/// prune, splits the 1 GiB block with the last page and runs dry one level down. Every failure
+/// is [`Error::NoMemory`] (after any number of `Retry`s) and leaves nothing LOCKED (`destroy`
+/// asserts on that), no page leaked, exact counts, and the IPA still mapped by the old block or
+/// the 1 GiB block, or unmapped only because a split published an empty table in place of a
+/// block (the table is a cache: the rest refaults).
+#[test]
+fn dry_map_vs_prune() {
+    let expect = [
+        "map, then prune",
+        "map lost to the prune, then ran dry",
+        "prune, then the map ran dry one level down",
+        "the prune took the split table, then the map ran dry",
+    ];
+    model("dry_map_vs_prune", None, &expect, |seen, flip| {
+        // Root, level-2, level-3 (0x1000); the one allocation the budget allows; no reuse.
+        let (s2, pool, _) = setup(5);
+        let attrs = Attrs::normal_rwx();
+        s2.shared(0)
+            .map(0x1000, RAM + 0x1000, Size::Page4K, attrs)
+            .expect("premap");
+        s2.shared(0)
+            .map(MB2, RAM + MB2, Size::Block2M, attrs)
+            .expect("premap");
+        pool.set_budget(1);
+        let mapper = {
+            let s2 = s2.clone();
+            first(flip, move || {
+                let ipa = MB2 + 0x3000;
+                let r = map_until_done(
+                    &s2,
+                    0,
+                    ipa,
+                    RAM + ipa,
+                    Size::Page4K,
+                    Attrs::normal(Perms::RX),
+                );
+                s2.reclaim(0);
+                r
+            })
+        };
+        let pruner = {
+            let s2 = s2.clone();
+            second(flip, move || {
+                let r = s2.shared(1).collapse(0, RAM, Size::Block1G, attrs);
+                s2.reclaim(1);
+                r
+            })
+        };
+        let (first_try, mapped) = mapper.join();
+        assert_eq!(pruner.join(), Ok(Mapped::Replaced));
+        let st = s2.stats();
+        assert_eq!(
+            pool.allocs(),
+            2 + 1,
+            "the premap's two tables and the budget's one"
+        );
+        let t = translate(&s2, MB2 + 0x3000);
+        match mapped {
+            Ok(Mapped::Installed) => {
+                // The split came first: the prune took its table (with the page) and the 1 GiB
+                // block maps the IPA again.
+                assert_eq!(first_try, Ok(Mapped::Installed));
+                let t = t.expect("the block");
+                assert_eq!((t.pa, t.level), (RAM + MB2 + 0x3000, 1));
+                assert_eq!(st.tables_retired, 3, "{st:?}");
+                seen.hit("map, then prune");
+            }
+            Err(Error::NoMemory) if st.tables_raced == 1 => {
+                // Lost the break (the prune had the entry), freed the page at once, then found
+                // the 1 GiB block with an empty budget: no break was started.
+                let t = t.expect("the 1 GiB block");
+                assert_eq!((t.pa, t.level), (RAM + MB2 + 0x3000, 1));
+                assert_eq!(st.tables_retired, 2, "{st:?}");
+                seen.hit("map lost to the prune, then ran dry");
+            }
+            Err(Error::NoMemory) if st.tables_retired == 3 => {
+                // The split won its break; the prune waited for it and took the published table
+                // before the page went in (the map met a LOCKED entry there), then the re-run
+                // found the 1 GiB block with an empty budget.
+                let t = t.expect("the 1 GiB block");
+                assert_eq!((t.pa, t.level), (RAM + MB2 + 0x3000, 1));
+                seen.hit("the prune took the split table, then the map ran dry");
+            }
+            Err(Error::NoMemory) => {
+                // After the prune (perhaps after a Retry on its LOCKED entry): the 1 GiB block
+                // was split with the last page; the 2 MiB entry then needed a table.
+                assert_eq!(t, None, "an empty level-2 table replaced the 1 GiB block");
+                assert_eq!(st.tables_retired, 2, "{st:?}");
+                assert_eq!(translate(&s2, 0x1000), None);
+                seen.hit("prune, then the map ran dry one level down");
+            }
+            other => panic!("map: first {first_try:?}, last {other:?}"),
+        }
+        assert!(st.no_memory <= 1, "{st:?}");
+        check_pool(&pool);
+        s2.barrier(0);
+        assert_eq!(pool.frees(), st.tables_retired + st.tables_raced);
+        finish(s2, &pool);
+    });
 }

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
 use stage2::{
-    Attrs, Config, Error, Guard, Mapped, MemType, PagePool, Perms, Pte, Size, Stage2, Tlb,
-    Translation,
+    Attrs, Config, DirtyBitmap, Error, Guard, HwAccess, Mapped, MemType, PagePool, Perms, Pte,
+    Size, Stage2, Tlb, Translation,
 };
 
 type S2 = Stage2<Arc<CountingPool>, Arc<RecordingTlb>>;
@@ -435,4 +435,356 @@ fn mappers_vs_pruner_dry_pool() {
     println!("stress (dry pool): seed {seed}");
     let ops = run(3, 150_000, seed, 10);
     assert!(ops >= 150_000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every shared range operation at once (issue 11): faults and dirty-log write faults, shared
+// unmap, write-protect, get-and-clear, aging, eager split and prunes, over overlapping ranges,
+// with a lost-write check at the end.
+
+/// What the shared-range stress run counted.
+#[derive(Default, Debug)]
+struct RangeCounts {
+    writes: AtomicU64,
+    reads: AtomicU64,
+    maps: AtomicU64,
+    dirty_faults: AtomicU64,
+    retries: AtomicU64,
+    unmapped_leaves: AtomicU64,
+    protected_leaves: AtomicU64,
+    harvests: AtomicU64,
+    harvested_pages: AtomicU64,
+    young: AtomicU64,
+    collapses: AtomicU64,
+    splits: AtomicU64,
+}
+
+/// Per-page record of the run, stamped with one global clock: the last write a guest made
+/// through a writable translation, and the last get-and-clear that reported the page (stamped
+/// after it returned, i.e. after its invalidation).
+struct WriteLog {
+    clock: AtomicU64,
+    last_write: Vec<AtomicU64>,
+    reported: Vec<AtomicU64>,
+}
+
+impl WriteLog {
+    fn new() -> WriteLog {
+        WriteLog {
+            clock: AtomicU64::new(1),
+            last_write: (0..PAGES).map(|_| AtomicU64::new(0)).collect(),
+            reported: (0..PAGES).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn tick(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// A vCPU with dirty logging on: reads and writes random pages through the modelled hardware
+/// walker (`hw_access`, HA on, HD off), and handles its faults as the hypervisor does: a
+/// translation fault maps the page (or now and then its 2 MiB block) read-only, a permission
+/// fault on a write is a dirty-log write fault (relax, then mark). A write is stamped *before*
+/// the access that finds the translation writable, so a get-and-clear whose protection came
+/// after the access is stamped later than the write.
+fn logging_vcpu(
+    s2: &S2,
+    cpu: usize,
+    ops: u64,
+    seed: u64,
+    log: &DirtyBitmap,
+    wl: &WriteLog,
+    counts: &RangeCounts,
+) {
+    let mut rng = Rng(seed);
+    let (mut writes, mut reads, mut maps, mut dirty_faults, mut retries) = (0, 0, 0, 0, 0);
+    let mut done = 0;
+    while done < ops {
+        {
+            let g = s2.shared(cpu);
+            for _ in 0..BATCH {
+                let p = rng.below(PAGES);
+                let ipa = REGION + p * PAGE;
+                let write = !rng.chance(4);
+                let stamp = wl.tick();
+                match g.hw_access(ipa + rng.below(PAGE), write, true, false) {
+                    HwAccess::Done { pa, .. } => {
+                        assert_eq!(pa & !(PAGE - 1), expected_pa(ipa), "IPA {ipa:#x}");
+                        if write {
+                            wl.last_write[p as usize].fetch_max(stamp, Ordering::SeqCst);
+                            writes += 1;
+                        } else {
+                            reads += 1;
+                        }
+                    }
+                    HwAccess::Translation => {
+                        // Logging is on: map read-only; the write faults again and is logged.
+                        let (ipa, size) = if rng.chance(16) {
+                            (ipa & !(MB2 - 1), Size::Block2M)
+                        } else {
+                            (ipa, Size::Page4K)
+                        };
+                        match g.map(ipa, expected_pa(ipa), size, Attrs::normal(Perms::RX)) {
+                            Ok(_) => maps += 1,
+                            Err(Error::Retry) => retries += 1,
+                            Err(e) => panic!("map {ipa:#x} {size:?}: {e:?}"),
+                        }
+                    }
+                    HwAccess::Permission => match g.dirty_write_fault(ipa, log) {
+                        Ok(_) => dirty_faults += 1,
+                        Err(Error::Retry) => retries += 1,
+                        Err(e) => panic!("dirty write fault {ipa:#x}: {e:?}"),
+                    },
+                    HwAccess::AccessFlag => panic!("AccessFlag fault with HA on"),
+                }
+            }
+        }
+        done += BATCH;
+        s2.reclaim(cpu);
+    }
+    Counts::add(&counts.writes, writes);
+    Counts::add(&counts.reads, reads);
+    Counts::add(&counts.maps, maps);
+    Counts::add(&counts.dirty_faults, dirty_faults);
+    Counts::add(&counts.retries, retries);
+}
+
+/// Get-and-clear of `[start, end)`, then stamp every reported page.
+fn harvest<P: PagePool, T: Tlb>(
+    g: &Guard<'_, P, T>,
+    log: &DirtyBitmap,
+    wl: &WriteLog,
+    start: u64,
+    end: u64,
+) -> u64 {
+    let mut pages = Vec::new();
+    let h = g.dirty_log_clear(log, start, end, |word, bits| {
+        let mut b = bits;
+        while b != 0 {
+            pages.push(word as u64 * 64 + u64::from(b.trailing_zeros()));
+            b &= b - 1;
+        }
+    });
+    assert_eq!(h.pages, pages.len() as u64);
+    let stamp = wl.tick();
+    for p in pages {
+        wl.reported[p as usize].fetch_max(stamp, Ordering::SeqCst);
+    }
+    h.pages
+}
+
+/// A CPU running range operations in shared mode until `stop`: `kind` 0 does unmaps, prunes
+/// (read-only 2 MiB collapses: logging is on, so no block may come back writable) and eager
+/// splits; `kind` 1 does get-and-clear, write-protect and aging. Both use random overlapping
+/// ranges.
+#[allow(clippy::too_many_arguments)]
+fn range_cpu(
+    s2: &S2,
+    cpu: usize,
+    kind: u64,
+    seed: u64,
+    stop: &AtomicBool,
+    log: &DirtyBitmap,
+    wl: &WriteLog,
+    counts: &RangeCounts,
+) {
+    let mut rng = Rng(seed);
+    while !stop.load(Ordering::Acquire) {
+        {
+            let g = s2.shared(cpu);
+            let (start, end) = random_range(&mut rng);
+            match (kind, rng.below(3)) {
+                (0, 0) => {
+                    let d = g.unmap(start, end).unwrap();
+                    Counts::add(&counts.unmapped_leaves, d.leaves);
+                }
+                (0, 1) => {
+                    let ipa = REGION + rng.below(BLOCKS) * MB2;
+                    let ro = Attrs::normal(Perms::RX);
+                    match g.collapse(ipa, expected_pa(ipa), Size::Block2M, ro) {
+                        Ok(_) => Counts::add(&counts.collapses, 1),
+                        Err(Error::Retry) => Counts::add(&counts.retries, 1),
+                        Err(e) => panic!("collapse {ipa:#x}: {e:?}"),
+                    }
+                }
+                (0, _) => Counts::add(&counts.splits, g.split_range(start, end).unwrap()),
+                (_, 0) => {
+                    let pages = harvest(&g, log, wl, start, end);
+                    Counts::add(&counts.harvests, 1);
+                    Counts::add(&counts.harvested_pages, pages);
+                }
+                (_, 1) => {
+                    let d = g.write_protect(start, end).unwrap();
+                    Counts::add(&counts.protected_leaves, d.leaves);
+                }
+                (_, _) => {
+                    let a = if rng.chance(2) {
+                        g.test_clear_young(start, end)
+                    } else {
+                        g.clear_flush_young(start, end)
+                    };
+                    // young_pages counts the 4 KiB pages the range touches in each young leaf.
+                    let touched = end.div_ceil(PAGE) - start / PAGE;
+                    assert!(a.young <= a.leaves && a.young_pages <= touched, "{a:?}");
+                    Counts::add(&counts.young, a.young);
+                }
+            }
+        }
+        s2.reclaim(cpu);
+    }
+}
+
+/// Two logging vCPUs and two CPUs running every shared range operation over the same 8 MiB
+/// (dirty logging on for all of it), no exclusive section anywhere. At the end, after one
+/// quiescent get-and-clear: no write was lost (every page's last write is older than the last
+/// get-and-clear that reported it), no leaf is writable any more (a writable leaf would take
+/// writes no log sees), every translation is `RAM + ipa`, every count is exact, and after a
+/// shared unmap of everything and a barrier the pool holds only the root; `destroy()` returns
+/// every page.
+#[test]
+fn shared_range_ops_vs_logging_vcpus() {
+    let seed = seed();
+    // Five times the CI total: these accesses are cheap (no table change on most of them).
+    let ops = total_ops() * 5;
+    println!("stress (shared range ops): seed {seed}, {ops} vCPU accesses");
+    let (vcpus, cpus) = (2, 4);
+    let pool = Arc::new(CountingPool::new(4096));
+    let tlb = Arc::new(RecordingTlb::counting(pool.clone()));
+    let mut cfg = Config::new(IPA_BITS, cpus);
+    cfg.start_level = Some(1);
+    let s2 = Stage2::new(cfg, pool.clone(), tlb.clone()).unwrap();
+    tlb.attach(s2.root(), s2.geometry());
+    let log = DirtyBitmap::new(REGION, PAGES);
+    let wl = WriteLog::new();
+    let counts = RangeCounts::default();
+    let stop = AtomicBool::new(false);
+    let t0 = Instant::now();
+    std::thread::scope(|sc| {
+        let (s2, log, wl, counts, stop) = (&s2, &log, &wl, &counts, &stop);
+        let workers: Vec<_> = (0..vcpus)
+            .map(|cpu| {
+                let seed = seed ^ (cpu as u64 + 1);
+                sc.spawn(move || logging_vcpu(s2, cpu, ops / vcpus as u64, seed, log, wl, counts))
+            })
+            .collect();
+        let ranges: Vec<_> = (0..2u64)
+            .map(|kind| {
+                let (cpu, seed) = (vcpus + kind as usize, seed ^ (0xABCD + kind));
+                sc.spawn(move || range_cpu(s2, cpu, kind, seed, stop, log, wl, counts))
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Release);
+        for r in ranges {
+            r.join().unwrap();
+        }
+    });
+    let elapsed = t0.elapsed();
+
+    // Quiescent epilogue: CPU 0 writes every page once more (faulting as needed), so every
+    // page is writable and logged when the last get-and-clear runs, whatever the range CPUs did
+    // last.
+    {
+        let g = s2.shared(0);
+        for p in 0..PAGES {
+            let ipa = REGION + p * PAGE;
+            loop {
+                let stamp = wl.tick();
+                match g.hw_access(ipa, true, true, false) {
+                    HwAccess::Done { .. } => {
+                        wl.last_write[p as usize].fetch_max(stamp, Ordering::SeqCst);
+                        break;
+                    }
+                    HwAccess::Translation => {
+                        g.map(
+                            ipa,
+                            expected_pa(ipa),
+                            Size::Page4K,
+                            Attrs::normal(Perms::RX),
+                        )
+                        .unwrap();
+                    }
+                    _ => {
+                        g.dirty_write_fault(ipa, &log).unwrap();
+                    }
+                }
+            }
+        }
+    }
+    // One last get-and-clear, then every write must have been reported after it.
+    let last = harvest(&s2.shared(0), &log, &wl, REGION, REGION_END);
+    assert_eq!(
+        last, PAGES,
+        "the last get-and-clear reports every page the epilogue wrote"
+    );
+    for p in 0..PAGES as usize {
+        let (w, r) = (
+            wl.last_write[p].load(Ordering::SeqCst),
+            wl.reported[p].load(Ordering::SeqCst),
+        );
+        assert!(
+            w < r || w == 0,
+            "lost write: page {:#x} written at {w}, last reported at {r}",
+            REGION + p as u64 * PAGE
+        );
+    }
+    assert_eq!(log.count(), 0);
+    {
+        let g = s2.exclusive(0);
+        check_all(&g);
+        for p in 0..PAGES {
+            let ipa = REGION + p * PAGE;
+            if let Some(t) = g.translate(ipa) {
+                assert!(
+                    !t.attrs.perms.write,
+                    "IPA {ipa:#x} writable after the last get-and-clear"
+                );
+            }
+        }
+    }
+    s2.barrier(0);
+    for cpu in 0..cpus {
+        assert_eq!(
+            s2.deferred(cpu),
+            0,
+            "barrier left pages deferred on CPU {cpu}"
+        );
+    }
+    // Teardown accounting: a shared unmap of everything leaves no table; the pool is back to the
+    // root alone.
+    let done = s2.shared(0).unmap(0, 1 << IPA_BITS).unwrap();
+    s2.barrier(0);
+    let root = s2.geometry().root_pages();
+    assert_eq!(pool.in_use(), root, "only the root is left: {done:?}");
+    assert_eq!(check_all(&s2.exclusive(0)), (0, 0));
+
+    println!(
+        "stress (shared range ops): {ops} accesses in {elapsed:.2?}; last harvest {last} pages"
+    );
+    println!("  counts: {counts:?}");
+    let stats = s2.stats();
+    let fields: Vec<String> = stats.fields().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("  stats: {}", fields.join(" "));
+    let st = s2.destroy(0).unwrap();
+    assert_eq!(pool.in_use(), 0, "pages leaked");
+    assert_eq!(pool.allocs(), pool.frees());
+    assert_eq!(st.tables_alloc, pool.allocs());
+    // The run must have exercised every operation, not just the easy paths.
+    let c = &counts;
+    for (what, n) in [
+        ("writes", &c.writes),
+        ("dirty-log write faults", &c.dirty_faults),
+        ("unmapped leaves", &c.unmapped_leaves),
+        ("write-protected leaves", &c.protected_leaves),
+        ("harvested pages", &c.harvested_pages),
+        ("young leaves", &c.young),
+        ("collapses", &c.collapses),
+        ("eager splits", &c.splits),
+    ] {
+        assert!(Counts::get(n) > 0, "no {what} in the run");
+    }
+    assert!(st.prunes > 0 && st.splits > 0 && st.grace_periods > 0);
 }
