@@ -34,7 +34,7 @@ mod platform;
 mod vmm;
 
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
-use builtin::{badguest, calibrate, chaos, fuzz, guest_image, phases, psci_check, report};
+use builtin::{badguest, calibrate, chaos, fuzz, guest_image, migrate, phases, psci_check, report};
 use platform::{arch, boot, console, dtb, exit, idle, irq, mmu, percpu, pool, sysreg_ext, uart};
 use vmm::{
     boot_protocol, decode, el1_reset, evict, exceptions, guest_dtb, harness, idregs, inject,
@@ -239,6 +239,12 @@ extern "C" fn primary_main() -> ! {
             fail(&msg, 2);
         }
     }
+    // migrate=on: the copy buffer, before any vCPU runs (migrate.rs).
+    if vm.opts.migrate {
+        if let Err(msg) = migrate::prepare(vm) {
+            fail(&msg, 2);
+        }
+    }
     START.store(CNTPCT_EL0.get(), Ordering::Relaxed);
     if vm.opts.steps {
         phases::enable_step_timers();
@@ -255,7 +261,8 @@ extern "C" fn primary_main() -> ! {
         .iter()
         .enumerate()
         // chaos=on: one more CPU, the pruner (chaos.rs).
-        .take(vm.opts.vcpus + usize::from(vm.opts.chaos))
+        // migrate=on: one more CPU, the migrator (migrate.rs; never with chaos=on).
+        .take(vm.opts.vcpus + usize::from(vm.opts.chaos || vm.opts.migrate))
         .skip(1)
     {
         start_secondary(id, mpidr);
@@ -308,6 +315,13 @@ fn cpu_main(id: usize) -> ! {
             core::hint::spin_loop();
         }
     }
+    if migrate::migrator_cpu(vm) == Some(id) {
+        migrate::run(vm, percpu::this_cpu(), START.load(Ordering::Relaxed));
+        psci::cpu_off();
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     vcpu::run(vm, id);
     if REPORTER
         .compare_exchange(usize::MAX, id, Ordering::AcqRel, Ordering::Acquire)
@@ -355,6 +369,10 @@ fn cpu_main(id: usize) -> ! {
         if !chaos::stop(vm) {
             log::error!("chaos: the pruner did not stop");
             running.extend(chaos::pruner_cpu(vm));
+        }
+        if !migrate::stop(vm) {
+            log::error!("migrate: the migrator did not stop");
+            running.extend(migrate::migrator_cpu(vm));
         }
         report::finish(vm, &running, start)
     }

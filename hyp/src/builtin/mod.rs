@@ -10,6 +10,7 @@ pub mod dirtylog;
 pub mod fuzz;
 pub mod guest_image;
 pub mod harness;
+pub mod migrate;
 pub mod phases;
 pub mod psci_check;
 pub mod report;

@@ -368,8 +368,10 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64) -> ! {
     let (mut extra, workload_fields) = if let Some(fields) = &files {
         // chaos=on: the pruner's operations (chaos.rs).
         let chaos = crate::chaos::report(vm, &s, &mut failures);
+        // migrate=on: passes, stop time, the comparison (migrate.rs).
+        let migrate = crate::migrate::report(vm, &mut failures);
         println!("");
-        (format!("{fields}{chaos}"), String::new())
+        (format!("{fields}{chaos}{migrate}"), String::new())
     } else {
         // chaos=on / verify / badguest: their own section and RESULT fields (docs/robustness.md).
         let mut extra = crate::chaos::report(vm, &s, &mut failures);

@@ -477,6 +477,12 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
     let Some(slot) = vm.slot(a.ipa) else {
         return stop(cpu, WHY_TRAP);
     };
+    // migrate=on: a live migration's write freeze gates the migrated memslot's faults; a closed
+    // gate was waited for (outside every section) and the access re-runs (migrate.rs).
+    let _inside = match crate::migrate::gate(vm, slot) {
+        Ok(inside) => inside,
+        Err(action) => return action,
+    };
     // Refill this CPU's page caches (in batches) before entering the stage-2 section, so the
     // map itself never waits on the shared allocator.
     pool::top_up(cpu, vm.tables, vm.backing);
@@ -509,7 +515,9 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, a: &Abort) -> Action {
         }
     };
     // 4 KiB pages or 2 MiB blocks, relax or split: the harness's policy (harness.rs).
-    let result = vm.harness.map_fault(vm, &guard, slot, a, pa);
+    // migrate=on: its dirty-logging policy while the migration logs the memslot.
+    let result = crate::migrate::map_fault(vm, &guard, slot, a, pa)
+        .unwrap_or_else(|| vm.harness.map_fault(vm, &guard, slot, a, pa));
     drop(guard);
     // Free the table pages this CPU retired whose grace period ended (never while in a section).
     s2.reclaim(cpu.index);
