@@ -316,7 +316,13 @@ fn cpu_main(id: usize) -> ! {
         }
     }
     if migrate::migrator_cpu(vm) == Some(id) {
-        migrate::run(vm, percpu::this_cpu(), START.load(Ordering::Relaxed));
+        // Between rounds it sleeps on its EL2 timer (1 ms naps) beside the guest's GIC.
+        let waiter = GIC_V3.get().copied().flatten().and_then(|(gicd, gicr)| {
+            let nap = CNTFRQ_EL0.get() / 1000;
+            idle::Waiter::beside_guest(gicd, gicr, percpu::this_cpu().mpidr, nap)
+        });
+        let start = START.load(Ordering::Relaxed);
+        migrate::run(vm, percpu::this_cpu(), start, waiter.as_ref());
         psci::cpu_off();
         loop {
             core::hint::spin_loop();

@@ -434,9 +434,12 @@ fn thaw(state: &State) {
 /// The migrator: runs on its own CPU from the VM's start: migration rounds, `PAUSE_MS` apart,
 /// until the guest's run ends or the reporter stops it. Failures are recorded for the report
 /// (the run then fails).
-pub fn run(vm: &Vm, cpu: &PerCpu, start_ticks: u64) {
+///
+/// `waiter` (this CPU's EL2 timer wake-up, idle.rs) lets it sleep in WFI between rounds instead
+/// of spinning: under QEMU TCG a spinning CPU takes a host core from the vCPUs.
+pub fn run(vm: &Vm, cpu: &PerCpu, start_ticks: u64, waiter: Option<&crate::idle::Waiter>) {
     STARTED.store(true, Ordering::Release);
-    if let Err(why) = rounds(vm, cpu, start_ticks) {
+    if let Err(why) = rounds(vm, cpu, start_ticks, waiter) {
         fail(why);
     }
     STOPPED.store(true, Ordering::Release);
@@ -450,7 +453,12 @@ enum Early {
     Failed(String),
 }
 
-fn rounds(vm: &Vm, cpu: &PerCpu, start_ticks: u64) -> Result<(), String> {
+fn rounds(
+    vm: &Vm,
+    cpu: &PerCpu,
+    start_ticks: u64,
+    waiter: Option<&crate::idle::Waiter>,
+) -> Result<(), String> {
     let Some(state) = STATE.get() else {
         return Err(String::from("no copy buffer (prepare did not run)"));
     };
@@ -470,7 +478,10 @@ fn rounds(vm: &Vm, cpu: &PerCpu, start_ticks: u64) -> Result<(), String> {
             if must_stop() {
                 return Ok(());
             }
-            core::hint::spin_loop();
+            match waiter {
+                Some(w) => w.nap(),
+                None => core::hint::spin_loop(),
+            }
         }
         log::info!(
             "migrate: cpu{} round {n}: migrating {} ({} MiB) in {} mode",
