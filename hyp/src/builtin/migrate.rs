@@ -153,27 +153,38 @@ pub fn prepare(vm: &Vm) -> Result<(), String> {
     let slot = target(vm);
     let pages = slot.pages();
     let chunks_needed = pages.div_ceil(CHUNK_PAGES);
+    // The copy and, in the worst case, every page of the guest's RAM backed: both must fit, or
+    // the guest could run out of memory in the middle of the run instead of failing here.
+    let free = vm
+        .backing
+        .pages
+        .saturating_sub(vm.backing.allocated_pages());
+    let need = chunks_needed * CHUNK_PAGES + pages;
+    if free < need {
+        return Err(format!(
+            "migrate=on needs {} MiB of host memory ({} MiB for the copy of the {} MiB guest \
+             RAM, as much again for the RAM itself) and the hypervisor's guest-memory pool has \
+             {} MiB free: boot QEMU with more memory (MEM=2G ./run-qemu.sh ...) or give the \
+             guest less (ram=256M)",
+            (need as u64 * PAGE) >> 20,
+            chunks_needed * 2,
+            slot.size >> 20,
+            (free as u64 * PAGE) >> 20
+        ));
+    }
     let mut chunks = Vec::with_capacity(chunks_needed);
     for _ in 0..chunks_needed {
         match vm.backing.alloc(CHUNK_PAGES) {
             Some(pa) => chunks.push(pa),
             None => {
-                let free = vm
-                    .backing
-                    .pages
-                    .saturating_sub(vm.backing.allocated_pages())
-                    + chunks.len() * CHUNK_PAGES;
                 for pa in chunks {
                     vm.backing.free(pa, CHUNK_PAGES);
                 }
+                // Enough pages, but not in 2 MiB-aligned runs (fragmented by the files' copy).
                 return Err(format!(
-                    "migrate=on needs {} MiB of host memory for the copy of the {} MiB guest \
-                     RAM, and the hypervisor's guest-memory pool has {} MiB free: boot QEMU \
-                     with more memory (MEM=2G ./run-qemu.sh ...) or give the guest less \
-                     (ram=256M), and keep room for what the guest touches",
-                    chunks_needed * 2,
-                    slot.size >> 20,
-                    (free as u64 * PAGE) >> 20
+                    "migrate=on: no 2 MiB run left for the copy of the {} MiB guest RAM (the \
+                     pool is fragmented): boot QEMU with more memory (MEM=2G)",
+                    slot.size >> 20
                 ));
             }
         }
