@@ -4,7 +4,10 @@
 //! run it and what it reports.
 //!
 //! The migrator is one CPU that runs no guest (the first after the vCPUs, like chaos.rs's
-//! pruner). `migrate-after=` after the VM starts it:
+//! pruner). It migrates in rounds, the first `migrate-after=` ms after the VM starts, the next
+//! `PAUSE_MS` after each one ends, until the guest's run ends (so rounds overlap whatever the
+//! guest is doing then, however long its boot took); each round migrates into the same buffer
+//! from scratch:
 //!
 //! 1. **Logging on.** It closes the memslot's write freeze (`stage2::WriteFreeze`) and waits
 //!    for the faults inside to leave, turns the logging policy on, opens the freeze, then
@@ -25,7 +28,8 @@
 //!
 //! The guest's vCPUs never leave the guest for it: they run on, and a vCPU whose write faults
 //! while the freeze is closed waits at EL2 (WFE, bounded) and re-runs the access after the
-//! thaw. Logging stays off after the migration (faults map pages writable again).
+//! thaw. Logging is off between rounds (faults map pages writable again). A round the guest's
+//! end cuts short is not a failure; no completed round is.
 //!
 //! `selftest=migrate-skip`: every pass after pass 0 (the stop's included) leaves out one page it
 //! should copy, one whose content differs from the buffer: the comparison must find it and fail
