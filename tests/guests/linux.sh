@@ -292,7 +292,7 @@ migrate_figures() {
     echo "$(field migrate_rounds) migration rounds from $(field migrate_began_ms | cut -d, -f1) ms," \
         "medians: $(field migrate_median_passes) pre-copy passes, $(field migrate_median_pass_pages)" \
         "dirty pages per pass, stop $(field migrate_median_stop_pages) pages, downtime" \
-        "$(($(field migrate_median_downtime_ns) / 1000)) us, freeze to resume" \
+        "$(($(field migrate_median_downtime_ns) / 1000)) us (drain $(($(field migrate_median_drain_ns) / 1000)) us), freeze to resume" \
         "$(($(field migrate_median_stop_ns) / 1000)) us; diff=$(field migrate_diff)"
 }
 

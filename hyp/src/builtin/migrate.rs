@@ -91,8 +91,10 @@ struct Round {
     downtime_ticks: u64,
     compare_ticks: u64,
     stop_ticks: u64,
-    /// Faults inside the freeze when the stop closed it (the drain waited for them).
+    /// Faults inside the freeze when the stop closed it, and the ticks the drain waited for
+    /// them (part of the downtime).
     drained: u64,
+    drain_ticks: u64,
     /// Pages compared (backed guest pages) and pages that differ (must be 0).
     compared: u64,
     diff: u64,
@@ -617,6 +619,7 @@ fn logged(
         )));
     };
     r.drained = inside;
+    r.drain_ticks = CNTPCT_EL0.get() - t0;
     r.stop_pages = harvest(vm, cpu, state, taken);
     copy.pages(taken);
     let t_copied = CNTPCT_EL0.get();
@@ -715,7 +718,7 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
         rec.waits.load(Ordering::Relaxed)
     );
     crate::println!(
-        "  {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>8} {:>9} {:>8} {:>8} {:>7} {:>5}  dirty pages per pass",
+        "  {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>8} {:>9} {:>8} {:>8} {:>8} {:>7} {:>5}  dirty pages per pass",
         "round",
         "start_ms",
         "enable_us",
@@ -723,6 +726,7 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
         "pass0_us",
         "passes",
         "stop_pg",
+        "drain_us",
         "downtm_us",
         "cmp_us",
         "stop_us",
@@ -732,7 +736,7 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
     for (n, r) in rounds.iter().enumerate() {
         let per: Vec<String> = r.passes.iter().map(|p| format!("{}", p.0)).collect();
         crate::println!(
-            "  {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>8} {:>9} {:>8} {:>8} {:>7} {:>5}  {}{}",
+            "  {:>5} {:>8} {:>9} {:>8} {:>9} {:>6} {:>8} {:>9} {:>8} {:>8} {:>8} {:>7} {:>5}  {}{}",
             n + 1,
             us(r.began_at) / 1000,
             us(r.enable_ticks),
@@ -740,6 +744,7 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
             us(r.pass0_ticks),
             r.passes.len(),
             r.stop_pages,
+            us(r.drain_ticks),
             us(r.downtime_ticks),
             us(r.compare_ticks),
             us(r.stop_ticks),
@@ -767,10 +772,11 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
     format!(
         " migrate=on migrate_rounds={} migrate_cut_short={} migrate_diff={diff} \
          migrate_passes={} migrate_pass_pages={} migrate_pass0_pages={} migrate_stop_pages={} \
-         migrate_stop_ns={} migrate_downtime_ns={} migrate_compare_ns={} migrate_enable_ns={} \
+         migrate_stop_ns={} migrate_downtime_ns={} migrate_drain_ns={} migrate_compare_ns={} \
+         migrate_enable_ns={} \
          migrate_began_ms={} migrate_froze_ms={} migrate_skipped={} migrate_waits={} \
          migrate_median_passes={} migrate_median_pass_pages={} migrate_median_stop_pages={} \
-         migrate_median_stop_ns={} migrate_median_downtime_ns={}",
+         migrate_median_stop_ns={} migrate_median_downtime_ns={} migrate_median_drain_ns={}",
         rounds.len(),
         u8::from(rec.cut_short.load(Ordering::Relaxed)),
         list(&|r| format!("{}", r.passes.len())),
@@ -784,6 +790,7 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
         list(&|r| format!("{}", r.stop_pages)),
         list(&|r| format!("{}", ticks_to_ns(r.stop_ticks))),
         list(&|r| format!("{}", ticks_to_ns(r.downtime_ticks))),
+        list(&|r| format!("{}", ticks_to_ns(r.drain_ticks))),
         list(&|r| format!("{}", ticks_to_ns(r.compare_ticks))),
         list(&|r| format!("{}", ticks_to_ns(r.enable_ticks))),
         list(&|r| format!("{}", ticks_to_ns(r.began_at) / 1_000_000)),
@@ -800,5 +807,6 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
                 .map(|r| ticks_to_ns(r.downtime_ticks))
                 .collect()
         ),
+        median(rounds.iter().map(|r| ticks_to_ns(r.drain_ticks)).collect()),
     )
 }
