@@ -94,3 +94,28 @@ impl WriteFreeze {
         self.state.fetch_and(!CLOSED, Ordering::Release);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::WriteFreeze;
+
+    #[test]
+    fn a_closed_gate_admits_nobody_and_drains_only_when_the_last_fault_leaves() {
+        let g = WriteFreeze::new();
+        assert!(g.enter() && g.enter(), "an open gate admits every fault");
+        assert_eq!(g.inside(), 2);
+        g.freeze();
+        assert!(g.is_closed());
+        assert!(!g.enter(), "a closed gate admits nobody");
+        assert_eq!(g.inside(), 2, "a refused entry leaves no trace");
+        assert!(!g.drained());
+        g.leave();
+        assert!(!g.drained(), "one fault is still inside");
+        g.leave();
+        assert!(g.drained() && g.is_closed());
+        g.thaw();
+        assert!(!g.is_closed() && g.enter());
+        g.leave();
+        assert!(g.drained() && g.inside() == 0);
+    }
+}
