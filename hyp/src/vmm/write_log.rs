@@ -76,7 +76,13 @@ impl WriteLog {
     /// A fault tries to pass the gate: Some while it is inside (hold it until the stage-2
     /// section ended), None if the gate is closed (`wait_for_thaw`, then re-run the access).
     pub fn enter(&self) -> Option<Entered<'_>> {
-        self.freeze.enter().then_some(Entered(&self.freeze))
+        // Not `then_some`: it would build the guard even when the gate refused the fault, and
+        // dropping it would `leave` a gate this fault never entered.
+        if self.freeze.enter() {
+            Some(Entered(&self.freeze))
+        } else {
+            None
+        }
     }
 
     /// Waits until the gate opens, `ended()` says the run is over, or `THAW_WAIT_MS` passed:
