@@ -58,6 +58,8 @@ run arch-decode-tests cargo test -p arch-decode --target "$HOST"
 run psci-lifecycle-tests cargo test -p psci-lifecycle --target "$HOST"
 RUSTFLAGS="--cfg loom" run stage2-loom cargo test -p stage2 --features testing --target "$HOST" \
     --target-dir target/loom --release --test loom
+RUSTFLAGS="--cfg loom" run stage2-loom-migrate cargo test -p stage2 --features testing --target "$HOST" \
+    --target-dir target/loom --release --test loom_migrate
 run no-fp bash tests/no-fp.sh
 run layers bash tests/layers.sh
 run qemu bash tests/qemu.sh

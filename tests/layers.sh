@@ -15,7 +15,7 @@ SRC=hyp/src
 VMM_LAYERS=(
     "frame"
     "exceptions decode memslot tables tlb idregs el1_reset guest_dtb boot_protocol"
-    "vm harness passthrough inject"
+    "vm harness passthrough inject write_log"
     "lifecycle psci evict"
     "vcpu finish"
 )

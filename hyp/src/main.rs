@@ -35,14 +35,15 @@ mod vmm;
 
 // The layers by folder; short paths (`crate::vm`, `crate::arch`) for the modules inside them.
 use builtin::{
-    aging, badguest, calibrate, chaos, fuzz, guest_image, layout, phases, psci_check, report,
+    aging, badguest, calibrate, chaos, fuzz, guest_image, layout, migrate, phases, psci_check,
+    report,
 };
 use platform::{
     arch, boot, console, dtb, exit, firmware, idle, irq, mmu, percpu, pool, sysreg_ext, uart,
 };
 use vmm::{
     boot_protocol, decode, el1_reset, evict, exceptions, finish, frame, guest_dtb, harness, idregs,
-    inject, lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm,
+    inject, lifecycle, memslot, passthrough, psci, tables, tlb, vcpu, vm, write_log,
 };
 
 use aarch64_cpu::registers::{CurrentEL, Readable, CNTFRQ_EL0, CNTPCT_EL0};
@@ -246,6 +247,12 @@ extern "C" fn primary_main() -> ! {
             fail(&msg, 2);
         }
     }
+    // migrate=on: the copy buffer, before any vCPU runs (migrate.rs).
+    if vm.opts.migrate {
+        if let Err(msg) = migrate::prepare(vm) {
+            fail(&msg, 2);
+        }
+    }
     START.store(CNTPCT_EL0.get(), Ordering::Relaxed);
     if vm.opts.steps {
         phases::enable_step_timers();
@@ -261,15 +268,29 @@ extern "C" fn primary_main() -> ! {
         .mpidrs
         .iter()
         .enumerate()
-        // chaos=on: one more CPU, the pruner (chaos.rs); workload=aging: the ager (aging.rs).
-        .take(
-            vm.opts.vcpus + usize::from(vm.opts.chaos) + usize::from(aging::ager_cpu(vm).is_some()),
-        )
+        // One more CPU for each tool that runs on the CPU after the vCPUs: chaos=on's pruner
+        // (chaos.rs), workload=aging's ager (aging.rs), migrate=on's migrator (migrate.rs).
+        // options.rs lets at most one of them run (chaos=on forces workload=verify, aging is the
+        // built-in guest's and migrate=on a guest from files', and migrate=on refuses chaos=on).
+        .take(vm.opts.vcpus + spare_cpus(vm))
         .skip(1)
     {
         start_secondary(id, mpidr);
     }
     cpu_main(0)
+}
+
+/// CPUs started beside the vCPUs for the tools that run on the CPU after them (at most one:
+/// see options.rs): the chaos pruner, the ager, the migrator.
+fn spare_cpus(vm: &vm::Vm) -> usize {
+    [
+        chaos::pruner_cpu(vm),
+        aging::ager_cpu(vm),
+        migrate::migrator_cpu(vm),
+    ]
+    .iter()
+    .filter(|c| c.is_some())
+    .count()
 }
 
 /// Starts CPU `id` with its own stack through PSCI CPU_ON.
@@ -320,6 +341,19 @@ fn cpu_main(id: usize) -> ! {
     if aging::ager_cpu(vm) == Some(id) {
         // This CPU runs no guest either: it ages the data memslot until the reporter stops it.
         aging::ager(vm, percpu::this_cpu());
+        firmware::cpu_off();
+        loop {
+            core::hint::spin_loop();
+        }
+    }
+    if migrate::migrator_cpu(vm) == Some(id) {
+        // Between rounds it sleeps on its EL2 timer (1 ms naps) beside the guest's GIC.
+        let waiter = GIC_V3.get().copied().flatten().and_then(|(gicd, gicr)| {
+            let nap = CNTFRQ_EL0.get() / 1000;
+            idle::Waiter::beside_guest(gicd, gicr, percpu::this_cpu().mpidr, nap)
+        });
+        let start = START.load(Ordering::Relaxed);
+        migrate::run(vm, percpu::this_cpu(), start, waiter.as_ref());
         firmware::cpu_off();
         loop {
             core::hint::spin_loop();
@@ -377,13 +411,24 @@ fn cpu_main(id: usize) -> ! {
             log::error!("aging: the ager did not stop");
             running.extend(aging::ager_cpu(vm));
         }
-        // The chaos pruner's section applies to every guest kind (chaos.rs).
+        if !migrate::stop(vm) {
+            log::error!("migrate: the migrator did not stop");
+            running.extend(migrate::migrator_cpu(vm));
+        }
+        // The chaos pruner's and the migrator's sections apply to any guest kind they run with
+        // (chaos.rs, migrate.rs): tools attached to the report, not fields of a harness.
         let chaos = |vm: &vm::Vm,
                      s: &stage2::Stats,
                      failures: &mut alloc::vec::Vec<alloc::string::String>| {
             chaos::report(vm, s, failures)
         };
-        finish::finish(vm, &running, start, &[&chaos])
+        let migrate =
+            |vm: &vm::Vm,
+             _: &stage2::Stats,
+             failures: &mut alloc::vec::Vec<alloc::string::String>| {
+                migrate::report(vm, failures)
+            };
+        finish::finish(vm, &running, start, &[&chaos, &migrate])
     }
     // Someone else reports. A powered-off CPU costs nothing and never delays a broadcast TLBI;
     // it holds no RCU read-side section, so it delays no grace period either.

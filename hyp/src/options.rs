@@ -168,6 +168,9 @@ pub enum Selftest {
     /// holds the re-read pages' entries: QEMU's does for tests/qemu-workloads.sh's 1 MiB regions,
     /// not for 16 MiB ones.
     NoFlush,
+    /// migrate=on: every pass after pass 0 leaves out one page it should copy (one that
+    /// changed): the comparison at the stop must find it and the run must fail (migrate.rs).
+    MigrateSkip,
 }
 
 impl Selftest {
@@ -179,6 +182,7 @@ impl Selftest {
             Selftest::NoCopy => "nocopy",
             Selftest::NoProtect => "noprotect",
             Selftest::NoFlush => "noflush",
+            Selftest::MigrateSkip => "migrate-skip",
         }
     }
 }
@@ -232,6 +236,10 @@ pub struct Options {
     pub files: Option<GuestFiles>,
     /// Bytes of guest RAM for a guest from files (`ram=`).
     pub ram: u64,
+    /// A spare CPU live-migrates a guest from files' RAM into a buffer (migrate.rs).
+    pub migrate: bool,
+    /// migrate=on: milliseconds after the VM starts that the migration begins.
+    pub migrate_after_ms: u64,
 }
 
 /// Where run-qemu.sh's `-device loader` put a guest's files in host RAM, and its command line
@@ -278,6 +286,10 @@ pub const ALL_FUZZ_CLASSES: u64 = (1 << crate::abi::FUZZ_CLASSES) - 1;
 
 /// Default `duration=` under `chaos=on`: a few seconds, the CI form.
 pub const DEFAULT_CHAOS_DURATION_S: u64 = 2;
+
+/// Default `migrate-after=`: a 4-vCPU Linux guest reaches /init after 2-5 s under QEMU TCG
+/// (docs/guests.md); its toucher then writes for several seconds.
+pub const DEFAULT_MIGRATE_AFTER_MS: u64 = 3000;
 
 /// What `parse` decided.
 pub enum Parsed {
@@ -338,6 +350,12 @@ pub fn help_text(cpus: usize) -> String {
          \x20                    --kernel FILE sets it): an arm64 Linux Image or a kvm-unit-tests .flat\n\
          \x20 initrd=ADDR:SIZE   its initramfs (Linux) or environ file (.flat)   default: none\n\
          \x20 ram=SIZE           guest RAM for kernel=, a multiple of 2M, demand-paged   default: {}M\n\
+         \x20 migrate=on|off     kernel=: a spare CPU live-migrates the guest's RAM into a buffer while it\n\
+         \x20                    runs (pre-copy passes, stop-and-copy, comparison); needs vcpus < CPUs and\n\
+         \x20                    host memory for the copy   default: off\n\
+         \x20 migrate-after=MS   migrate=on: start the migration this many ms after the VM starts   default: {DEFAULT_MIGRATE_AFTER_MS}\n\
+         \x20 selftest=migrate-skip  migrate=on: each pass leaves out one changed page: the comparison\n\
+         \x20                    must fail the run   default: off\n\
          \x20 -- GUEST ARGS      everything after ` -- ` is the guest's command line (kernel= only)\n\
          \x20 help               print this and exit 0\n\
          \x20 host-cpus=N        (set by run-qemu.sh) host CPUs, for the report's notes\n\
@@ -485,6 +503,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         aging: true,
         files: None,
         ram: DEFAULT_RAM,
+        migrate: false,
+        migrate_after_ms: DEFAULT_MIGRATE_AFTER_MS,
     };
     let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
     let mut help = false;
@@ -563,8 +583,10 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                         "nocopy" => Some(Selftest::NoCopy),
                         "noprotect" => Some(Selftest::NoProtect),
                         "noflush" => Some(Selftest::NoFlush),
+                        "migrate-skip" => Some(Selftest::MigrateSkip),
                         _ => return Err(bad(
-                            "self-tests are 'corrupt', 'hang', 'nocopy', 'noprotect' and 'noflush'",
+                            "self-tests are 'corrupt', 'hang', 'nocopy', 'noprotect', 'noflush' \
+                             and 'migrate-skip'",
                         )),
                     };
             }
@@ -580,6 +602,19 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     "off" => false,
                     _ => return Err(bad("must be on or off")),
                 };
+            }
+            "migrate" => {
+                o.migrate = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(bad("must be on or off")),
+                };
+            }
+            "migrate-after" => {
+                o.migrate_after_ms = value.parse().map_err(|_| bad("not a number of ms"))?;
+                if o.migrate_after_ms > 600_000 {
+                    return Err(bad("at most 600000 (10 minutes)"));
+                }
             }
             "duration" => {
                 o.duration_s =
@@ -650,13 +685,16 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             // mode's page migration (the new page is zeroed, not copied), so the guest-side
             // check (tests/guests/linux.sh's toucher) must see lost data and the run must fail,
             // proof that the check catches a hypervisor that loses guest memory.
+            // selftest=migrate-skip likewise breaks migrate=on's copy (migrate.rs).
             let nocopy = o.selftest == Some(Selftest::NoCopy);
+            let skip = o.selftest == Some(Selftest::MigrateSkip);
             if let Some(key) = BUILTIN_ONLY
                 .iter()
-                .find(|k| seen.contains(k) && !(**k == "selftest" && nocopy))
+                .find(|k| seen.contains(k) && !(**k == "selftest" && (nocopy || skip)))
             {
                 return Err(format!(
-                    "{key}= applies to the built-in guest, not to kernel= (only selftest=nocopy does)"
+                    "{key}= applies to the built-in guest, not to kernel= (only selftest=nocopy \
+                     and selftest=migrate-skip do)"
                 ));
             }
             if nocopy && !o.chaos {
@@ -664,8 +702,33 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                     "selftest=nocopy breaks chaos=on's page migration: it needs chaos=on",
                 ));
             }
+            if seen.contains(&"migrate-after") && !o.migrate {
+                return Err(String::from("migrate-after= needs migrate=on"));
+            }
+            if skip && !o.migrate {
+                return Err(String::from(
+                    "selftest=migrate-skip breaks migrate=on's copy: it needs migrate=on",
+                ));
+            }
             if !seen.contains(&"vcpus") {
                 o.vcpus = 1;
+            }
+            // migrate=on: the migrator runs on the CPU after the vCPUs, like the pruner; the two
+            // cannot share it, and the pruner's page migrations and unmaps would change the
+            // memory under the copy (and free pages the migrator reads).
+            if o.migrate && o.chaos {
+                return Err(String::from(
+                    "migrate=on cannot run with chaos=on (both need the spare CPU, and the \
+                     pruner moves and frees the pages the migration copies)",
+                ));
+            }
+            if o.migrate && o.vcpus >= cpus {
+                return Err(format!(
+                    "migrate=on needs a CPU for the migrator: use vcpus<={} (or boot one more \
+                     CPU, SMP={})",
+                    cpus - 1,
+                    o.vcpus + 1
+                ));
             }
             // chaos=on: the pruner runs on the CPU after the vCPUs, which the guest never gets
             // (not in its DTB, its redistributor not mapped: passthrough.rs).
@@ -691,7 +754,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             return Ok(if help { Parsed::Help } else { Parsed::Run(o) });
         }
         None => {
-            for key in ["initrd", "ram"] {
+            for key in ["initrd", "ram", "migrate", "migrate-after"] {
                 if seen.contains(&key) {
                     return Err(format!("{key}= needs kernel= (run-qemu.sh --kernel FILE)"));
                 }

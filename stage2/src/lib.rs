@@ -22,6 +22,7 @@ pub mod arch;
 mod bbm;
 pub mod desc;
 mod dirty;
+mod freeze;
 mod geometry;
 #[cfg(feature = "testing")]
 mod hwwalk;
@@ -44,6 +45,7 @@ pub use age::Aged;
 pub use arch::{PageMeta, PagePool, Table, Tlb};
 pub use desc::{Attrs, MemAttrEncoding, MemType, Perms, Pte, Size};
 pub use dirty::{DirtyBitmap, DirtyFault, Harvest};
+pub use freeze::WriteFreeze;
 pub use geometry::Geometry;
 #[cfg(feature = "testing")]
 pub use hwwalk::HwAccess;

@@ -2,7 +2,7 @@
 # Boots the current Debian arm64 Linux kernel with a busybox initramfs on the hypervisor and checks
 # that it ran: SMP, its RAM demand-paged through the stage-2 fault path, nothing lost.
 #
-#   tests/guests/linux.sh [--vcpus N] [--mode parallel|locked] [--chaos] [--backing 4k|2m]
+#   tests/guests/linux.sh [--vcpus N] [--mode parallel|locked] [--chaos] [--migrate] [--backing 4k|2m]
 #                         [--release] [--timeout S] [--kernel IMAGE] [--initrd FILE]
 #                         [--ram SIZE] [--files F] [--rounds R] [--backports] [--refresh] [--cache DIR]
 #                         [--fetch-only] [--bare] [--repeat K] [--suite] [-- HYPERVISOR OPTIONS...]
@@ -38,8 +38,16 @@
 # uptime, the same virtual counter on the hypervisor and on bare QEMU) and of the wall time of
 # the whole run (QEMU start to exit): how docs/guests.md compares the two.
 #
+# --migrate: migrate=on (hyp/src/builtin/migrate.rs): a spare CPU live-migrates the guest's RAM
+# into a buffer while the toucher writes (rounds of pre-copy passes, stop-and-copy, the copy
+# compared with the guest's memory at the stop) until the guest powers off; one more CPU, and
+# ram=256M unless --ram is given (the copy needs as much host memory again). Passes also need
+# RESULT migrate_rounds >= 1 and migrate_diff=0.
+#
 # --suite: vCPUs 1, 2, 4 in both modes, then 4 vCPUs with backing=2m and 4 vCPUs with chaos=on
-# (release build), and selftest-corrupt: a guest told to damage one of its files
+# (release build), migrate=on at 4 vCPUs in parallel mode and at 2 vCPUs in locked mode, and
+# migrate-skip: selftest=migrate-skip (each pass leaves out one changed page) must fail the run
+# with the comparison's reason while the guest itself passes; and selftest-corrupt: a guest told to damage one of its files
 # (s2par_selftest=corrupt) must print the FAIL verdict that names it, and chaos-nocopy: chaos=on
 # with the hypervisor's page migration broken (selftest=nocopy zeroes the new page instead of
 # copying) must fail: no PASS verdict and a non-zero exit status; gicr-no-lpis: the guest must see
@@ -56,12 +64,15 @@ RUN_TIMEOUT=120
 vcpus=1
 mode=parallel
 chaos=0
+migrate=0
 backing=""
 release=0
 kernel=""
 initrd=""
 files=4
 ram=512M # guest RAM (the hypervisor's ram=, bare QEMU's -m)
+ram_given=0
+MIGRATE_RAM=256M # guest RAM under --migrate: the copy takes as much host memory again
 rounds=2
 refresh=0
 fetch_only=0
@@ -78,12 +89,13 @@ while [ $# -gt 0 ]; do
         --vcpus) [ $# -ge 2 ] || die "--vcpus needs a number"; vcpus=$2; shift ;;
         --mode) [ $# -ge 2 ] || die "--mode needs parallel or locked"; mode=$2; shift ;;
         --chaos) chaos=1 ;;
+        --migrate) migrate=1 ;;
         --backing) [ $# -ge 2 ] || die "--backing needs 4k or 2m"; backing=$2; shift ;;
         --release) release=1 ;;
         --timeout) [ $# -ge 2 ] || die "--timeout needs seconds"; RUN_TIMEOUT=$2; shift ;;
         --kernel) [ $# -ge 2 ] || die "--kernel needs a file"; kernel=$2; shift ;;
         --initrd) [ $# -ge 2 ] || die "--initrd needs a file"; initrd=$2; shift ;;
-        --ram) [ $# -ge 2 ] || die "--ram needs a size, e.g. 512M"; ram=$2; shift ;;
+        --ram) [ $# -ge 2 ] || die "--ram needs a size, e.g. 512M"; ram=$2; ram_given=1; shift ;;
         --files) [ $# -ge 2 ] || die "--files needs a number"; files=$2; shift ;;
         --rounds) [ $# -ge 2 ] || die "--rounds needs a number"; rounds=$2; shift ;;
         --cache) [ $# -ge 2 ] || die "--cache needs a directory"; cache=$2; shift ;;
@@ -205,11 +217,18 @@ build_initramfs() {
     mv "$INITRD.tmp" "$INITRD"
 }
 
-# run_guest NAME VCPUS MODE CHAOS BACKING [GUEST ARGS]: one boot (on the hypervisor, or on bare
-# QEMU with --bare); sets out (the log), code (exit status), secs, verdict, initline and faults
-# (the RESULT line's faults_vcpu: stage-2 faults of vCPU 0, 1, ... comma-separated).
+# run_guest NAME VCPUS MODE SPARE BACKING [GUEST ARGS]: one boot (on the hypervisor, or on bare
+# QEMU with --bare); SPARE is 0, 1 (chaos=on) or m (migrate=on); sets out (the log), code (exit
+# status), secs, verdict, initline and faults (the RESULT line's faults_vcpu: stage-2 faults of
+# vCPU 0, 1, ... comma-separated).
 run_guest() {
-    local name=$1 n=$2 m=$3 ch=$4 bk=$5 extra=${6:-}
+    local name=$1 n=$2 m=$3 ch=$4 bk=$5 extra=${6:-} ram=$ram
+    local spare=0
+    if [ "$ch" = m ]; then
+        spare=1
+        ch=0
+        [ "$ram_given" = 1 ] || ram=$MIGRATE_RAM
+    fi
     # Under chaos=on the toucher runs three times as many rounds: its re-reads then span more of the
     # pruner's collapse/split/unmap/migrate passes over the pages it wrote.
     local r=$rounds
@@ -218,6 +237,8 @@ run_guest() {
     local opts=("vcpus=$n" "ram=$ram" "mode=$m")
     [ -z "$bk" ] || opts+=("backing=$bk")
     [ "$ch" = 0 ] || opts+=(chaos=on)
+    [ "$spare" = 0 ] || opts+=(migrate=on)
+    spare=$((spare + ch))
     opts+=(${hyp_opts[@]+"${hyp_opts[@]}"})
     local start
     start=$(date +%s%N)
@@ -228,7 +249,7 @@ run_guest() {
             -kernel "$kernel" -initrd "$initrd" -append "$cmdline" </dev/null >"$out" 2>&1
     else
         # One vCPU per CPU; the chaos pruner runs on a CPU of its own, outside the guest's.
-        SMP=$((n + ch)) ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" --cpu max,pauth-impdef=on \
+        SMP=$((n + spare)) ./run-qemu.sh "$ELF" --timeout "$RUN_TIMEOUT" --cpu max,pauth-impdef=on \
             --kernel "$kernel" --initrd "$initrd" --cmdline "$cmdline" "${opts[@]}" </dev/null >"$out" 2>&1
     fi
     code=$?
@@ -259,8 +280,48 @@ boot() {
         fail "$name" "RESULT status=$(field status) leaked=$(field leaked) (log: $out)"
     elif [ -n "$missing" ]; then
         fail "$name" "no stage-2 faults counted for vCPU(s)$missing (RESULT faults_vcpu=${faults:-missing}) (log: $out)"
+    elif [ "$4" = m ] && ! { [ "$(field migrate_rounds)" -ge 1 ] 2>/dev/null && [ "$(field migrate_diff)" = 0 ]; }; then
+        fail "$name" "RESULT migrate_rounds=$(field migrate_rounds) migrate_diff=$(field migrate_diff) (log: $out)"
+    elif [ "$4" = m ]; then
+        pass "$name (${secs}s, ${initline#S2PAR-GUEST: }, ${verdict#S2PAR-GUEST: PASS }, $(migrate_figures))"
     else
         pass "$name (${secs}s, ${initline#S2PAR-GUEST: }, ${verdict#S2PAR-GUEST: PASS }, faults per vCPU $faults)"
+    fi
+}
+
+# migrate_figures: the migration's figures from the RESULT line, one phrase.
+migrate_figures() {
+    echo "$(field migrate_rounds) migration rounds from $(field migrate_began_ms | cut -d, -f1) ms," \
+        "medians: $(field migrate_median_passes) pre-copy passes, $(field migrate_median_pass_pages)" \
+        "dirty pages per pass, stop $(field migrate_median_stop_pages) pages, downtime" \
+        "$(($(field migrate_median_downtime_ns) / 1000)) us (drain $(($(field migrate_median_drain_ns) / 1000)) us), freeze to resume" \
+        "$(($(field migrate_median_stop_ns) / 1000)) us; diff=$(field migrate_diff)"
+}
+
+# migrate_boot NAME VCPUS MODE: a --suite migrate=on boot; the toucher runs one round (CI time:
+# the migration rounds start 3 s after the VM and repeat every ~2.5 s, so several still overlap
+# the toucher's writes).
+migrate_boot() {
+    local rounds=1
+    boot "$1" "$2" "$3" m ""
+}
+
+# migrate_skip NAME: migrate=on with selftest=migrate-skip (every pass leaves out one page that
+# changed): the comparison at the stop must find those pages, so the run must fail with exit
+# status 1 and the reason 'migrate: N pages differ from their copy at the stop' (N > 0), while
+# the guest itself, whose memory the hypervisor never touched, passes and powers off. The
+# negative test of the migration's checker.
+migrate_skip() {
+    local name=$1 reason diff rounds=1
+    local -a hyp_opts=(${hyp_opts[@]+"${hyp_opts[@]}"} selftest=migrate-skip)
+    run_guest "$name" 2 parallel m ""
+    reason=$(grep -aoE '^FAIL: migrate: [0-9]+ pages differ from their copy at the stop' "$out" | head -n 1)
+    diff=$(field migrate_diff)
+    if [ "$code" -eq 1 ] && [ -n "$reason" ] && [ "${diff:-0}" -gt 0 ] 2>/dev/null &&
+        [ "${verdict#S2PAR-GUEST: PASS}" != "$verdict" ]; then
+        pass "$name (${secs}s, failed as it must: '${reason#FAIL: }', migrate_skipped=$(field migrate_skipped), guest said PASS)"
+    else
+        fail "$name" "selftest=migrate-skip must fail with 'FAIL: migrate: N pages differ ...': exit status $code, reason '${reason:-none}', migrate_diff=${diff:-none}, guest verdict '${verdict:-none}' (log: $out)"
     fi
 }
 
@@ -357,6 +418,9 @@ elif [ "$suite" = 1 ]; then
     done
     boot "parallel-4-2m" 4 parallel 0 2m
     boot "parallel-4-chaos" 4 parallel 1 ""
+    migrate_boot "parallel-4-migrate" 4 parallel
+    migrate_boot "locked-2-migrate" 2 locked
+    migrate_skip migrate-skip
     corrupt selftest-corrupt
     nocopy chaos-nocopy
     gicr gicr-no-lpis
@@ -365,6 +429,10 @@ else
     name="$mode-$vcpus${backing:+-$backing}"
     [ "$bare" = 0 ] || name="bare-$vcpus"
     [ "$chaos" = 0 ] || name="$name-chaos"
+    [ "$migrate" = 0 ] || name="$name-migrate"
+    [ "$chaos" = 0 ] || [ "$migrate" = 0 ] || die "--chaos and --migrate both need the spare CPU: one at a time"
+    [ "$migrate" = 0 ] || [ "$bare" = 0 ] || die "--migrate needs the hypervisor (not --bare)"
+    [ "$migrate" = 0 ] || chaos=m
     if [ "$repeat" = 1 ]; then
         boot "$name" "$vcpus" "$mode" "$chaos" "$backing"
     else

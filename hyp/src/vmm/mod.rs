@@ -24,3 +24,4 @@ pub mod tables;
 pub mod tlb;
 pub mod vcpu;
 pub mod vm;
+pub mod write_log;

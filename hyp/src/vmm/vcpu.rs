@@ -486,6 +486,20 @@ fn handle_abort(
 /// (`break hyp::vmm::vcpu::handle_stage2_fault`).
 #[inline(never)]
 fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, slot: &Memslot, a: &Abort) -> Action {
+    // A memslot with a write log (migrate=on) gates its faults with a write freeze
+    // (write_log.rs): a closed gate is waited for here, outside every lock and section, and the
+    // access re-runs (it faults again if it still needs to).
+    let log = vm.write_log.get().filter(|l| l.covers(slot));
+    let _entered = match log {
+        None => None,
+        Some(l) => match l.enter() {
+            Some(entered) => Some(entered),
+            None => {
+                l.wait_for_thaw(lifecycle::ended);
+                return Action::Resume;
+            }
+        },
+    };
     // Refill this CPU's page caches (in batches) before entering the stage-2 section, so the
     // map itself never waits on the shared allocator.
     pool::top_up(cpu, vm.tables, vm.backing);
@@ -517,8 +531,12 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, slot: &Memslot, a: &Abort) -> Acti
             return stop(cpu, WHY_OOM);
         }
     };
-    // 4 KiB pages or 2 MiB blocks, relax or split: the harness's policy (harness.rs).
-    let result = vm.harness.map_fault(vm, &guard, slot, a, pa);
+    // 4 KiB pages or 2 MiB blocks, relax or split: the harness's policy (harness.rs); while
+    // the memslot's write log is logging (decided inside its gate), the logging policy.
+    let result = match log.filter(|l| l.logging()) {
+        Some(l) => l.map_fault(vm, &guard, slot, a, pa),
+        None => vm.harness.map_fault(vm, &guard, slot, a, pa),
+    };
     drop(guard);
     // Free the table pages this CPU retired whose grace period ended (never while in a section).
     s2.reclaim(cpu.index);

@@ -26,6 +26,7 @@ use crate::pool::Region;
 use crate::sysreg_ext::{self, CPTR_EL2_NVHE, HCRX_EL2, ICH_HCR_EL2_TRAPS};
 use crate::tables::HypPool;
 use crate::tlb::HypTlb;
+use crate::write_log::WriteLog;
 use crate::{arch, mmu, percpu};
 use alloc::vec::Vec;
 use tock_registers::fields::FieldValue;
@@ -142,6 +143,10 @@ pub struct Vm {
     pub harness: &'static dyn Harness,
     /// Table pages in use before `Stage2::new` (the leak check's baseline).
     pub table_pages_before: usize,
+    /// A memslot's write log (write freeze and dirty logging), armed before any vCPU runs by a
+    /// tool that copies guest memory while the guest runs (migrate=on); the fault path reads it
+    /// (write_log.rs).
+    pub write_log: Once<WriteLog>,
 }
 
 static VM: Once<Vm> = Once::new();
@@ -202,6 +207,7 @@ pub fn create(
         entry: desc.entry,
         harness,
         table_pages_before,
+        write_log: Once::new(),
     }))
 }
 
