@@ -355,20 +355,26 @@ nocopy() {
     fi
 }
 
-# gicr NAME: 1 vCPU with s2par_gicr_probe=1: the guest reads its redistributor's GICR_TYPER and
-# writes/reads back GICR_PROPBASER through /dev/mem. On the hypervisor LPIs must be hidden
-# (PLPIS = 0, PROPBASER reads 0 after the write: the RD_base control page is emulated,
-# passthrough.rs); on bare QEMU (with --bare, and always in the suite as NAME-bare, which proves
-# the probe reaches the hardware) PLPIS = 1 and the write sticks. Either way the guest then runs
+# gicr NAME: 1 vCPU with s2par_gicr_probe=2: the guest reads its redistributor's GICR_TYPER,
+# writes/reads back GICR_PROPBASER and sets/reads back GICR_CTLR.EnableLPIs through /dev/mem. On
+# the hypervisor LPIs must be hidden and stay off (PLPIS = 0, PROPBASER reads 0 after the write,
+# EnableLPIs reads 0 after being set: the RD_base frame is emulated,
+# passthrough.rs); on bare QEMU (probe 1: no EnableLPIs write; with --bare, and always in the
+# suite as NAME-bare, which proves the probe reaches the hardware) PLPIS = 1 and the write sticks. Either way the guest then runs
 # its toucher and must pass.
 gicr() {
     local name=$1 want
     # iomem=relaxed: the GIC driver claims its regions, and /dev/mem refuses claimed I/O memory
     # otherwise (CONFIG_IO_STRICT_DEVMEM).
-    run_guest "$name" 1 parallel 0 "" "s2par_gicr_probe=1 iomem=relaxed"
-    local seen
+    local probe=2 seen
+    [ "$bare" = 0 ] || probe=1
+    run_guest "$name" 1 parallel 0 "" "s2par_gicr_probe=$probe iomem=relaxed"
     seen=$(grep -aoE 'S2PAR-GUEST: gicr .*' "$out" | head -n 1 | tr -d '\r')
-    if [ "$bare" = 1 ]; then want="S2PAR-GUEST: gicr plpis=1 propbaser=0x0000000040000000"; else want="S2PAR-GUEST: gicr plpis=0 propbaser=0x0000000000000000"; fi
+    if [ "$bare" = 1 ]; then
+        want="S2PAR-GUEST: gicr plpis=1 propbaser=0x0000000040000000 enable_lpis=-"
+    else
+        want="S2PAR-GUEST: gicr plpis=0 propbaser=0x0000000000000000 enable_lpis=0"
+    fi
     if [ "$code" -ne 0 ] || [ "${verdict#S2PAR-GUEST: PASS}" = "$verdict" ]; then
         fail "$name" "exit status $code, guest verdict '${verdict:-none}' (log: $out)"
     elif [ "$seen" != "$want" ]; then

@@ -16,14 +16,20 @@
 //!   devices (the PL011) raises SPIs on this board once the DMA devices are out of its DTB.
 //! - No LPIs: GICR_PROPBASER and GICR_PENDBASER take *physical* addresses, and a redistributor
 //!   with LPIs enabled reads and writes the memory they name — the hypervisor's included. So the
-//!   first 4 KiB page of each of the guest's RD_base frames (CTLR, IIDR, TYPER, STATUSR, WAKER,
-//!   the LPI registers; GICv3 spec IHI 0069, 12.10 "The GIC Redistributor register map") is not
-//!   mapped but emulated (`emulate_rd_control`): GICR_TYPER reads with PLPIS = 0 and DirectLPI =
-//!   0, which makes GICR_CTLR.EnableLPIs, PROPBASER, PENDBASER and the direct-LPI registers RES0
-//!   (RAZ/WI here); CTLR (without EnableLPIs), STATUSR and WAKER reach the hardware. The GICv4
-//!   VLPI frames (GICR_TYPER.VLPIS) hold GICR_VPROPBASER/VPENDBASER, physical addresses again:
-//!   never mapped, RAZ/WI. Linux enables LPIs only with an ITS, which the guest's DTB does not
-//!   have, so nothing it does is lost.
+//!   RD_base frame (64 KiB) of each of the guest's redistributors is not mapped but emulated
+//!   (`emulate_rd_base`; GICv3 spec IHI 0069, 12.10 "The GIC Redistributor register map"):
+//!   GICR_TYPER reads without PLPIS, DirectLPI, Dirty, MPAM, RVPEID and VSGI, which makes
+//!   GICR_CTLR.EnableLPIs, PROPBASER, PENDBASER, the direct-LPI and the MPAM registers RES0
+//!   (RAZ/WI here); GICR_CTLR reads without EnableLPIs, CES and IR (IR would advertise
+//!   INVLPIR/INVALLR/SYNCR); CTLR's writable bits, STATUSR and WAKER reach the hardware, and so
+//!   do reads of the ID registers (0xFFD0..0xFFFC: Linux reads GICR_PIDR2); everything else in
+//!   the frame, the IMPLEMENTATION DEFINED block at 0xC000 included (on other boards it could
+//!   hold anything), reads 0 and ignores writes. Only SGI_base (SGIs and PPIs) is mapped.
+//!   GICR_TYPER.VLPIS is kept: it sets the frame stride the guest computes, and the VLPI frames
+//!   (GICR_VPROPBASER/VPENDBASER: physical addresses again) are never mapped, RAZ/WI. Linux
+//!   enables LPIs only with an ITS, which the guest's DTB does not have, so nothing it does is
+//!   lost. Not hidden: GICD_TYPER.LPIS (the distributor is passed through whole), so a guest that
+//!   trusts it rather than GICR_TYPER.PLPIS would find LPIs silently absent.
 
 use alloc::vec::Vec;
 use stage2::{Attrs, Size};
@@ -41,19 +47,23 @@ const GICR_FRAME_VLPI: u64 = 256 << 10;
 const GICR_TYPER: u64 = 0x8;
 const TYPER_LAST: u64 = 1 << 4;
 const TYPER_VLPIS: u64 = 1 << 1;
-/// GICR_TYPER.PLPIS (bit 0, physical LPIs) and DirectLPI (bit 3): hidden from the guest.
-const TYPER_PLPIS: u64 = 1 << 0;
-const TYPER_DIRECT_LPI: u64 = 1 << 3;
-/// The registers of the RD_base control page the guest's accesses reach (offsets, GICv3 spec
-/// 12.10): CTLR (its EnableLPIs bit 0 kept clear), STATUSR, WAKER.
+/// GICR_TYPER bits hidden from the guest (IHI 0069, GICR_TYPER): PLPIS (0, physical LPIs),
+/// Dirty (2, GICR_VPENDBASER.Dirty), DirectLPI (3), MPAM (6), RVPEID (7), VSGI (26).
+const TYPER_HIDDEN: u64 = 1 << 0 | 1 << 2 | 1 << 3 | 1 << 6 | 1 << 7 | 1 << 26;
+/// The RD_base registers the guest's accesses reach (offsets, IHI 0069 12.10).
 const GICR_CTLR: u64 = 0x0;
-const CTLR_ENABLE_LPIS: u64 = 1 << 0;
 const GICR_IIDR: u64 = 0x4;
 const GICR_STATUSR: u64 = 0x10;
 const GICR_WAKER: u64 = 0x14;
-/// Bytes of the RD_base control page that is emulated, not mapped.
-const RD_CONTROL: u64 = 0x1000;
-/// RD_base + SGI_base: what a guest frame maps (VLPI frames beyond stay unmapped).
+/// GICR_CTLR bits a guest read does not see: EnableLPIs (0), CES (1: LPI-related), IR (2:
+/// INVLPIR/INVALLR/SYNCR implemented). A write never sets EnableLPIs.
+const CTLR_ENABLE_LPIS: u64 = 1 << 0;
+const CTLR_HIDDEN: u64 = CTLR_ENABLE_LPIS | 1 << 1 | 1 << 2;
+/// The RD_base identification registers (GICR_PIDR4..CIDR3), read-only.
+const GICR_ID_REGS: core::ops::Range<u64> = 0xFFD0..0x1_0000;
+/// Bytes of the RD_base frame, emulated whole; SGI_base follows it.
+const RD_BASE: u64 = 0x1_0000;
+/// RD_base + SGI_base; VLPI frames beyond are never mapped.
 const GICR_MAPPED: u64 = GICR_FRAME;
 /// The most redistributors walked (a bound on a malformed region, not a board table).
 const MAX_FRAMES: usize = 512;
@@ -82,15 +92,15 @@ fn read_typer(frame: u64) -> u64 {
     unsafe { core::ptr::read_volatile((frame + GICR_TYPER) as *const u64) }
 }
 
-/// GICR_TYPER as the guest sees it: the hardware's, without physical or direct LPIs.
+/// GICR_TYPER as the guest sees it: the hardware's without `TYPER_HIDDEN`.
 fn guest_typer(frame: u64) -> u64 {
-    read_typer(frame) & !(TYPER_PLPIS | TYPER_DIRECT_LPI)
+    read_typer(frame) & !TYPER_HIDDEN
 }
 
 fn read_rd32(frame: u64, offset: u64) -> u32 {
     // SAFETY: `frame` is one of the guest's redistributor frames (Passthrough::new) and `offset`
-    // one of CTLR, IIDR, STATUSR, WAKER: 32-bit registers whose reads have no side effect, in
-    // the Device-mapped region below RAM (mmu.rs).
+    // one of CTLR, IIDR, STATUSR, WAKER or an ID register: 32-bit registers whose reads have no
+    // side effect, in the Device-mapped region below RAM (mmu.rs).
     unsafe { core::ptr::read_volatile((frame + offset) as *const u32) }
 }
 
@@ -155,11 +165,11 @@ impl Passthrough {
         let stride = self.gicr.1;
         [(self.gicd, GICD_SIZE)]
             .into_iter()
-            // Each frame without its RD_base control page (emulated) and its VLPI frames.
+            // Each frame's SGI_base only: RD_base is emulated, VLPI frames stay unmapped.
             .chain(
                 self.guest_frames
                     .iter()
-                    .map(move |&f| (f + RD_CONTROL, stride.min(GICR_MAPPED) - RD_CONTROL)),
+                    .map(move |&f| (f + RD_BASE, stride.min(GICR_MAPPED) - RD_BASE)),
             )
             .chain(self.uart.map(|u| (u, UART_SIZE)))
     }
@@ -182,7 +192,7 @@ impl Passthrough {
 
     /// A guest access to an emulated device window: a removed device's window (`raz_wi`: reads
     /// 0), the redistributor of a CPU it was not given (GICR_TYPER of that frame, else 0), or
-    /// the RD_base control page or a VLPI frame of one of its own (`emulate_rd_control`). The
+    /// the RD_base frame or a VLPI frame of one of its own (`emulate_rd_base`). The
     /// value a read returns, or Some(_) for a write; None when `ipa` is in none of them. `size`
     /// is the access size in bytes; `write` the value a store writes (None for a load).
     pub fn emulate(&self, ipa: u64, size: u64, write: Option<u64>) -> Option<u64> {
@@ -201,7 +211,7 @@ impl Passthrough {
         let offset = ipa - frame;
         if self.guest_frames.contains(&frame) {
             return match offset {
-                o if o < RD_CONTROL => Some(emulate_rd_control(frame, o, size, write)),
+                o if o < RD_BASE => Some(emulate_rd_base(frame, o, size, write)),
                 o if o >= GICR_MAPPED => Some(0), // a VLPI frame: RAZ/WI
                 _ => None,                        // mapped: not an emulated access
             };
@@ -217,24 +227,22 @@ impl Passthrough {
     }
 }
 
-/// An access to the RD_base control page of one of the guest's redistributors (module doc):
-/// GICR_TYPER without PLPIS/DirectLPI (64-bit, or either 32-bit half); CTLR, IIDR, STATUSR and
-/// WAKER (32-bit) from and to the hardware, a CTLR write with EnableLPIs cleared; everything
-/// else — PROPBASER, PENDBASER, SETLPIR, CLRLPIR, INVLPIR, INVALLR, SYNCR (RES0 with PLPIS = 0
-/// and DirectLPI = 0), MPAM registers (MPAM is hidden), reserved offsets and accesses of other
-/// sizes — reads 0 and ignores writes. Returns what a load reads (0 for a store).
-fn emulate_rd_control(frame: u64, offset: u64, size: u64, write: Option<u64>) -> u64 {
+/// An access to the RD_base frame of one of the guest's redistributors (module doc):
+/// GICR_TYPER without `TYPER_HIDDEN` (64-bit, or either 32-bit half); CTLR (without
+/// `CTLR_HIDDEN`), IIDR, STATUSR, WAKER and the ID registers (32-bit reads) from the hardware;
+/// CTLR (EnableLPIs cleared), STATUSR and WAKER writes to it; everything else — PROPBASER,
+/// PENDBASER, SETLPIR, CLRLPIR, INVLPIR, INVALLR, SYNCR (RES0 with PLPIS = 0 and DirectLPI =
+/// 0), MPAMIDR/PARTIDR (MPAM = 0), reserved and IMPLEMENTATION DEFINED offsets, accesses of
+/// other sizes — reads 0 and ignores writes. Returns what a load reads (0 for a store).
+fn emulate_rd_base(frame: u64, offset: u64, size: u64, write: Option<u64>) -> u64 {
     match (offset, size, write) {
         (GICR_TYPER, 8, None) => guest_typer(frame),
         (GICR_TYPER, 4, None) => guest_typer(frame) & 0xFFFF_FFFF,
         (0xC, 4, None) => guest_typer(frame) >> 32,
-        (GICR_CTLR | GICR_IIDR | GICR_STATUSR | GICR_WAKER, 4, None) => {
-            let v = u64::from(read_rd32(frame, offset));
-            if offset == GICR_CTLR {
-                v & !CTLR_ENABLE_LPIS
-            } else {
-                v
-            }
+        (GICR_CTLR, 4, None) => u64::from(read_rd32(frame, offset)) & !CTLR_HIDDEN,
+        (GICR_IIDR | GICR_STATUSR | GICR_WAKER, 4, None) => u64::from(read_rd32(frame, offset)),
+        (o, 4, None) if GICR_ID_REGS.contains(&o) && o % 4 == 0 => {
+            u64::from(read_rd32(frame, offset))
         }
         (GICR_CTLR, 4, Some(v)) => {
             write_rd32(frame, offset, (v & !CTLR_ENABLE_LPIS) as u32);
