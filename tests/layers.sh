@@ -22,12 +22,15 @@ VMM_LAYERS=(
 
 mods() { sed -n 's/^pub mod \([a-z_0-9]*\);.*/\1/p' "$SRC/$1/mod.rs"; }
 # refs FILE: the module names FILE reaches through crate:: or super:: (one per line).
+# A path through a folder module (crate::vmm::vcpu) names the module after the folder.
 refs() {
     sed 's://.*$::' "$1" | tr '\n' ' ' \
-        | grep -oE '(crate|super)::(\{[^}]*\}|[a-z_0-9]+)' \
-        | sed -E 's/^(crate|super):://; s/[{}]//g' | tr ',' '\n' \
+        | grep -oE '(crate|super)::((vmm|platform|builtin)::)?(\{[^}]*\}|[a-z_0-9]+)' \
+        | sed -E 's/^(crate|super):://; s/^(vmm|platform|builtin):://; s/[{}]//g' | tr ',' '\n' \
         | sed -E 's/^ *//; s/[^a-z_0-9].*$//' | grep -v '^$' | sort -u
 }
+# nested FILE: whether FILE has a nested use group (crate::{a::{B}, c}), which refs cannot split.
+nested() { sed 's://.*$::' "$1" | tr '\n' ' ' | grep -qE '(crate|super)::(([a-z_0-9]+::)*)\{[^}]*\{'; }
 in_list() { case " $2 " in *" $1 "*) return 0 ;; esac; return 1; }
 
 PLATFORM=$(mods platform | tr '\n' ' ')
@@ -48,6 +51,7 @@ done
 for f in "$SRC"/platform/*.rs; do
     ok=1
     grep -qE '\b(vmm|builtin)::' "$f" && { bad "$f names vmm:: or builtin::"; ok=0; }
+    nested "$f" && { bad "$f has a nested crate::{..{..}..} use group: one use per module, so this check can read it"; ok=0; }
     for r in $(refs "$f"); do
         if in_list "$r" "$PLATFORM"; then continue; fi
         if in_list "$r" "$VMM $BUILTIN $GUEST_ABI options"; then
@@ -62,6 +66,7 @@ for f in "$SRC"/vmm/*.rs; do
     [ "$m" = mod ] && continue
     ok=1
     grep -qE '\bbuiltin::' "$f" && { bad "$f names builtin::"; ok=0; }
+    nested "$f" && { bad "$f has a nested crate::{..{..}..} use group: one use per module, so this check can read it"; ok=0; }
     # The modules this file may name inside vmm/: its layer and every layer below.
     allowed=""
     for l in "${VMM_LAYERS[@]}"; do

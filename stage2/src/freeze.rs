@@ -15,7 +15,8 @@
 //!    invalidates the TLBs. From then on every leaf of the memslot is read-only and nothing can
 //!    make one writable, so no guest store, stage-1 hardware AF/DBM update or other stage-1
 //!    walk write can reach the memslot's memory: the migrator copies and compares a memory
-//!    that stands still while the vCPUs go on running (reads and computation) until they write.
+//!    that stands still while the vCPUs go on running (reads and computation) until they take
+//!    any stage-2 fault on the memslot (the caller gates every fault there, not only writes).
 //! 4. [`WriteFreeze::thaw`] opens the gate again.
 //!
 //! The race this closes: a vCPU that read "open" just before the close and relaxes a page after

@@ -397,7 +397,9 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64, tools: &[Tool<
         // A guest that asked for SYSTEM_RESET: a distinct status when the checks pass.
         (true, End::SystemReset, _) => lifecycle::EXIT_SYSTEM_RESET,
         (true, _, _) => 0,
-        (false, _, n) if n > 1 => n as u32,
+        // ... but never as 77 or 124 when the run failed: outside scripts read 77 as a skip
+        // (kvm-unit-tests' runtime.bash) and 124 as a timeout (run-qemu.sh --timeout).
+        (false, _, n) if n > 1 && n != FLAT_SKIP && n != 124 => n as u32,
         _ => 1,
     })
 }

@@ -124,12 +124,17 @@ impl WriteLog {
     ) -> Result<Mapped, Error> {
         let ipa = a.ipa & !(PAGE - 1);
         match a.fault {
-            FaultType::Permission => match g.dirty_write_fault(ipa, &self.log) {
-                Ok(DirtyFault::Relaxed | DirtyFault::Spurious) => Ok(Mapped::Spurious),
-                // Unmapped since the fault was taken: re-run the access (a translation fault).
-                Ok(DirtyFault::NotMapped) => Err(Error::Retry),
-                Err(e) => Err(e),
-            },
+            // A write (or a stage-1 walk, which may write AF/dirty bits) to a logged read-only
+            // page. Any other permission fault (an instruction fetch without execute permission)
+            // is not a write: it must neither mark the page nor make it writable.
+            FaultType::Permission if a.write || a.s1ptw => {
+                match g.dirty_write_fault(ipa, &self.log) {
+                    Ok(DirtyFault::Relaxed | DirtyFault::Spurious) => Ok(Mapped::Spurious),
+                    // Unmapped since the fault was taken: re-run the access (a translation fault).
+                    Ok(DirtyFault::NotMapped) => Err(Error::Retry),
+                    Err(e) => Err(e),
+                }
+            }
             _ if a.write || a.s1ptw => {
                 let r = g.map(ipa, pa, Size::Page4K, Attrs::normal_rwx());
                 // After the map, as after a relax (stage2/src/dirty.rs: no write is lost).
