@@ -18,3 +18,4 @@ pub mod migrate;
 pub mod phases;
 pub mod psci_check;
 pub mod report;
+pub mod spare_cpu;
