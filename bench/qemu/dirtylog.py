@@ -16,35 +16,13 @@ import statistics
 import sys
 from collections import defaultdict
 
-
-def parse(path):
-    rows = []
-    with open(path) as f:
-        for line in f:
-            row = dict(tok.split("=", 1) for tok in line.split() if "=" in tok)
-            if row:
-                rows.append(row)
-    return rows
-
-
-def num(row, key):
-    try:
-        return float(row[key])
-    except (KeyError, ValueError):
-        return None
+from runs import num, parse_runs, read_machine, summary
 
 
 def per_pass(row, prefix):
     vals = [num(row, f"{prefix}_{i}") for i in range(1, int(row.get("iters", "0")) + 1)]
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
-
-
-def summary(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def cell(s, scale=1.0, digits=1):
@@ -64,8 +42,8 @@ def ratio(a, b):
 
 def main():
     runs_path, machine_path, outdir, plot_path = sys.argv[1:5]
-    rows = parse(runs_path)
-    machine = dict(l.rstrip("\n").split("=", 1) for l in open(machine_path) if "=" in l)
+    rows = parse_runs(runs_path)
+    machine = read_machine(machine_path)
     failed = [r for r in rows if r.get("exit") != "0" or r.get("status") != "pass"]
     good = [r for r in rows if r not in failed]
     dl = defaultdict(lambda: defaultdict(list))

@@ -21,40 +21,13 @@ import csv
 import json
 import os
 import re
-import statistics
 import sys
 from collections import defaultdict
 
+from runs import num, parse_runs, read_machine, summary
+
 MODES = ("parallel", "locked")
 WORKLOAD_ORDER = ["demand", "overlap", "pagetable", "random"]
-
-
-def parse_runs(path):
-    rows = []
-    with open(path) as f:
-        for line in f:
-            row = {}
-            for tok in line.split():
-                if "=" in tok:
-                    k, v = tok.split("=", 1)
-                    row[k] = v
-            if row:
-                rows.append(row)
-    return rows
-
-
-def num(row, key):
-    try:
-        return float(row[key])
-    except (KeyError, ValueError):
-        return None
-
-
-def summary(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
 def fmt(v, digits=0):
@@ -128,12 +101,7 @@ def main():
     runs_path, machine_path, outdir, plot_path = sys.argv[1:5]
     host_json = sys.argv[5] if len(sys.argv) > 5 else None
     rows = parse_runs(runs_path)
-    machine = {}
-    with open(machine_path) as f:
-        for line in f:
-            if "=" in line:
-                k, v = line.rstrip("\n").split("=", 1)
-                machine[k] = v
+    machine = read_machine(machine_path)
 
     # CSV: one row per run, the union of all fields.
     keys = []

@@ -62,47 +62,17 @@ mem_for() { case "$1" in demand|random) echo 16M ;; *) echo 64M ;; esac; }
 # Seconds since the $EPOCHREALTIME value $1, to the millisecond.
 elapsed() { awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.3f", b - a }'; }
 
-# The report's plot needs matplotlib: find a python3 that has it before spending minutes on boots
-# (Debian's python3-matplotlib serves /usr/bin/python3, which a python3 earlier in PATH may not be).
-find_python() {
-    local py
-    for py in python3 /usr/bin/python3; do
-        if command -v "$py" >/dev/null && "$py" -c 'import matplotlib' 2>/dev/null; then
-            echo "$py"
-            return 0
-        fi
-    done
-    return 1
-}
-if ! PY=$(find_python); then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        echo "bench/qemu: installing python3-matplotlib for the plot (apt-get, quiet)" >&2
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o DPkg::Lock::Timeout=300 \
-            --no-install-recommends python3-matplotlib >"$out/apt-matplotlib.log" 2>&1 \
-            || { echo "bench/qemu: apt-get install python3-matplotlib failed, see $out/apt-matplotlib.log" >&2; exit 127; }
-    fi
-    PY=$(find_python) || {
-        echo "bench/qemu: the plot needs matplotlib, and no python3 here has it (tried python3 and /usr/bin/python3)." >&2
-        echo "  Debian: apt-get install python3-matplotlib (as root; run.sh does it when run as root); else pip install matplotlib" >&2
-        exit 127
-    }
-fi
-
-echo "bench/qemu: building the release hypervisor" >&2
-cargo build --release -p hyp >&2
-ELF=${CARGO_TARGET_DIR:-target}/aarch64-unknown-none-softfloat/release/hyp
-command -v qemu-system-aarch64 >/dev/null || { echo "bench/qemu: qemu-system-aarch64 missing (apt-get install qemu-system-arm)" >&2; exit 127; }
+# shellcheck source=bench/qemu/common.sh
+. bench/qemu/common.sh
+# The report's plot needs matplotlib: find it before spending minutes on boots.
+need_plot_python
+build_release bench/qemu
 
 # The machine, for the report.
 {
-    echo "nproc=$(nproc)"
-    echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
-    echo "qemu=$(qemu-system-aarch64 --version | head -n 1)"
+    machine_lines
     echo "rustc=$(rustc -V)"
-    echo "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- hyp guest stage2 || echo '+dirty')"
-    echo "date=$(date -u +%Y-%m-%dT%H:%MZ)"
     echo "qemu_cmd=qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp $SMP -m $QMEM -nographic -no-reboot -semihosting -kernel $ELF -append \"OPTIONS\" -mem-prealloc"
-    echo "run_cmd=SMP=$SMP MEM=$QMEM QEMU_EXTRA=-mem-prealloc ./run-qemu.sh $ELF --timeout $RUN_TIMEOUT OPTIONS"
 } >"$out/qemu-machine.txt"
 
 csv=$out/qemu.csv

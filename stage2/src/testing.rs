@@ -1,6 +1,6 @@
 //! Host implementations of the arch traits for tests and the host benchmark: a page pool that
 //! counts every page and catches use-after-free, and a TLB that records every call together with
-//! the state of the entry it invalidates at that moment.
+//! the state of the entry it invalidates at that moment; and the tests' PRNG (testing/rng.rs).
 
 use std::boxed::Box;
 use std::sync::atomic::{AtomicU64 as StdU64, AtomicU8, AtomicUsize, Ordering};
@@ -11,6 +11,9 @@ use crate::arch::{PageMeta, PagePool, Table, Tlb};
 use crate::desc::{level_shift, Pte, ENTRIES, PAGE_SIZE};
 use crate::geometry::Geometry;
 use crate::sync::AtomicU64;
+
+mod rng;
+pub use rng::Rng;
 
 /// Fake physical address of the pool's first page. Not zero, so a zero PA is always a bug.
 pub const POOL_BASE: u64 = 0x80_0000_0000;

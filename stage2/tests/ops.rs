@@ -4,9 +4,12 @@
 use std::sync::Arc;
 
 use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
-use stage2::{Attrs, Config, Error, Mapped, MemAttrEncoding, PagePool, Perms, Pte, Size, Stage2};
+use stage2::{
+    Attrs, Config, Error, Guard, Mapped, MemAttrEncoding, PagePool, Perms, Pte, Size, Stage2,
+};
 
 type S2 = Stage2<Arc<CountingPool>, Arc<RecordingTlb>>;
+type G<'s> = Guard<'s, Arc<CountingPool>, Arc<RecordingTlb>>;
 
 const MB2: u64 = 2 << 20;
 const RAM: u64 = 0x4000_0000;
@@ -19,6 +22,20 @@ fn setup(pages: usize) -> (S2, Arc<CountingPool>, Arc<RecordingTlb>) {
     let s2 = Stage2::new(cfg, pool.clone(), tlb.clone()).unwrap();
     tlb.attach(s2.root(), s2.geometry());
     (s2, pool, tlb)
+}
+
+/// Maps `pages` 4 KiB pages from IPA `MB2` (page `i` at `RAM + i * 4 KiB`) into one level-3
+/// table, read-write-execute and young.
+fn map_pages(g: &G<'_>, pages: u64) {
+    for i in 0..pages {
+        g.map(
+            MB2 + i * 0x1000,
+            RAM + i * 0x1000,
+            Size::Page4K,
+            Attrs::normal_rwx(),
+        )
+        .unwrap();
+    }
 }
 
 /// Tear down and check the pool got every page back and every table's count was right.
@@ -167,15 +184,7 @@ fn page_fault_inside_block_splits_it() {
 fn collapse_prunes_subtree_with_one_range_tlbi_and_rcu_free() {
     let (s2, pool, tlb) = setup(64);
     let g = s2.shared(0);
-    for i in 0..8 {
-        g.map(
-            MB2 + i * 0x1000,
-            RAM + i * 0x1000,
-            Size::Page4K,
-            Attrs::normal_rwx(),
-        )
-        .unwrap();
-    }
+    map_pages(&g, 8);
     let before = pool.in_use();
     tlb.take();
     assert_eq!(
@@ -298,15 +307,7 @@ fn write_protect_and_unmap_batch_one_invalidation_and_free_empty_tables() {
     let (s2, pool, tlb) = setup(64);
     {
         let g = s2.shared(0);
-        for i in 0..16 {
-            g.map(
-                MB2 + i * 0x1000,
-                RAM + i * 0x1000,
-                Size::Page4K,
-                Attrs::normal_rwx(),
-            )
-            .unwrap();
-        }
+        map_pages(&g, 16);
         g.map(2 * MB2, RAM + MB2, Size::Block2M, Attrs::normal_rwx())
             .unwrap();
     }
@@ -496,15 +497,7 @@ fn clear_young_each_reports_every_young_leaf_and_flushes_only_when_asked() {
     {
         let g = s2.shared(0);
         // Three young 4 KiB pages and one young 2 MiB block.
-        for i in 0..3 {
-            g.map(
-                MB2 + i * 0x1000,
-                RAM + i * 0x1000,
-                Size::Page4K,
-                Attrs::normal_rwx(),
-            )
-            .unwrap();
-        }
+        map_pages(&g, 3);
         g.map(2 * MB2, RAM + MB2, Size::Block2M, Attrs::normal_rwx())
             .unwrap();
         tlb.take();

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
+use stage2::testing::{CountingPool, RecordingTlb, Rng, TlbOp};
 use stage2::{
     Attrs, Config, DirtyBitmap, Error, Guard, HwAccess, Mapped, MemType, PagePool, Perms, Pte,
     Size, Stage2, Tlb, Translation,
@@ -47,27 +47,6 @@ const CI_OPS: u64 = 1_200_000;
 /// The only output address any mapping may give `ipa`.
 fn expected_pa(ipa: u64) -> u64 {
     RAM + ipa
-}
-
-/// splitmix64: small, fast, good enough to pick pages.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, one_in: u64) -> bool {
-        self.below(one_in) == 0
-    }
 }
 
 /// Panics unless `t` (the translation of `ipa`) is one the model allows.

@@ -73,7 +73,7 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
 use stage2::desc::{level_shift, level_size, Pte, ENTRIES, PAGE_SIZE};
-use stage2::testing::{set_spin_hook, CountingPool};
+use stage2::testing::{set_spin_hook, CountingPool, Rng};
 use stage2::{
     Attrs, Config, DirtyBitmap, DirtyFault, Geometry, PageMeta, PagePool, Perms, Size, Stage2,
     Table, Tlb,
@@ -102,28 +102,6 @@ const TLB_CAP: usize = 512;
 
 fn pa_of(ipa: u64, layout: usize) -> u64 {
     RAM[layout] + ipa
-}
-
-/// splitmix64.
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pct(&mut self, p: u64) -> bool {
-        self.below(100) < p
-    }
 }
 
 /// Which invariant a run broke.

@@ -33,6 +33,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::{Mutex, Once};
 
+use super::spare_cpu::SpareCpu;
 use crate::abi;
 use crate::options::{Mode, Selftest, Workload};
 use crate::percpu::PerCpu;
@@ -93,8 +94,7 @@ static CHECKS: AtomicU64 = AtomicU64::new(0);
 /// The ager ages while this is set (between a pass's release and its check barrier).
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// The ager's stop request and its answer (main.rs waits for it before teardown).
-static STOP: AtomicBool = AtomicBool::new(false);
-static STOPPED: AtomicBool = AtomicBool::new(false);
+static AGER: SpareCpu = SpareCpu::new();
 /// Pages found young in the current pass, one bit per data-memslot page. The ager holds the lock
 /// for the whole of each aging pass, so the check barrier's action, which takes it, waits for
 /// the ager's pass in progress.
@@ -120,7 +120,7 @@ fn young_pages(vm: &Vm) -> &'static Mutex<Vec<u64>> {
 
 /// The CPU that runs the ager: the one after the vCPUs, with `workload=aging aging=on`.
 pub fn ager_cpu(vm: &Vm) -> Option<usize> {
-    (vm.opts.workload == Workload::Aging && vm.opts.aging).then_some(vm.opts.vcpus)
+    SpareCpu::cpu(vm, vm.opts.workload == Workload::Aging && vm.opts.aging)
 }
 
 /// One aging pass over the data memslot into `young` (one bit per page): shared mode in
@@ -164,7 +164,7 @@ pub fn ager(vm: &Vm, cpu: &PerCpu) {
         vm.opts.mode.name()
     );
     let pause = CNTFRQ_EL0.get() * PAUSE_US / 1_000_000;
-    while !STOP.load(Ordering::Acquire) {
+    while !AGER.stop_requested() {
         if ACTIVE.load(Ordering::Acquire) {
             let mut young = young_pages(vm).lock();
             // Re-check under the lock: the check barrier clears ACTIVE before it takes it.
@@ -178,15 +178,12 @@ pub fn ager(vm: &Vm, cpu: &PerCpu) {
                 p.ager_young.fetch_add(pages, Ordering::Relaxed);
             }
         }
-        let until = CNTPCT_EL0.get() + pause;
-        while CNTPCT_EL0.get() < until && !STOP.load(Ordering::Relaxed) {
-            match super::phases::napper(cpu.index) {
-                Some(w) => w.nap(),
-                None => core::hint::spin_loop(),
-            }
-        }
+        AGER.pause(pause, || match super::phases::napper(cpu.index) {
+            Some(w) => w.nap(),
+            None => core::hint::spin_loop(),
+        });
     }
-    STOPPED.store(true, Ordering::Release);
+    AGER.mark_stopped();
 }
 
 /// Pause between two of the ager's aging passes, in microseconds: it leaves the vCPUs' host
@@ -196,18 +193,7 @@ const PAUSE_US: u64 = 100;
 /// Asks the ager to stop and waits (up to a second) until it has left every stage-2 section.
 /// Returns false if it did not stop (then teardown must not run). True without an ager.
 pub fn stop(vm: &Vm) -> bool {
-    if ager_cpu(vm).is_none() {
-        return true;
-    }
-    STOP.store(true, Ordering::Release);
-    let deadline = CNTPCT_EL0.get() + CNTFRQ_EL0.get();
-    while !STOPPED.load(Ordering::Acquire) {
-        if CNTPCT_EL0.get() > deadline {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
+    ager_cpu(vm).is_none() || AGER.request_stop_and_wait(1)
 }
 
 /// `HVC_AGING_PASS`: vCPU `cpu` ended pass `pass` (1-based) after `ticks`, having touched

@@ -38,6 +38,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::Once;
 use stage2::{Attrs, Error, Mapped, Perms, Size, Stats};
 
+use super::spare_cpu::SpareCpu;
 use crate::arch;
 use crate::memslot::Memslot;
 use crate::options::{Mode, Selftest, Workload};
@@ -87,9 +88,8 @@ fn get(c: &AtomicU64) -> u64 {
 }
 
 static OPS: Once<Ops> = Once::new();
-static STOP: AtomicBool = AtomicBool::new(false);
-static STOPPED: AtomicBool = AtomicBool::new(false);
-static STARTED: AtomicBool = AtomicBool::new(false);
+/// The pruner's start, its stop request and its answer (main.rs waits for it before teardown).
+static PRUNER: SpareCpu = SpareCpu::new();
 
 fn ops() -> &'static Ops {
     OPS.call_once(Ops::default)
@@ -121,7 +121,7 @@ pub fn verify_results() -> &'static [VerifyResult] {
 
 /// The pruner's CPU index when `chaos=on`: the first CPU after the vCPUs.
 pub fn pruner_cpu(vm: &Vm) -> Option<usize> {
-    vm.opts.chaos.then_some(vm.opts.vcpus)
+    SpareCpu::cpu(vm, vm.opts.chaos)
 }
 
 /// The memslot the pruner works on: the built-in guest's data slot, or a guest from files' RAM
@@ -214,7 +214,7 @@ fn copy_page(from: u64, to: u64) {
 /// The pruner: runs on its own CPU until `stop`. Never returns an error to anyone: a failed
 /// operation is counted and the loop goes on.
 pub fn pruner(vm: &Vm, cpu: &PerCpu) {
-    STARTED.store(true, Ordering::Release);
+    PRUNER.mark_started();
     let s2 = vm.s2.get();
     let ops = ops();
     let freq = CNTFRQ_EL0.get();
@@ -230,7 +230,7 @@ pub fn pruner(vm: &Vm, cpu: &PerCpu) {
         spans,
         vm.opts.mode.name()
     );
-    while !STOP.load(Ordering::Acquire) {
+    while !PRUNER.stop_requested() {
         pool::top_up(cpu, vm.tables, vm.backing);
         let roll = rng.below(100);
         let span = rng.below(spans.max(1));
@@ -256,33 +256,19 @@ pub fn pruner(vm: &Vm, cpu: &PerCpu) {
         }
         // Free what this CPU retired once its grace period ended (never inside a section).
         s2.reclaim(cpu.index);
-        let until = CNTPCT_EL0.get() + pause;
-        while CNTPCT_EL0.get() < until && !STOP.load(Ordering::Relaxed) {
-            core::hint::spin_loop();
-        }
+        PRUNER.pause(pause, core::hint::spin_loop);
     }
     if let Some((start, end)) = protected {
         reenable(vm, s2, cpu, ops, start, end);
     }
     s2.reclaim(cpu.index);
-    STOPPED.store(true, Ordering::Release);
+    PRUNER.mark_stopped();
 }
 
 /// Asks the pruner to stop and waits (up to a second) until it has left every stage-2 section.
 /// Returns false if it did not stop (then teardown must not run).
 pub fn stop(vm: &Vm) -> bool {
-    if pruner_cpu(vm).is_none() {
-        return true;
-    }
-    STOP.store(true, Ordering::Release);
-    let deadline = CNTPCT_EL0.get() + CNTFRQ_EL0.get();
-    while !STOPPED.load(Ordering::Acquire) {
-        if CNTPCT_EL0.get() > deadline {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
+    pruner_cpu(vm).is_none() || PRUNER.request_stop_and_wait(1)
 }
 
 /// A random range of `data`, 1..=MAX_RANGE_PAGES pages.
@@ -610,7 +596,7 @@ fn pruner_report(vm: &Vm, s: &Stats, failures: &mut Vec<String>) -> String {
     let mut fields = String::new();
     if vm.opts.chaos {
         let o = ops();
-        if !STARTED.load(Ordering::Acquire) {
+        if !PRUNER.started() {
             failures.push(String::from("chaos: the pruner never started"));
         }
         if get(&o.errors) != 0 {

@@ -45,6 +45,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 use spin::{Mutex, Once};
 
+use super::spare_cpu::SpareCpu;
 use crate::arch;
 use crate::harness::Guard;
 use crate::memslot::Memslot;
@@ -113,9 +114,8 @@ struct Record {
 static RECORD: Once<Record> = Once::new();
 /// Why the migration failed, if it did.
 static ERROR: Mutex<Option<String>> = Mutex::new(None);
-static STARTED: AtomicBool = AtomicBool::new(false);
-static STOP: AtomicBool = AtomicBool::new(false);
-static STOPPED: AtomicBool = AtomicBool::new(false);
+/// The migrator's start, its stop request and its answer (main.rs waits for it before teardown).
+static MIGRATOR: SpareCpu = SpareCpu::new();
 
 /// The migration's shared state, made by `prepare` (CPU0, before any vCPU runs).
 struct State {
@@ -140,7 +140,7 @@ fn fail(why: String) {
 
 /// The migrator's CPU index when `migrate=on`: the first CPU after the vCPUs.
 pub fn migrator_cpu(vm: &Vm) -> Option<usize> {
-    vm.opts.migrate.then_some(vm.opts.vcpus)
+    SpareCpu::cpu(vm, vm.opts.migrate)
 }
 
 /// The memslot migrated: a guest from files' RAM.
@@ -219,7 +219,7 @@ fn guard<'a>(vm: &'a Vm, cpu: &PerCpu) -> Guard<'a> {
 /// Whether the migration must stop: the guest's run ended (it powered off before the stop) or
 /// the reporter asked.
 fn must_stop() -> bool {
-    STOP.load(Ordering::Acquire) || crate::lifecycle::ended()
+    MIGRATOR.stop_requested() || crate::lifecycle::ended()
 }
 
 /// The buffer page of memslot page `i`.
@@ -379,11 +379,11 @@ fn thaw(state: &State) {
 /// `waiter` (this CPU's EL2 timer wake-up, idle.rs) lets it sleep in WFI between rounds instead
 /// of spinning: under QEMU TCG a spinning CPU takes a host core from the vCPUs.
 pub fn run(vm: &Vm, cpu: &PerCpu, start_ticks: u64, waiter: Option<&crate::idle::Waiter>) {
-    STARTED.store(true, Ordering::Release);
+    MIGRATOR.mark_started();
     if let Err(why) = rounds(vm, cpu, start_ticks, waiter) {
         fail(why);
     }
-    STOPPED.store(true, Ordering::Release);
+    MIGRATOR.mark_stopped();
 }
 
 /// How a round ended early.
@@ -574,18 +574,7 @@ fn logged(
 /// Asks the migrator to stop and waits (up to two seconds) until it left every stage-2 section.
 /// Returns false if it did not (then teardown must not run).
 pub fn stop(vm: &Vm) -> bool {
-    if migrator_cpu(vm).is_none() {
-        return true;
-    }
-    STOP.store(true, Ordering::Release);
-    let deadline = CNTPCT_EL0.get() + 2 * CNTFRQ_EL0.get();
-    while !STOPPED.load(Ordering::Acquire) {
-        if CNTPCT_EL0.get() > deadline {
-            return false;
-        }
-        core::hint::spin_loop();
-    }
-    true
+    migrator_cpu(vm).is_none() || MIGRATOR.request_stop_and_wait(2)
 }
 
 /// The median of `v` (sorted here); 0 if empty.
@@ -604,7 +593,7 @@ pub fn report(vm: &Vm, failures: &mut Vec<String>) -> String {
     }
     let rec = record();
     let rounds = rec.rounds.lock().clone();
-    if !STARTED.load(Ordering::Acquire) {
+    if !MIGRATOR.started() {
         failures.push(String::from("migrate: the migrator never started"));
     }
     if let Some(why) = ERROR.lock().clone() {
