@@ -963,7 +963,9 @@ fn shared_unmap_vs_prune() {
 /// page's protected descriptor over the new mapping; it waits for the LOCKED entry and protects
 /// what the break published, or runs after and protects the relaxed one, or before. The final
 /// entry always maps the new page; it is writable exactly when the relax came after the
-/// protection, and write-protect flushed exactly when it changed a leaf.
+/// protection. Write-protect flushes in every interleaving: it covers the entry in whatever
+/// state it found it (changed, already read-only, or LOCKED by the break), because another CPU
+/// may still owe that entry's invalidation (`for_leaves`, range.rs).
 #[test]
 fn write_protect_vs_map_vs_relax() {
     let expect = [
@@ -998,7 +1000,10 @@ fn write_protect_vs_map_vs_relax() {
             let (mapped, relaxed) = mapper.join();
             assert_eq!(mapped, Ok(Mapped::Replaced));
             assert_eq!(relaxed, Ok(()), "the relax finds a valid leaf");
-            assert_eq!(wp.flushed, wp.leaves == 1);
+            assert!(
+                wp.flushed,
+                "a shared write-protect covers the entry it found"
+            );
             let t = translate(&s2, 0x1000).unwrap();
             assert_eq!(
                 t.pa,
