@@ -188,7 +188,7 @@ else
 fi
 
 # The same check fails with dirty=hw: a harvest that leaves the pages writable without DBM (the
-# hardware then records nothing) loses pass 2.
+# hardware then records nothing) and later only reads the bitmap loses pass 2.
 run dirtylog-hw-noprotect vcpus=$VCPUS workload=dirtylog mem=1M iters=2 dirty=hw selftest=noprotect
 if [ "$code" -ne 0 ] && [ "$(field status)" = fail ] && [ "$(field lost_dirty)" = $((VCPUS * 256)) ] \
     && [ "$(field write_faults)" = 0 ] && grep -aq '^FAIL: dirty log: .* not reported dirty' "$out"; then

@@ -23,10 +23,13 @@
 //! Hardware dirty state (FEAT_HAFDBS, VTCR_EL2.HD): [`Guard::dirty_log_enable_hw`] makes writable
 //! leaves writable-clean (DBM = 1, S2AP[1] = 0); the hardware sets S2AP[1] on the first write
 //! with its own compare-exchange, so there are no write faults; [`Guard::dirty_log_harvest_hw`]
-//! scans the leaves, cleans each dirty one by compare-exchange (a lost one is re-read: the
-//! hardware or a CPU changed it), sets the bitmap bits of its pages, and issues one range
-//! invalidation (a TLB may hold the writable-dirty entry, through which writes would go on
-//! without marking the descriptor).
+//! scans the leaves, cleans each writable one to writable-clean by compare-exchange (a lost one
+//! is re-read: the hardware or a CPU changed it), sets the bitmap bits of its pages, and issues
+//! one range invalidation (a TLB may hold the writable entry, through which writes would go on
+//! without marking the descriptor). *Every* writable leaf counts as dirty, not only DBM ones: a
+//! software write fault (`dirty_write_fault`, `relax_perms`) or a writable map during logging
+//! makes a leaf writable without DBM, and the hardware records nothing for writes through it; a
+//! harvest that left it so would lose every later write to its pages.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -320,11 +323,21 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         })
     }
 
-    /// Hardware harvest: clean every writable-dirty leaf (DBM = 1, S2AP[1] = 1) in `[start,
-    /// end)` by compare-exchange — the hardware sets S2AP[1] concurrently with its own
-    /// compare-exchange, so a lost one is re-read and retried — mark its pages in `log`, then
-    /// one `invalidate_leaves`, then take the marks as [`Guard::dirty_log_clear`] reports them
-    /// (marks set by software faults, e.g. for pages mapped writable during logging, included).
+    /// Hardware harvest: make every writable leaf (S2AP[1] = 1) overlapping `[start, end)`
+    /// writable-clean (S2AP[1] = 0, DBM = 1) by compare-exchange — the hardware sets S2AP[1]
+    /// concurrently with its own compare-exchange, so a lost one is re-read and retried — mark
+    /// all its pages in `log` (a block: every page of it inside the memslot), then one
+    /// `invalidate_leaves`, then take the marks of `[start, end)` as [`Guard::dirty_log_clear`]
+    /// reports them (marks set by software faults included; a block's pages outside the range
+    /// stay marked for a later harvest).
+    ///
+    /// A writable leaf *without* DBM is treated as dirty too and gains DBM: under hardware
+    /// logging only software makes such a leaf (a write fault through `dirty_write_fault` or
+    /// `relax_perms`, a writable map), so it may have been written, and writes through it would
+    /// leave no trace in the descriptor. After the harvest every leaf of the range is read-only
+    /// or writable-clean, so the next write to any of its pages either faults or is recorded by
+    /// the hardware. Read-only leaves without DBM are left alone (a write faults).
+    /// `Harvest::leaves` counts the leaves cleaned.
     pub fn dirty_log_harvest_hw(
         &self,
         log: &DirtyBitmap,
@@ -341,7 +354,12 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 done.leaves += 1;
                 log.mark_range(base, size);
             },
-            &mut |old: Pte| (old.dbm() && old.perms().write).then(|| old.with_write(false)),
+            // Writable = dirty, DBM or not (docstring): clean it to writable-clean.
+            &mut |old: Pte| {
+                old.perms()
+                    .write
+                    .then(|| old.with_write(false).with_dbm(true))
+            },
             &mut dirty,
         );
         done.flushed = self.flush_leaves(&dirty);

@@ -5,7 +5,8 @@
 //! of the Access flag" / "of the dirty state": the update is an atomic read-modify-write that
 //! fails and re-reads if the descriptor changed). It has no TLB: every access walks.
 
-use crate::{Guard, PagePool, Tlb};
+use crate::walk::Walker;
+use crate::{Guard, PagePool, Stage2, Tlb};
 
 /// How a modelled hardware access ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,10 +21,15 @@ pub enum HwAccess {
     Permission,
 }
 
-impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
-    /// Model one guest access to `ipa` by the hardware walker, with HA/HD as given.
+impl<P: PagePool, T: Tlb> Stage2<P, T> {
+    /// Model one guest access to `ipa` by the hardware walker, with HA/HD as given. The walker
+    /// takes no lock and enters no read-side section: it runs while another CPU holds the MMU
+    /// lock exclusively (what makes `set`'s compare-exchange under the exclusive lock necessary;
+    /// the loom model `exclusive_split_vs_hardware_dirty_update`). Only for tables nothing frees
+    /// under the walk (the real walker is kept out of freed tables by break-before-make and the
+    /// invalidation, which this model has no TLB to need).
     pub fn hw_access(&self, ipa: u64, write: bool, ha: bool, hd: bool) -> HwAccess {
-        let mut w = self.walker(ipa, ipa + 1);
+        let mut w = Walker::new(&self.pool, self.geom, self.root, ipa, ipa + 1);
         loop {
             let old = w.load();
             let level = w.level();
@@ -56,5 +62,12 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
                 updated: new != old,
             };
         }
+    }
+}
+
+impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
+    /// [`Stage2::hw_access`] from inside a section (the host tests' shorthand).
+    pub fn hw_access(&self, ipa: u64, write: bool, ha: bool, hd: bool) -> HwAccess {
+        self.s2.hw_access(ipa, write, ha, hd)
     }
 }

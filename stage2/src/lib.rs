@@ -7,9 +7,12 @@
 //! Two modes, one implementation:
 //! - [`Stage2::shared`]: a lock-free RCU read-side section. Every change is a compare-exchange;
 //!   a lost race returns [`Error::Retry`] and the vCPU simply re-runs the faulting instruction.
-//! - [`Stage2::exclusive`]: the MMU lock is held; plain stores are allowed, and meeting a LOCKED
-//!   entry is a bug (it panics). The locked baseline of the hypervisor is this mode, not a second
-//!   implementation.
+//! - [`Stage2::exclusive`]: the MMU lock is held; plain stores over invalid entries, and meeting
+//!   a LOCKED entry is a bug (it panics). A valid leaf is still changed by compare-exchange (the
+//!   hardware walker sets AF and S2AP[1] under any lock), so a single-entry operation can still
+//!   return [`Error::Retry`] when the hardware changed its leaf first (re-run it); range
+//!   operations redo such an entry themselves. The locked baseline of the hypervisor is this
+//!   mode, not a second implementation.
 
 #![no_std]
 

@@ -15,7 +15,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
     /// invalidate TLB for stage-2 permission faults").
     ///
     /// # Errors
-    /// [`Error::Retry`] if the entry is not a valid leaf or another CPU changed it first.
+    /// [`Error::Retry`] if the entry is not a valid leaf or another CPU changed it first (under
+    /// the exclusive guard: the hardware, setting AF or S2AP[1]; re-run the access).
     pub fn relax_perms(&self, ipa: u64, perms: Perms) -> Result<(), Error> {
         if ipa >= self.s2.geom.ipa_limit() {
             return Err(Error::BadAddress);

@@ -1088,6 +1088,85 @@ fn harvest_vs_hardware_dbm_update() {
     );
 }
 
+/// Model 11b: under the EXCLUSIVE guard, an eager split of a writable-clean 2 MiB block
+/// (DBM = 1, S2AP[1] = 0: hardware dirty logging on) races a guest write to one of its pages,
+/// which the hardware walker turns into a descriptor update (compare-exchange setting S2AP[1])
+/// without taking any lock ([`Stage2::hw_access`]): the MMU lock keeps other CPUs' software out,
+/// not the hardware. A write that meets the LOCKED entry faults and is re-run.
+///
+/// Once the write landed, a harvest reports its page: the hardware dirtied the block before the
+/// break (the split's compare-exchange `block -> LOCKED` then fails, it re-reads and splits the
+/// dirty block, whose 512 pages are all dirty) or the page after the split. With a plain store
+/// in exclusive mode (`set` before b441947) the break overwrote a dirty bit set between the
+/// split's load and its store, the table it published was made from the clean block, and the
+/// harvest reported nothing: the model fails on exactly that ("lost the hardware's dirty bit").
+#[test]
+fn exclusive_split_vs_hardware_dirty_update() {
+    let expect = [
+        "the hardware dirtied the block, then the split",
+        "the split, then the hardware dirtied the page",
+        "the split lost its compare-exchange to the hardware",
+    ];
+    model(
+        "exclusive_split_vs_hardware_dirty_update",
+        None,
+        &expect,
+        |seen, flip| {
+            // Root, level-2 table, the split's table, and a second one when the split loses its
+            // compare-exchange (the loom pool never reuses the page it freed).
+            let (s2, pool, _) = setup(4);
+            s2.shared(0)
+                .map(MB2, RAM, Size::Block2M, Attrs::normal_rwx())
+                .expect("premap");
+            assert_eq!(s2.shared(0).dirty_log_enable_hw(MB2, 2 * MB2).leaves, 1);
+            let splitter = {
+                let s2 = s2.clone();
+                first(flip, move || s2.exclusive(0).split_range(MB2, 2 * MB2))
+            };
+            let hardware = {
+                let s2 = s2.clone();
+                second(flip, move || loop {
+                    match s2.hw_access(MB2 + 0x1008, true, true, true) {
+                        HwAccess::Translation => thread::yield_now(), // LOCKED: re-run the store
+                        done => return done,
+                    }
+                })
+            };
+            let split = splitter.join();
+            let access = hardware.join();
+            assert_eq!(split, Ok(1), "the split is redone, never given up");
+            assert_eq!(
+                access,
+                HwAccess::Done {
+                    pa: RAM + 0x1008,
+                    updated: true
+                }
+            );
+            let log = DirtyBitmap::new(MB2, 512);
+            let mut pages = 0;
+            s2.shared(0)
+                .dirty_log_harvest_hw(&log, MB2, 2 * MB2, |_, b| pages += b.count_ones());
+            assert!(
+                pages > 0,
+                "lost the hardware's dirty bit: the write was never reported"
+            );
+            if s2.stats().retry_cas > 0 {
+                seen.hit("the split lost its compare-exchange to the hardware");
+            }
+            seen.hit(if pages == 512 {
+                "the hardware dirtied the block, then the split"
+            } else {
+                assert_eq!(pages, 1, "only the written page is dirty");
+                "the split, then the hardware dirtied the page"
+            });
+            let t = translate(&s2, MB2 + 0x1000).unwrap();
+            assert_eq!(t.level, 3, "split");
+            assert!(t.dbm && !t.attrs.perms.write, "writable-clean again: {t:?}");
+            finish(s2, &pool);
+        },
+    );
+}
+
 /// Model 12: lockless aging (`test_clear_young` under RCU only) vs a shared unmap that unlinks
 /// the level-3 and level-2 tables under it and reclaims.
 ///

@@ -19,6 +19,11 @@
 //!   for a relax, at most one range invalidation covering every changed leaf for unmap and
 //!   write-protect.
 //!
+//! - ground truth for hardware dirty logging, independent of the model's idea of a harvest: every
+//!   page a modelled hardware write reached is reported by the next hardware harvest whose range
+//!   holds it, unless an operation that ends or restarts logging changed its leaf first
+//!   (`Model::hw_written`).
+//!
 //! After the sequence: `destroy()` returns every page (`in_use() == 0`, `allocs() == frees()`).
 //!
 //! Cases: 10,000 per run (override with `PROPTEST_CASES`). Run with
@@ -86,6 +91,13 @@ struct Model {
     tables: BTreeSet<(u8, u64)>,
     /// Pages of the window marked in the dirty bitmap.
     dirty: BTreeSet<u64>,
+    /// Ground truth, independent of how the model says a harvest works: pages a hardware write
+    /// ([`Op::HwAccess`]) reached since a hardware harvest last reported them. The next
+    /// hardware harvest whose range holds such a page must report it, unless an operation that
+    /// ends or restarts logging for the page (a map, unmap, write-protect, get-and-clear,
+    /// hardware enable/disable) changed the leaf that maps it first: then the page is forgotten
+    /// (see [`Rig::apply`]).
+    hw_written: BTreeSet<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -465,6 +477,9 @@ impl Model {
             seen(Seen::HwDirtied);
         }
         self.leaves.insert(b, n);
+        if write {
+            self.hw_written.insert(align(ipa, 3));
+        }
         HwAccess::Done {
             pa: l.pa + (ipa - b),
             updated: n != l,
@@ -796,7 +811,36 @@ impl Rig {
     }
 
     fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+        // The leaves of the pages with hardware writes not yet reported (`Model::hw_written`).
+        let before: Vec<(u64, Option<(u64, Leaf)>)> = self
+            .model
+            .hw_written
+            .iter()
+            .map(|&p| (p, self.model.lookup(p)))
+            .collect();
         let r = self.apply_inner(op);
+        // Operations that leave a written page to the hardware-dirty protocol: they only add
+        // permissions or AF (relax, write fault, hardware access, aging), keep the leaf's state
+        // in its pieces (eager split), or are the harvest itself. Any other operation that
+        // changed the page's leaf ended or restarted logging for it: forget the write.
+        let keeps = matches!(
+            op,
+            Op::Relax { .. }
+                | Op::DirtyFault { .. }
+                | Op::HwAccess { .. }
+                | Op::HwHarvest { .. }
+                | Op::Age { .. }
+                | Op::EagerSplit { .. }
+                | Op::Reclaim
+                | Op::Dry(_)
+        );
+        if !keeps {
+            for (p, leaf) in before {
+                if self.model.lookup(p) != leaf {
+                    self.model.hw_written.remove(&p);
+                }
+            }
+        }
         self.budget = match *op {
             Op::Dry(n) => Some(n),
             _ => None,
@@ -963,9 +1007,21 @@ impl Rig {
                     .s2
                     .shared(0)
                     .dirty_log_harvest_hw(&self.log, start, end, |w, b| got.push((w, b)));
+                // Every writable leaf is dirty, DBM or not (a software fault or a writable map
+                // made it writable without DBM): it becomes writable-clean.
+                let soft =
+                    self.model.overlapping(start, end).iter().any(|b| {
+                        self.model.leaves[b].attrs.perms.write && !self.model.leaves[b].dbm
+                    });
                 let changed = self.model.update(start, end, |l| {
-                    (l.dbm && l.attrs.perms.write).then(|| l.attrs.perms.write = false)
+                    l.attrs.perms.write.then(|| {
+                        l.attrs.perms.write = false;
+                        l.dbm = true;
+                    })
                 });
+                if soft {
+                    seen(Seen::HwHarvestSoftWritable);
+                }
                 for &(b, s) in &changed {
                     let mut p = b.max(WIN_BASE);
                     while p < (b + s).min(WIN_END) {
@@ -977,6 +1033,33 @@ impl Rig {
                     seen(Seen::HwHarvested);
                 }
                 let want = self.model.take_dirty(start, end);
+                // The ground truth first (it holds whatever the model says a harvest does).
+                let reported: BTreeSet<u64> = got
+                    .iter()
+                    .flat_map(|&(w, bits)| {
+                        (0..64u64)
+                            .filter(move |i| bits & (1 << i) != 0)
+                            .map(move |i| WIN_BASE + (w as u64 * 64 + i) * PAGE)
+                    })
+                    .collect();
+                let owed: Vec<u64> = self
+                    .model
+                    .hw_written
+                    .iter()
+                    .copied()
+                    .filter(|&p| p >= start && p < end)
+                    .collect();
+                for &p in &owed {
+                    prop_assert!(
+                        reported.contains(&p),
+                        "a hardware write to {:#x} since the last harvest was never reported",
+                        p
+                    );
+                    self.model.hw_written.remove(&p);
+                }
+                if !owed.is_empty() {
+                    seen(Seen::HwWriteReported);
+                }
                 prop_assert_eq!(&got, &want, "hardware-dirty pages reported");
                 prop_assert_eq!(done.leaves, changed.len() as u64);
                 self.check_leaves_flush(&changed, done.flushed)
@@ -1138,6 +1221,8 @@ enum Seen {
     DirtyHarvested,
     HwDirtied,
     HwHarvested,
+    HwHarvestSoftWritable,
+    HwWriteReported,
     AgedYoung,
     NoMemory,
 }
@@ -1195,6 +1280,8 @@ fn table_equals_model() {
         Seen::DirtyHarvested,
         Seen::HwDirtied,
         Seen::HwHarvested,
+        Seen::HwHarvestSoftWritable,
+        Seen::HwWriteReported,
         Seen::AgedYoung,
         Seen::NoMemory,
     ];
@@ -1293,6 +1380,42 @@ fn model_smoke() {
             shared: true,
         },
         Op::Reclaim,
+    ];
+    run(&ops).unwrap();
+}
+
+/// Hardware dirty logging meets a software write fault: a page mapped read-only while logging is
+/// on is made writable by the write-fault path (no DBM), a harvest reports it, then the guest
+/// writes it again through the hardware. The second harvest must report that write: the first
+/// one has to leave the leaf writable-clean (DBM), not writable without DBM, where the hardware
+/// records nothing (found in review: the harvest cleaned only DBM leaves).
+#[test]
+fn hw_harvest_after_a_software_write_fault() {
+    let window = (WIN_BASE, WIN_END);
+    let ops = [
+        Op::MapPage {
+            page: 3,
+            out: 3,
+            attrs: Attrs::normal(Perms::R),
+        },
+        Op::HwEnable {
+            start: window.0,
+            end: window.1,
+            on: true,
+        },
+        Op::DirtyFault { page: 3 },
+        Op::HwHarvest {
+            start: window.0,
+            end: window.1,
+        },
+        Op::HwAccess {
+            page: 3,
+            write: true,
+        },
+        Op::HwHarvest {
+            start: window.0,
+            end: window.1,
+        },
     ];
     run(&ops).unwrap();
 }

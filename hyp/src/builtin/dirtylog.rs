@@ -27,7 +27,7 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use spin::{Mutex, Once};
 use stage2::Stats;
 
@@ -93,6 +93,9 @@ static WRITE_FAULTS: AtomicU64 = AtomicU64::new(0);
 /// `evil=on`: the marks the current pass's racing harvests took (one bit per memslot page),
 /// merged into the pass's final harvest.
 static RACED: Once<Mutex<Vec<u64>>> = Once::new();
+/// `selftest=noprotect dirty=hw`: a harvest has left the pages writable without DBM; later
+/// harvests only take the bitmap's marks (`get_clear`).
+static HW_DISARMED: AtomicBool = AtomicBool::new(false);
 
 fn reported(vcpus: usize) -> &'static [(AtomicU64, AtomicU64)] {
     REPORTED.call_once(|| (0..vcpus).map(|_| Default::default()).collect())
@@ -189,11 +192,14 @@ pub fn write_fault() {
 /// (`dirty_log_harvest_hw`). `selftest=noprotect` breaks the re-protect: with `dirty=sw` it
 /// takes the marks and leaves the pages writable (no protect, no invalidation), so the next
 /// pass's writes do not fault and nothing marks them; with `dirty=hw` it harvests, then leaves
-/// the pages writable without DBM, so the next pass's writes leave no trace in the descriptors.
+/// the pages writable without DBM, so the next pass's writes leave no trace in the descriptors,
+/// and from then on only takes the bitmap's marks (`dirty_log_harvest_hw` would count every
+/// writable leaf as dirty and find those writes after all).
 fn get_clear(vm: &Vm, cpu: &PerCpu, taken: &mut [u64]) -> stage2::Harvest {
     let log = super::phases::dirty_log(vm);
     let noprotect = vm.opts.selftest == Some(Selftest::NoProtect);
-    if noprotect && vm.opts.dirty == DirtyMode::Sw {
+    let disarmed = vm.opts.dirty == DirtyMode::Hw && HW_DISARMED.load(Ordering::Acquire);
+    if noprotect && (vm.opts.dirty == DirtyMode::Sw || disarmed) {
         let mut done = stage2::Harvest::default();
         for (word, t) in taken.iter_mut().enumerate() {
             *t |= log.take(word, log.mask(word, log.base(), log.end()));
@@ -213,6 +219,7 @@ fn get_clear(vm: &Vm, cpu: &PerCpu, taken: &mut [u64]) -> stage2::Harvest {
             let done = g.dirty_log_harvest_hw(log, log.base(), log.end(), report);
             if noprotect {
                 g.dirty_log_disable_hw(log.base(), log.end());
+                HW_DISARMED.store(true, Ordering::Release);
             }
             done
         }
