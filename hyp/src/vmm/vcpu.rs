@@ -704,8 +704,12 @@ fn guest_psci_call(vm: &Vm, cpu: &PerCpu, frame: &mut Frame, conduit: &str, call
         // Powered off (lifecycle.rs): leave; lifecycle::run_vcpu waits for a CPU_ON.
         GuestPsci::CpuOff => Action::Leave,
         GuestPsci::NotSupported => {
+            // An unknown function ID answered NOT_SUPPORTED is the architected answer (SMCCC
+            // DEN0028, "Unknown Function Identifier"): guests probe this way (Linux asks for the
+            // TRNG at 0x84000050, the built-in guest asks for 0xc60000ff on purpose), so it is
+            // information, not a warning.
             if log_sampled(Counters::bump(&cpu.counters.calls_unsupported)) {
-                log::warn!(
+                log::info!(
                     "vcpu {}: unsupported {conduit} function {function:#x}: NOT_SUPPORTED",
                     cpu.index
                 );
