@@ -441,7 +441,7 @@ fn rate(n: u64, ticks: u64, freq: u64) -> f64 {
 }
 
 /// Prints the timing tables and returns the RESULT fields this module adds.
-pub fn report(vm: &Vm) -> String {
+pub fn report(vm: &Vm, failed: bool) -> String {
     let freq = CNTFRQ_EL0.get();
     let Some(all) = TIMES.get() else {
         return String::new();
@@ -633,6 +633,9 @@ pub fn report(vm: &Vm) -> String {
              zero_ns={zero} cost_ratio={cost_ratio:.3} ceiling_frac={ceiling:.3}",
             ns(wall, freq)
         ));
+    } else if failed {
+        // A timeout or a stopped vCPU: its phases never ended, whatever the workload.
+        println!("throughput and calibration: n/a (the run failed)");
     } else {
         println!(
             "throughput and calibration: n/a (workload={} is not a timed workload)",

@@ -125,7 +125,8 @@ pub fn check(vm: &Vm, all_stopped: bool, failures: &mut Vec<String>) -> String {
 }
 
 /// After teardown: the fuzzer's and workload=psci's sections, the workloads' timing and phase
-/// checks; returns their RESULT fields and `cycles=` (the slowest vCPU's guest time).
+/// checks; returns their RESULT fields and `cycles=` (the slowest vCPU's guest time; left out
+/// when no vCPU measured any).
 pub fn report(vm: &Vm, _s: &Stats, failures: &mut Vec<String>) -> String {
     let cpus: &[PerCpu] = &percpu::all()[..vm.opts.vcpus];
     let cycles = cpus
@@ -138,14 +139,20 @@ pub fn report(vm: &Vm, _s: &Stats, failures: &mut Vec<String>) -> String {
         "guest time (slowest vCPU, its own CNTVCT over its timed phases): {} ms",
         ticks_to_ns(cycles, freq) / 1_000_000
     );
-    let mut fields = format!(" cycles={cycles}");
+    // A run whose vCPUs never ended a timed phase (a timeout, a stopped vCPU) measured nothing:
+    // `cycles=` is left out rather than printed as 0.
+    let mut fields = if cycles > 0 {
+        format!(" cycles={cycles}")
+    } else {
+        String::new()
+    };
     // workload=fuzz: the fuzzer's tables, pass checks and RESULT fields (fuzz.rs).
     fields.push_str(&crate::fuzz::report(vm, failures));
     // workload=psci: its checks (psci_check.rs).
     fields.push_str(&crate::psci_check::report(vm, failures));
     crate::println!("");
     // Workload timing, calibration and phase checks (phases.rs).
-    fields.push_str(&crate::phases::report(vm));
+    fields.push_str(&crate::phases::report(vm, !failures.is_empty()));
     crate::phases::check(vm, failures);
     fields
 }
