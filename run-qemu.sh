@@ -13,11 +13,15 @@
 # --cpu MODEL      QEMU -cpu (default: max, or $CPU); e.g. max,pauth-impdef=on for fast Linux.
 # --gdb            start QEMU halted with a gdb stub on tcp::${GDB_PORT:-1234} and print the
 #                  gdb-multiarch command that attaches with the ELF's symbols.
-# --timeout N      kill QEMU after N seconds (exit status 124), for tests.
+# --timeout N      kill QEMU after N seconds (exit status 124), for tests. N is a number,
+#                  optionally with a suffix s, m, h or d (as timeout(1) takes it).
 # --help           this text; `run-qemu.sh help` prints the hypervisor's options.
+# --               ends this script's flags: everything after it goes to the hypervisor as is.
+#                  A `--` before any hypervisor option is dropped (`run-qemu.sh --release --
+#                  vcpus=2`); one after them is the hypervisor's own ` -- GUEST ARGS` separator.
 # anything else    run options for the hypervisor (vcpus=N mem=SIZE ram=SIZE mode=... help ...),
 #                  passed as the kernel command line (-append), which the hypervisor reads from
-#                  the DTB.
+#                  the DTB. Any other word starting with `--` is refused (exit 2).
 #
 # A guest file reaches the hypervisor through QEMU's generic loader: `-device loader,file=FILE,
 # addr=A,force-raw=on` puts it in host RAM near its top (above the hypervisor's pools' start),
@@ -46,13 +50,24 @@ opts=()
 need_arg() {
     [ "$2" -ge 2 ] || { echo "run-qemu.sh: $1 needs an argument (see --help)" >&2; exit 2; }
 }
+check_timeout() {
+    [[ "$1" =~ ^[0-9]+(\.[0-9]+)?[smhd]?$ ]] || {
+        echo "run-qemu.sh: --timeout $1: expected a number of seconds (e.g. 60, 2.5, 5m)" >&2; exit 2; }
+}
 while [ $# -gt 0 ]; do
     case "$1" in
+        --)
+            # The end of this script's flags: the rest goes to the hypervisor untouched (a guest
+            # command line after the hypervisor's own ` -- ` may hold words starting with --).
+            shift
+            [ ${#opts[@]} -eq 0 ] || opts+=(--)
+            opts+=("$@")
+            break ;;
         --gdb) gdb=1 ;;
         --timeout)
             [ $# -ge 2 ] || { echo "run-qemu.sh: --timeout needs a number of seconds" >&2; exit 2; }
-            timeout_s=$2; shift ;;
-        --timeout=*) timeout_s=${1#--timeout=} ;;
+            check_timeout "$2"; timeout_s=$2; shift ;;
+        --timeout=*) timeout_s=${1#--timeout=}; check_timeout "$timeout_s" ;;
         --release) release=1 ;;
         --kernel) need_arg "$1" $#; kernel=$(abspath "$2"); shift ;;
         --kernel=*) kernel=$(abspath "${1#--kernel=}") ;;
@@ -71,6 +86,8 @@ while [ $# -gt 0 ]; do
             else
                 sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0
             fi ;;
+        --*)
+            echo "run-qemu.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
         *)
             if [ -z "$elf" ] && [ ${#opts[@]} -eq 0 ] && [ -f "$(abspath "$1")" ]; then
                 elf=$(abspath "$1")
@@ -115,12 +132,22 @@ fi
 
 # Tell the hypervisor's report about the host (options host-cpus= and host-prealloc=), unless the
 # user set them: a mean fault time far above the median is then explained by its real cause.
+# They go before a ` -- GUEST ARGS` the user gave, which must stay last.
+tail_args=()
+for i in "${!opts[@]}"; do
+    if [ "${opts[$i]}" = -- ]; then
+        tail_args=("${opts[@]:$i}")
+        opts=("${opts[@]:0:$i}")
+        break
+    fi
+done
 case " ${opts[*]:-} " in *" host-cpus="*) ;; *) opts+=("host-cpus=$(nproc)") ;; esac
 case " ${opts[*]:-} ${QEMU_EXTRA:-} " in
     *" host-prealloc="*) ;;
     *" -mem-prealloc "*) opts+=("host-prealloc=on") ;;
     *) opts+=("host-prealloc=off") ;;
 esac
+opts+=("${tail_args[@]}")
 
 # A guest file: loaded near the top of host RAM, its place and size in the bootargs.
 loaders=()
