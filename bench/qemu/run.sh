@@ -16,6 +16,9 @@
 # and the goal checks) and the plot (docs/perf.svg, or --plot PATH for a partial matrix; the
 # format follows the extension, .svg or .png); prints the tables. The plot needs matplotlib
 # (Debian: python3-matplotlib, installed with apt-get when run as root).
+# --quick is a smoke run: 1 repetition, 1 and 4 vCPUs, no host benchmark, its files under
+# bench/out/quick/ (qemu.csv, qemu.json, qemu-report.md, logs), so a full run's stay, and the
+# plot at bench/out/perf-quick.svg (not docs/perf.svg).
 # Exit status: 0 when every boot passed; 1 when some failed (listed, left out of the medians;
 # no plot at all when every boot failed) or the host benchmark failed; 2 on a bad argument.
 #
@@ -33,6 +36,7 @@ backings="4k 2m"
 host_bench=1
 plot=docs/perf.svg
 steps=off
+out=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --reps) reps=$2; shift ;;
@@ -42,8 +46,8 @@ while [ $# -gt 0 ]; do
         --no-host) host_bench=0 ;;
         --steps) steps=on ;;
         --plot) plot=$2; shift ;;
-        --quick) reps=1; vcpus_list="1 4"; host_bench=0; plot=bench/out/perf-quick.svg ;;
-        -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --quick) reps=1; vcpus_list="1 4"; host_bench=0; plot=bench/out/perf-quick.svg; out=bench/out/quick ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "bench/qemu/run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -54,7 +58,7 @@ SMP=8
 QMEM=512M
 RUN_TIMEOUT=240
 export SMP MEM=$QMEM QEMU_EXTRA="-mem-prealloc"
-out=bench/out
+out=${out:-bench/out}
 logs=$out/qemu-logs
 mkdir -p "$logs"
 
