@@ -298,15 +298,18 @@ pub fn create_from_files(
     // No CPU may fetch a stale line for the pages just written (see guest_image::load).
     arch::icache_invalidate_all_broadcast();
 
+    let initrd_at = layout.initrd.map_or_else(
+        || String::from("none"),
+        |(ipa, size)| format!("{ipa:#x}+{size} bytes"),
+    );
     log::info!(
-        "guest: {} kernel {} bytes at {:#x}, DTB {} bytes at {:#x}, initrd {:?}, RAM {:#x}+{}M \
-         ({} backing); removed from its DTB: {}",
+        "guest: {} kernel {} bytes at {:#x}, DTB {} bytes at {:#x}, initrd {initrd_at}, RAM \
+         {:#x}+{}M ({} backing); removed from its DTB: {}",
         format.name(),
         kernel.len(),
         layout.entry,
         dtb.len(),
         layout.dtb,
-        layout.initrd,
         boot_protocol::RAM_BASE,
         opts.ram >> 20,
         opts.backing.name(),
