@@ -52,6 +52,9 @@ pub struct Counters {
     pub retries: AtomicU64,
     /// Of those, where the entry was already valid (another CPU mapped it first).
     pub spurious: AtomicU64,
+    /// Of those, permission faults answered by a permission relax of the valid leaf (a write to
+    /// a write-protected page; by this fault, or by another CPU's that got there first).
+    pub relaxed: AtomicU64,
     /// Backing pages this CPU allocated and zeroed on first touch.
     pub pages_backed: AtomicU64,
     /// Backing pages this CPU allocated but another CPU installed first (returned to the cache).

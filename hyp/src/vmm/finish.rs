@@ -177,11 +177,12 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64, tools: &[Tool<
          before its restore)"
     );
     println!(
-        "{:>4} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>9} {:>9} {:>8}",
+        "{:>4} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>9} {:>9} {:>8}",
         "cpu",
         "faults",
         "installed",
         "spurious",
+        "relaxed",
         "retries",
         "backed",
         "races",
@@ -195,6 +196,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64, tools: &[Tool<
     let mut faults = 0;
     let mut retries = 0;
     let mut spurious = 0;
+    let mut relaxed = 0;
     let mut refills = 0;
     let mut races = 0;
     let mut injected = 0;
@@ -204,6 +206,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64, tools: &[Tool<
         faults += f;
         retries += load(&k.retries);
         spurious += load(&k.spurious);
+        relaxed += load(&k.relaxed);
         races += load(&k.backing_races_lost);
         injected += load(&k.injected);
         let r = load(&k.table_refills) + load(&k.data_refills);
@@ -218,11 +221,12 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64, tools: &[Tool<
             _ => "running",
         };
         println!(
-            "{:>4} {:>9} {:>9} {:>8} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>9} {:>9} {:>8}",
+            "{:>4} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>6} {:>6} {:>5} {:>8} {:>9} {:>9} {:>8}",
             c.index,
             f,
             load(&k.installed),
             load(&k.spurious),
+            load(&k.relaxed),
             load(&k.retries),
             load(&k.pages_backed),
             load(&k.backing_races_lost),
@@ -372,7 +376,7 @@ pub fn finish(vm: &Vm, still_running: &[usize], start_ticks: u64, tools: &[Tool<
     let o = &vm.opts;
     println!(
         "RESULT status={status} mode={} vcpus={}{kind_fields} faults={faults} retries={retries} \
-         spurious={spurious} bbm={} tlbi={} tlbi_elided={} tables_alloc={} tables_freed={} \
+         spurious={spurious} relaxed={relaxed} bbm={} tlbi={} tlbi_elided={} tables_alloc={} tables_freed={} \
          leaked={leaked_s} fault_ns_median={median_ns} fault_ns_p99={p99_ns} refills={refills} \
          backing_races={races} injected={injected}{trap_fields}{extra}",
         o.mode.name(),

@@ -544,6 +544,12 @@ fn handle_stage2_fault(vm: &Vm, cpu: &PerCpu, slot: &Memslot, a: &Abort) -> Acti
     Counters::inc(&c.faults);
     match result {
         Ok(Mapped::Installed | Mapped::Replaced) => Counters::inc(&c.installed),
+        // A permission fault the policy answered without a new mapping: a relax of the valid
+        // leaf (harness.rs `map_plain`, write_log.rs, the built-in guest's dirty log; the map
+        // policies return Mapped::Spurious for it, stage2's relax does not say whether this CPU
+        // or another changed the entry). Counted apart from `spurious`, which is only "the
+        // entry was already valid" after a translation fault.
+        Ok(Mapped::Spurious) if a.fault == FaultType::Permission => Counters::inc(&c.relaxed),
         // Another CPU mapped it first: the access will succeed when re-run.
         Ok(Mapped::Spurious) => Counters::inc(&c.spurious),
         // Another CPU was mid-update: re-run the access, which faults again if still needed.
