@@ -692,10 +692,14 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
                 .iter()
                 .find(|k| seen.contains(k) && !(**k == "selftest" && (nocopy || skip)))
             {
-                return Err(format!(
-                    "{key}= applies to the built-in guest, not to kernel= (only selftest=nocopy \
-                     and selftest=migrate-skip do)"
-                ));
+                return Err(if *key == "selftest" {
+                    String::from(
+                        "selftest= applies to the built-in guest, not to kernel= (only \
+                         selftest=nocopy and selftest=migrate-skip do)",
+                    )
+                } else {
+                    format!("{key}= applies to the built-in guest, not to kernel=")
+                });
             }
             if nocopy && !o.chaos {
                 return Err(String::from(
