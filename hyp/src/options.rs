@@ -846,6 +846,16 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
             ));
         }
     }
+    // The timeout is checked by a CPU whose vCPU has left the guest (the waiting loop after
+    // its own vCPU stops); with one vCPU that never finishes there is none, and the run would
+    // hang until QEMU is killed.
+    if o.selftest == Some(Selftest::Hang) && o.vcpus < 2 {
+        return Err(String::from(
+            "selftest=hang needs vcpus>=2: timeout= is checked by a CPU whose vCPU has finished, \
+             and with one vCPU that never finishes there is none (use vcpus>=2, or bound the run \
+             with run-qemu.sh --timeout)",
+        ));
+    }
     if o.selftest == Some(Selftest::NoFlush) && o.workload != Workload::Aging {
         return Err(String::from("selftest=noflush needs workload=aging"));
     }
