@@ -161,5 +161,16 @@ bad_option chaos-no-spare-cpu 4 "needs a CPU for the pruner" vcpus=4 chaos=on
 bad_option bad-duration 4 "duration=abc" duration=abc
 bad_option chaos-bad-workload 4 "chaos=on runs workload=verify" vcpus=2 chaos=on workload=demand
 bad_option chaos-2m-backing 4 "chaos=on uses 4k backing" vcpus=2 chaos=on backing=2m
+# One vCPU that never finishes leaves no CPU to check timeout=: refused, not a hang.
+bad_option hang-one-vcpu 4 "selftest=hang needs vcpus>=2" selftest=hang vcpus=1 mem=1M timeout=2
+
+# chaos=on without vcpus=: one CPU fewer, and the header says why.
+run chaos-default-vcpus 3 mem=1M chaos=on duration=1
+if [ "$code" -eq 0 ] && [ "$(field vcpus)" = 2 ] \
+    && grep -aq "options: vcpus=2 (default: one CPU is the chaos pruner's)" "$out"; then
+    pass chaos-default-vcpus
+else
+    fail chaos-default-vcpus "exit $code vcpus=$(field vcpus), $(grep -a 'options:' "$out" | head -n 1) $(firstfail)"
+fi
 
 finish

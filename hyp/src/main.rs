@@ -164,13 +164,8 @@ extern "C" fn primary_main() -> ! {
         exit::exit(2)
     }
     log::info!(
-        "options: vcpus={} mem={}K mode={} workload={} selftest={} timeout={}s, {} build",
-        opts.vcpus,
-        opts.mem >> 10,
-        opts.mode.name(),
-        opts.workload.name(),
-        opts.selftest.map_or("off", |t| t.name()),
-        opts.timeout_s,
+        "options: {}, {} build",
+        opts.summary(),
         if cfg!(debug_assertions) {
             "debug"
         } else {

@@ -240,6 +240,28 @@ pub struct Options {
     pub migrate: bool,
     /// migrate=on: milliseconds after the VM starts that the migration begins.
     pub migrate_after_ms: u64,
+    /// Why `vcpus` is below its default of every CPU when `vcpus=` was not given (chaos=on's
+    /// pruner, workload=aging's ager take the last CPU), for the report header; None otherwise.
+    pub vcpus_reduced: Option<SpareCpu>,
+}
+
+/// What takes the last CPU when `vcpus=` is not given, so `vcpus` defaults to CPUs - 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpareCpu {
+    /// chaos=on's pruner (chaos.rs).
+    Pruner,
+    /// workload=aging's ager (aging.rs).
+    Ager,
+}
+
+impl SpareCpu {
+    /// The reason, as the report header prints it.
+    pub fn why(self) -> &'static str {
+        match self {
+            SpareCpu::Pruner => "one CPU is the chaos pruner's",
+            SpareCpu::Ager => "one CPU is the ager's",
+        }
+    }
 }
 
 /// Where run-qemu.sh's `-device loader` put a guest's files in host RAM, and its command line
@@ -311,19 +333,23 @@ pub fn help_text(cpus: usize) -> String {
     format!(
         "usage: cargo run [--release] -- [option ...]   (options reach the hypervisor as bootargs)\n\
          options:\n\
-         \x20 vcpus=N            vCPUs to run, 1..={cpus} (CPUs in the DTB)      default: {cpus}\n\
+         \x20 vcpus=N            vCPUs to run, 1..={cpus} (CPUs in the DTB)      default: {cpus}; {} with\n\
+         \x20                    chaos=on or workload=aging (the pruner/ager takes a CPU); 1 with kernel=\n\
          \x20 mem=SIZE           guest memory per vCPU, a multiple of 4K, suffix K/M/G   default: {}M\n\
          \x20 mode=parallel|locked  stage-2 fault path: lock-free, or one global lock   default: parallel\n\
          \x20 workload={workloads:<10} guest workload                                  default: demand\n\
          \x20 backing=4k|2m      data backing: 4 KiB pages, or 2 MiB chunks mapped as blocks   default: 4k\n\
          \x20 selftest=corrupt   flip one backing word after the run: the checksum check must fail   default: off\n\
-         \x20 selftest=hang      the last vCPU never finishes: the timeout must fail the run   default: off\n\
+         \x20 selftest=hang      the last vCPU never finishes: the timeout must fail the run (needs\n\
+         \x20                    vcpus>=2)   default: off\n\
          \x20 selftest=nocopy   chaos=on: page migration loses the page's data: lost writes must fail the run   default: off\n\
          \x20 selftest=noprotect  workload=dirtylog, iters>=2: the harvest does not write-protect again: lost\n\
          \x20                    dirty pages must fail the run   default: off\n\
          \x20 selftest=noflush   workload=aging: aging passes skip their TLB invalidation: touched pages\n\
          \x20                    found old must fail the run   default: off\n\
          \x20 timeout=SECONDS    fail if a vCPU has not finished by then (after duration=)   default: {DEFAULT_TIMEOUT_S}\n\
+         \x20                    (checked by a CPU whose vCPU has left the guest: a guest whose every\n\
+         \x20                    vCPU runs without trapping is ended only by run-qemu.sh --timeout)\n\
          \x20 chaos=on|off       a spare CPU unmaps/collapses/splits/write-protects/migrates under the vCPUs\n\
          \x20                    (needs vcpus < CPUs; implies workload=verify)   default: off\n\
          \x20 duration=TIME      how long workload=verify runs: seconds, or 30s, 5m   default: 2s with chaos=on, else one pass\n\
@@ -361,6 +387,7 @@ pub fn help_text(cpus: usize) -> String {
          \x20 host-cpus=N        (set by run-qemu.sh) host CPUs, for the report's notes\n\
          \x20 host-prealloc=on|off  (set by run-qemu.sh) whether QEMU preallocated guest RAM\n\
          \x20                    (-mem-prealloc), for the report's notes",
+        cpus.saturating_sub(1).max(1),
         DEFAULT_MEM >> 20,
         DEFAULT_TABLES >> 20,
         DEFAULT_RAM >> 20
@@ -465,6 +492,44 @@ impl Options {
     pub fn hw_dirty(&self) -> bool {
         self.workload == Workload::Dirtylog && self.dirty == DirtyMode::Hw
     }
+
+    /// The report header's `options:` text: the options that apply to this guest kind. The
+    /// built-in guest: vcpus, mem, mode, workload, backing, chaos (if on), selftest, timeout. A
+    /// guest from files (mem=, workload= and most self-tests do not apply): vcpus, ram, mode,
+    /// backing, chaos or migrate (if on), selftest (if on), timeout. A `vcpus` reduced from its
+    /// default carries the reason, e.g. `vcpus=3 (default: one CPU is the chaos pruner's)`.
+    pub fn summary(&self) -> String {
+        let mut s = format!("vcpus={}", self.vcpus);
+        if let Some(why) = self.vcpus_reduced {
+            s.push_str(&format!(" (default: {})", why.why()));
+        }
+        if self.files.is_none() {
+            s.push_str(&format!(" mem={}K", self.mem >> 10));
+        } else {
+            s.push_str(&format!(" ram={}M", self.ram >> 20));
+        }
+        s.push_str(&format!(" mode={}", self.mode.name()));
+        if self.files.is_none() {
+            s.push_str(&format!(" workload={}", self.workload.name()));
+        }
+        s.push_str(&format!(" backing={}", self.backing.name()));
+        if self.chaos {
+            s.push_str(" chaos=on");
+        }
+        if self.migrate {
+            s.push_str(&format!(
+                " migrate=on migrate-after={}ms",
+                self.migrate_after_ms
+            ));
+        }
+        match (self.selftest, &self.files) {
+            (Some(t), _) => s.push_str(&format!(" selftest={}", t.name())),
+            (None, None) => s.push_str(" selftest=off"),
+            (None, Some(_)) => {}
+        }
+        s.push_str(&format!(" timeout={}s", self.timeout_s));
+        s
+    }
 }
 
 /// Parses the bootargs. `cpus` is the number of CPUs in the DTB.
@@ -505,6 +570,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         ram: DEFAULT_RAM,
         migrate: false,
         migrate_after_ms: DEFAULT_MIGRATE_AFTER_MS,
+        vcpus_reduced: None,
     };
     let mut seen: alloc::vec::Vec<&str> = alloc::vec::Vec::new();
     let mut help = false;
@@ -772,7 +838,8 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
     }
     if o.chaos {
         if !seen.contains(&"vcpus") && cpus > 1 {
-            o.vcpus = cpus - 1; // one CPU is the pruner
+            o.vcpus = cpus - 1;
+            o.vcpus_reduced = Some(SpareCpu::Pruner);
         }
         if o.vcpus >= cpus {
             return Err(format!(
@@ -831,6 +898,7 @@ pub fn parse(args: &str, cpus: usize) -> Result<Parsed, String> {
         // The ager runs on the CPU after the vCPUs (aging.rs), as chaos=on's pruner does.
         if !seen.contains(&"vcpus") && cpus > 1 {
             o.vcpus = cpus - 1;
+            o.vcpus_reduced = Some(SpareCpu::Ager);
         }
         if o.aging && o.vcpus >= cpus {
             return Err(format!(
