@@ -24,11 +24,13 @@ use std::time::Instant;
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use loom::sync::Notify;
 use loom::thread;
+use stage2::desc::level_shift;
 use stage2::testing::{CountingPool, RecordingTlb, TlbOp};
 use stage2::{
-    Attrs, Config, DirtyBitmap, Error, HwAccess, Mapped, Perms, Pte, RangeDone, Size, Stage2,
-    Translation,
+    Attrs, Config, DirtyBitmap, Error, HwAccess, Mapped, PagePool, Perms, Pte, RangeDone, Size,
+    Stage2, Translation,
 };
 
 type S2 = Stage2<Arc<CountingPool>, Arc<RecordingTlb>>;
@@ -1309,9 +1311,11 @@ fn eager_split_vs_ancestor_prune() {
 ///
 /// The old reader could still reach the table (a stale read of the level-2 entry), so the free
 /// must wait for it even when the newer reader's word is above the table's epoch: a reclaim that
-/// judged by the newest reader (or by the first reader it finds, CPU 1 before CPU 2) frees the
-/// table under the old reader's second walk, and the pool panics. The barrier at the end frees
-/// it once both have left.
+/// judged by the newest reader (or by the first reader it finds, CPU 1 before CPU 2) would free
+/// the table under the old reader's second walk. Within this model's preemption bound loom never
+/// gives the new reader the advanced epoch while the old reader is inside, so that mutation
+/// passes here: model 14b forces the schedule and catches it. This model catches a missing fence
+/// after a reader publishes its word. The barrier at the end frees it once both have left.
 #[test]
 fn rcu_three_cpus_two_readers_and_a_reclaimer() {
     let expect = [
@@ -1389,6 +1393,143 @@ fn rcu_three_cpus_two_readers_and_a_reclaimer() {
                 seen.hit("free waited for the old reader");
             }
         }
+        check_pool(&pool);
+        s2.barrier(0);
+        assert_eq!((pool.frees(), s2.deferred(0)), (1, 0));
+        finish(s2, &pool);
+    });
+}
+
+/// A one-way hand-off between two loom threads that blocks instead of spinning (three CPUs
+/// spinning on flags make loom run past its branch limit): [`Gate::open`] happens before the
+/// return of [`Gate::wait`]. One waiter per gate (a `Notify` has one).
+#[derive(Default)]
+struct Gate {
+    up: AtomicBool,
+    // May wake spuriously (loom's `Notify`), hence the flag.
+    notify: Notify,
+}
+
+impl Gate {
+    fn open(&self) {
+        // Release: what the opener did before happens before the waiter's return.
+        self.up.store(true, Release);
+        self.notify.notify();
+    }
+
+    fn wait(&self) {
+        while !self.up.load(Acquire) {
+            self.notify.wait();
+        }
+    }
+}
+
+/// The table at `level` on the path to `ipa` (start level 1, as [`setup`] builds), found the way
+/// a shared walk finds it: Acquire loads of each table entry from the root down.
+fn table_on_path(s2: &S2, ipa: u64, level: u8) -> u64 {
+    let mut pa = s2.root();
+    for l in 1..level {
+        let idx = ((ipa >> level_shift(l)) & 511) as usize;
+        let e = Pte(s2.pool().table(pa)[idx].load(Acquire));
+        assert!(e.is_table(l), "no table at level {l} for {ipa:#x}: {e:?}");
+        pa = e.addr();
+    }
+    pa
+}
+
+/// Model 14b: the reclaim judges the grace period by the *oldest* reader, in the one schedule
+/// that tells the oldest from the newest with three CPUs, forced with blocking hand-offs
+/// ([`Gate`]) rather than left to the preemption bound (model 14 never reaches it within its
+/// bound).
+///
+/// CPU 2 (the old reader, the main thread) enters a section and walks down to the level-3 table,
+/// keeping its PA: a walk preempted between its level-2 and level-3 reads. Then CPU 0 collapses
+/// the span (unlinking that table: the epoch advances past the table's stamp) and opens
+/// `collapsed`; CPU 1 (the new reader) waits for it and enters, so its word is the advanced epoch
+/// (the advance happens before the gate opened) and its walk finds the block; it opens `inside`;
+/// CPU 0 waits for that, reclaims once and opens `reclaimed`; the old reader waits for it and
+/// reads the level-3 entry through the PA it kept. The new reader leaves only after the reclaim.
+///
+/// At the reclaim both readers are inside, the new one with a word above the table's epoch and
+/// the old one with a word equal to it, so only the old one's word keeps the table: a reclaim
+/// that took the newest word (`max`) or the first non-zero word it finds (CPU 1's, before CPU
+/// 2's) frees it, and the old reader's read panics in the pool. The barrier at the end frees it
+/// once both have left. Preemption bound 2: loom still explores the interleavings inside each
+/// step (the collapse against the readers' entries, the reclaim's loads), and unbounded it does
+/// not finish one order in a minute.
+#[test]
+fn rcu_reclaim_waits_for_the_oldest_reader() {
+    let expect = ["reclaim with an old and a new reader inside kept the table"];
+    let name = "rcu_reclaim_waits_for_the_oldest_reader";
+    model(name, Some(2), &expect, |seen, flip| {
+        let (s2, pool) = premapped_span_on(3);
+        let ipa = MB2 + 0x1000;
+        let collapsed = Arc::new(Gate::default());
+        let inside = Arc::new(Gate::default());
+        let reclaimed = Arc::new([Gate::default(), Gate::default()]);
+        let old = s2.shared(2);
+        let l3 = table_on_path(&s2, ipa, 3);
+        let idx = ((ipa >> level_shift(3)) & 511) as usize;
+        let writer = {
+            let (s2, pool) = (s2.clone(), pool.clone());
+            let (collapsed, inside, reclaimed) =
+                (collapsed.clone(), inside.clone(), reclaimed.clone());
+            move || {
+                let r = s2
+                    .shared(0)
+                    .collapse(MB2, RAM, Size::Block2M, Attrs::normal_rwx());
+                // The unlink and the epoch advance happen before the new reader enters.
+                collapsed.open();
+                inside.wait();
+                s2.reclaim(0);
+                let kept = pool.frees() == 0;
+                for n in reclaimed.iter() {
+                    n.open();
+                }
+                (r, kept)
+            }
+        };
+        let new_reader = {
+            let s2 = s2.clone();
+            let (collapsed, inside, reclaimed) =
+                (collapsed.clone(), inside.clone(), reclaimed.clone());
+            move || {
+                collapsed.wait();
+                let g = s2.shared(1);
+                inside.open();
+                // After the unlink: the walk finds the block, never the level-3 table.
+                let t = g.translate(ipa);
+                reclaimed[0].wait();
+                drop(g);
+                t
+            }
+        };
+        // Both orders of spawning (loom's DPOR explores them differently).
+        let (writer, new_reader) = if flip {
+            let r = thread::spawn(new_reader);
+            (thread::spawn(writer), r)
+        } else {
+            let w = thread::spawn(writer);
+            (w, thread::spawn(new_reader))
+        };
+        reclaimed[1].wait();
+        // The old walk goes on into the unlinked table: a use after free if the reclaim freed it.
+        let e = Pte(s2.pool().table(l3)[idx].load(Acquire));
+        drop(old);
+        let (collapse, kept) = writer.join().unwrap();
+        let t = new_reader.join().unwrap();
+        assert_eq!(collapse, Ok(Mapped::Replaced));
+        assert!(kept, "the reclaim freed the table under the old reader");
+        // The prune locked every entry of the table before unlinking it, and the reclaim (after the
+        // collapse) happens before this read: a walk that got here backs off and retries.
+        assert_eq!(
+            e,
+            Pte::LOCKED,
+            "the old reader's read of the unlinked table"
+        );
+        let t = t.expect("the new reader sees the block");
+        assert_eq!((t.pa, t.level), (RAM + 0x1000, 2), "{t:?}");
+        seen.hit("reclaim with an old and a new reader inside kept the table");
         check_pool(&pool);
         s2.barrier(0);
         assert_eq!((pool.frees(), s2.deferred(0)), (1, 0));
