@@ -207,12 +207,8 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
         let mut w = self.walker(ipa, ipa + 1);
         let mut split = false;
         let result = loop {
-            let old = w.load();
+            let old = w.walk_to_leaf();
             let level = w.level();
-            if old.is_table(level) {
-                w.next(old);
-                continue;
-            }
             if old.is_busy() {
                 break Err(self.locked_seen());
             }

@@ -31,12 +31,8 @@ impl<P: PagePool, T: Tlb> Stage2<P, T> {
     pub fn hw_access(&self, ipa: u64, write: bool, ha: bool, hd: bool) -> HwAccess {
         let mut w = Walker::new(&self.pool, self.geom, self.root, ipa, ipa + 1);
         loop {
-            let old = w.load();
+            let old = w.walk_to_leaf();
             let level = w.level();
-            if old.is_table(level) {
-                w.next(old);
-                continue;
-            }
             if !old.is_leaf(level) {
                 return HwAccess::Translation;
             }

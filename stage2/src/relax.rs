@@ -22,30 +22,25 @@ impl<P: PagePool, T: Tlb> Guard<'_, P, T> {
             return Err(Error::BadAddress);
         }
         let mut w = self.walker(ipa, ipa + 1);
-        let result = loop {
-            let old = w.load();
-            let level = w.level();
-            if old.is_table(level) {
-                w.next(old);
-                continue;
-            }
+        let result = 'relax: {
+            let old = w.walk_to_leaf();
             if old.is_busy() {
-                break Err(self.locked_seen());
+                break 'relax Err(self.locked_seen());
             }
             if !old.is_valid() {
-                break Err(Error::Retry);
+                break 'relax Err(Error::Retry);
             }
             // The faulting access happened: the page is young too.
             let new = old.with_perms(old.perms().union(perms)).with_young(true);
             if new == old {
-                break Ok(()); // another vCPU relaxed it already
+                break 'relax Ok(()); // another vCPU relaxed it already
             }
             match self.set(&w, old, new) {
                 Ok(()) => {
                     CpuStats::bump(&self.stats().relaxes);
-                    break Ok(());
+                    break 'relax Ok(());
                 }
-                Err(_) => break Err(self.lost_race()),
+                Err(_) => break 'relax Err(self.lost_race()),
             }
         };
         let (base, _) = w.span();

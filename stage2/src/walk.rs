@@ -123,6 +123,20 @@ impl<'a, P: PagePool> Walker<'a, P> {
         self.entry().store(new.0, Ordering::Release);
     }
 
+    /// Descend through tables to the entry that maps the walk's address (the first entry on the
+    /// path that is not a table: a leaf, an invalid or a LOCKED entry) and return it, each entry
+    /// read once with [`Walker::load`]. The walk-to-leaf of a single-address operation (a relax,
+    /// a dirty-log write fault, the modelled hardware walker).
+    pub(crate) fn walk_to_leaf(&mut self) -> Pte {
+        loop {
+            let old = self.load();
+            if !old.is_table(self.level) {
+                return old;
+            }
+            self.next(old);
+        }
+    }
+
     /// Move on in pre-order: into `old`'s table if it is one, else to the next entry.
     pub(crate) fn next(&mut self, old: Pte) {
         if !self.post && old.is_table(self.level) {
